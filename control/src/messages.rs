@@ -1,0 +1,96 @@
+//! What crosses the channels between the control thread and the workers.
+//! Snapshots are immutable data behind `Arc`; each worker builds its own
+//! `Rc` structures from them.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{Limits, Route, Timeouts};
+
+/// Identifies a backend across snapshots: the route key and the backend id
+/// (ids are unique within a route, its paths included).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    /// The route's key (lowercased vHost).
+    pub route: Arc<str>,
+    /// The backend's id.
+    pub backend: Arc<str>,
+}
+
+/// One generation of the running config, as a worker needs it.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every accepted change.
+    pub generation: u64,
+    /// Routes in config order.
+    pub routes: Vec<Route>,
+    /// Resolved addresses, for backends whose hostname is not an IP literal.
+    /// A backend with neither a literal nor an entry here is down.
+    pub resolved: Vec<(String, u16, SocketAddr)>,
+    /// Backends that are down (health, maintenance) at this generation.
+    pub down: HashSet<BackendKey>,
+    /// Global timeouts.
+    pub timeouts: Timeouts,
+    /// Global limits.
+    pub limits: Limits,
+}
+
+impl Snapshot {
+    /// The address a backend should be reached at, if known.
+    pub fn address_of(&self, b: &crate::model::Backend) -> Option<SocketAddr> {
+        b.literal_addr()
+            .or_else(|| self.resolved.iter().find(|(h, p, _)| *h == b.hostname && *p == b.port).map(|(_, _, a)| *a))
+    }
+}
+
+/// Control thread → one worker.
+#[derive(Debug, Clone)]
+pub enum ControlMsg {
+    /// Swap in this snapshot and ack its generation.
+    Apply(Arc<Snapshot>),
+    /// A backend's health flipped (all workers hear it).
+    Health {
+        /// Which backend.
+        key: BackendKey,
+        /// Up or down now.
+        up: bool,
+    },
+    /// Stop accepting, finish in-flight requests within `drain`, exit.
+    Shutdown {
+        /// Drain budget.
+        drain: Duration,
+    },
+}
+
+/// A worker → the control thread.
+#[derive(Debug, Clone)]
+pub enum WorkerEvent {
+    /// The worker applied this generation.
+    Ack {
+        /// Worker index.
+        worker: usize,
+        /// Generation applied.
+        generation: u64,
+    },
+    /// A backend failed to connect or timed out on this worker.
+    PassiveFailure {
+        /// Worker index.
+        worker: usize,
+        /// Which backend.
+        key: BackendKey,
+    },
+    /// The worker's listener failed to start.
+    Failed {
+        /// Worker index.
+        worker: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The worker finished draining and is exiting.
+    Exited {
+        /// Worker index.
+        worker: usize,
+    },
+}

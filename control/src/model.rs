@@ -1,0 +1,794 @@
+//! The validated layer: typed config (`Duration`, `SocketAddr`, enums) built
+//! from the raw serde layer. Conversion collects every error it finds, each
+//! naming its JSON path (`routes[0].backends[1].port`), so `ringway check`
+//! can print them all and the API can answer 400 naming the field.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::raw::{RawBackend, RawConfig, RawHealth, RawPath, RawRoute};
+
+/// One validation failure: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the offending field, e.g. `routes[1].backends[0].port`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// All the errors of one conversion (never empty when returned as `Err`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses JSON text into the raw layer; a syntax or type error names its path.
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        let inner = e.into_inner();
+        ConfigErrors(vec![FieldError { field, message: inner.to_string() }])
+    })
+}
+
+/// Parses and validates a whole config file.
+pub fn parse_config(text: &str) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = parse_json(text)?;
+    Config::try_from(&raw)
+}
+
+/// Balancing strategy of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Even cycle, weights ignored.
+    RoundRobin,
+    /// Smooth weighted round robin, as nginx does it.
+    WeightedRoundRobin,
+    /// Fewest in-flight requests (per worker), weight-aware.
+    LeastConnections,
+    /// Power of two random choices.
+    Random,
+    /// Consistent hashing of the client address.
+    IpHash,
+    /// Peak-EWMA of response time.
+    LeastLatency,
+}
+
+impl Strategy {
+    /// Parses the config name (`ROUND_ROBIN`, …).
+    pub fn from_name(s: &str) -> Option<Strategy> {
+        Some(match s {
+            "ROUND_ROBIN" => Strategy::RoundRobin,
+            "WEIGHTED_ROUND_ROBIN" => Strategy::WeightedRoundRobin,
+            "LEAST_CONNECTIONS" => Strategy::LeastConnections,
+            "RANDOM" => Strategy::Random,
+            "IP_HASH" => Strategy::IpHash,
+            "LEAST_LATENCY" => Strategy::LeastLatency,
+            _ => return None,
+        })
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "ROUND_ROBIN",
+            Strategy::WeightedRoundRobin => "WEIGHTED_ROUND_ROBIN",
+            Strategy::LeastConnections => "LEAST_CONNECTIONS",
+            Strategy::Random => "RANDOM",
+            Strategy::IpHash => "IP_HASH",
+            Strategy::LeastLatency => "LEAST_LATENCY",
+        }
+    }
+}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxy listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Worker count; `None` means one per core.
+    pub workers: Option<usize>,
+    /// Admin listener.
+    pub admin: Option<Admin>,
+    /// Global timeouts.
+    pub timeouts: Timeouts,
+    /// Global limits.
+    pub limits: Limits,
+    /// Default health settings (routes may override).
+    pub health: Health,
+    /// Access log.
+    pub access_log: Option<PathBuf>,
+    /// State file path, if set.
+    pub state_file: Option<PathBuf>,
+    /// Routes in config order.
+    pub routes: Vec<Route>,
+}
+
+/// Admin listener settings.
+#[derive(Clone)]
+pub struct Admin {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Required bearer token, if any.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Upstream connect.
+    pub connect: Duration,
+    /// Response head and each later upstream read.
+    pub upstream: Duration,
+    /// Complete request head.
+    pub client_head: Duration,
+    /// Any wait for the client.
+    pub idle: Duration,
+    /// Graceful shutdown budget.
+    pub drain: Duration,
+    /// Admission queue wait.
+    pub queue: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_millis(3000),
+            upstream: Duration::from_millis(30000),
+            client_head: Duration::from_millis(10000),
+            idle: Duration::from_millis(60000),
+            drain: Duration::from_millis(10000),
+            queue: Duration::from_millis(5000),
+        }
+    }
+}
+
+/// Limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head in bytes.
+    pub max_head_bytes: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Largest body; 0 = unlimited.
+    pub max_body_bytes: u64,
+    /// Most open client connections (all workers).
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_head_bytes: 65536, max_headers: 100, max_body_bytes: 0, max_connections: 10_000 }
+    }
+}
+
+/// Health-check settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Probe path.
+    pub path: String,
+    /// Interval; `None` means active checks are off.
+    pub interval: Option<Duration>,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Consecutive passes to come up.
+    pub rise: u32,
+    /// Consecutive failures to go down.
+    pub fall: u32,
+    /// Accepted statuses, inclusive.
+    pub expect_status: (u16, u16),
+    /// Rest after a passive failure when active checks are off.
+    pub fail_timeout: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: "/".to_string(),
+            interval: Some(Duration::from_millis(5000)),
+            timeout: Duration::from_millis(3000),
+            rise: 2,
+            fall: 3,
+            expect_status: (200, 399),
+            fail_timeout: Duration::from_millis(10000),
+        }
+    }
+}
+
+/// A virtual-host pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum VHost {
+    /// `*`: every host.
+    Any,
+    /// An exact, lowercased host name.
+    Exact(String),
+    /// `*.suffix`: one or more labels before `.suffix` (stored without `*.`).
+    Wildcard(String),
+}
+
+impl VHost {
+    /// The route key: the lowercased pattern as written (`*`, `a.b`, `*.b`).
+    pub fn key(&self) -> String {
+        match self {
+            VHost::Any => "*".to_string(),
+            VHost::Exact(h) => h.clone(),
+            VHost::Wildcard(s) => format!("*.{s}"),
+        }
+    }
+
+    /// Parses a pattern; `None` if it is not a valid host pattern.
+    pub fn parse(s: &str) -> Option<VHost> {
+        let s = s.trim_end_matches('.').to_ascii_lowercase();
+        if s == "*" {
+            return Some(VHost::Any);
+        }
+        if let Some(rest) = s.strip_prefix("*.") {
+            return valid_dns_name(rest).then(|| VHost::Wildcard(rest.to_string()));
+        }
+        if valid_dns_name(&s) || s.parse::<IpAddr>().is_ok() {
+            return Some(VHost::Exact(s));
+        }
+        if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            if inner.parse::<std::net::Ipv6Addr>().is_ok() {
+                return Some(VHost::Exact(s));
+            }
+        }
+        None
+    }
+}
+
+/// A route: a virtual host with its pools.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Route id.
+    pub id: String,
+    /// Host pattern.
+    pub vhost: VHost,
+    /// Lowercased vHost: the route's key.
+    pub key: String,
+    /// The default pool.
+    pub pool: Pool,
+    /// Path rules, in config order.
+    pub paths: Vec<PathRule>,
+    /// Active requests per route before queueing (0 = unlimited).
+    pub req_active: u32,
+    /// Queue length beyond that.
+    pub req_queue: u32,
+    /// Headers set on forwarded requests (name, value).
+    pub headers: Vec<(String, String)>,
+    /// Retries on another backend.
+    pub retries: u32,
+    /// Body limit (0 = none).
+    pub max_body_bytes: u64,
+    /// Connect timeout.
+    pub connect: Duration,
+    /// Upstream read timeout.
+    pub upstream: Duration,
+    /// Queue wait.
+    pub queue: Duration,
+    /// Health settings.
+    pub health: Health,
+}
+
+/// A path-prefix rule.
+#[derive(Debug, Clone)]
+pub struct PathRule {
+    /// Prefix, starting with `/`, without a trailing `/` unless it is `/`.
+    pub prefix: String,
+    /// Strip the prefix before forwarding.
+    pub strip_prefix: bool,
+    /// The rule's pool.
+    pub pool: Pool,
+}
+
+/// A set of backends and how to choose among them.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Backends.
+    pub backends: Vec<Backend>,
+}
+
+/// One backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Stable id, unique within the route.
+    pub id: String,
+    /// IP literal or DNS name as configured.
+    pub hostname: String,
+    /// Port.
+    pub port: u16,
+    /// Weight >= 1.
+    pub weight: u32,
+}
+
+impl Backend {
+    /// The address when `hostname` is an IP literal.
+    pub fn literal_addr(&self) -> Option<SocketAddr> {
+        let h = self.hostname.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&self.hostname);
+        h.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+/// Whether `s` is a syntactically valid DNS name (letters, digits, hyphens, dots).
+pub fn valid_dns_name(s: &str) -> bool {
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    s.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// Collects errors under a growing path.
+struct Errs {
+    list: Vec<FieldError>,
+}
+
+impl Errs {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.list.push(FieldError { field: field.into(), message: message.into() });
+    }
+}
+
+fn ms(v: Option<u64>, default: Duration, field: &str, errs: &mut Errs) -> Duration {
+    match v {
+        None => default,
+        Some(0) => {
+            errs.push(field, "must be greater than 0");
+            default
+        }
+        Some(n) if n > 86_400_000 => {
+            errs.push(field, "must be at most 86400000 (one day)");
+            default
+        }
+        Some(n) => Duration::from_millis(n),
+    }
+}
+
+fn bounded(v: Option<u64>, default: u64, min: u64, max: u64, field: &str, errs: &mut Errs) -> u64 {
+    match v {
+        None => default,
+        Some(n) if n < min || n > max => {
+            errs.push(field, format!("must be between {min} and {max}"));
+            default
+        }
+        Some(n) => n,
+    }
+}
+
+impl TryFrom<&RawConfig> for Config {
+    type Error = ConfigErrors;
+
+    fn try_from(raw: &RawConfig) -> Result<Config, ConfigErrors> {
+        let mut errs = Errs { list: Vec::new() };
+        let mut listen = Vec::new();
+        match &raw.listen {
+            None => listen.push(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            Some(list) => {
+                if list.is_empty() {
+                    errs.push("listen", "needs at least one address");
+                }
+                for (i, a) in list.iter().enumerate() {
+                    match a.parse::<SocketAddr>() {
+                        Ok(a) => listen.push(a),
+                        Err(_) => errs.push(format!("listen[{i}]"), format!("{a:?} is not an IP:port address")),
+                    }
+                }
+            }
+        }
+        let workers = match raw.workers {
+            None | Some(0) => None,
+            Some(n) if n > 1024 => {
+                errs.push("workers", "must be at most 1024");
+                None
+            }
+            Some(n) => Some(n as usize),
+        };
+        let admin = raw.admin.as_ref().and_then(|a| {
+            let listen = a.listen.as_deref().unwrap_or("127.0.0.1:9901");
+            let token = a.token.clone();
+            if matches!(&token, Some(t) if t.is_empty()) {
+                errs.push("admin.token", "must not be empty");
+            }
+            match listen.parse::<SocketAddr>() {
+                Ok(l) => {
+                    if !l.ip().is_loopback() && token.is_none() {
+                        errs.push("admin.token", "required when admin.listen is not a loopback address");
+                    }
+                    Some(Admin { listen: l, token })
+                }
+                Err(_) => {
+                    errs.push("admin.listen", format!("{listen:?} is not an IP:port address"));
+                    None
+                }
+            }
+        });
+        let d = Timeouts::default();
+        let t = raw.timeouts.clone().unwrap_or_default();
+        let timeouts = Timeouts {
+            connect: ms(t.connect_ms, d.connect, "timeouts.connectMs", &mut errs),
+            upstream: ms(t.upstream_ms, d.upstream, "timeouts.upstreamMs", &mut errs),
+            client_head: ms(t.client_head_ms, d.client_head, "timeouts.clientHeadMs", &mut errs),
+            idle: ms(t.idle_ms, d.idle, "timeouts.idleMs", &mut errs),
+            drain: ms(t.drain_ms, d.drain, "timeouts.drainMs", &mut errs),
+            queue: ms(t.queue_ms, d.queue, "timeouts.queueMs", &mut errs),
+        };
+        let dl = Limits::default();
+        let l = raw.limits.clone().unwrap_or_default();
+        let limits = Limits {
+            max_head_bytes: bounded(
+                l.max_head_bytes,
+                dl.max_head_bytes as u64,
+                1024,
+                1 << 20,
+                "limits.maxHeadBytes",
+                &mut errs,
+            ) as usize,
+            max_headers: bounded(l.max_headers, dl.max_headers as u64, 1, 256, "limits.maxHeaders", &mut errs) as usize,
+            max_body_bytes: l.max_body_bytes.unwrap_or(0),
+            max_connections: bounded(
+                l.max_connections,
+                dl.max_connections as u64,
+                1,
+                10_000_000,
+                "limits.maxConnections",
+                &mut errs,
+            ) as usize,
+        };
+        let health = health_from(raw.health.as_ref(), &Health::default(), "health", &mut errs);
+        let access_log = raw.access_log.as_ref().and_then(|a| a.path.as_ref()).map(PathBuf::from);
+        let state_file = raw.state_file.as_ref().map(PathBuf::from);
+        let defaults = RouteDefaults { timeouts, max_body_bytes: limits.max_body_bytes, health: health.clone() };
+        let mut routes = Vec::new();
+        let mut keys = HashSet::new();
+        for (i, r) in raw.routes.iter().flatten().enumerate() {
+            let path = format!("routes[{i}]");
+            if let Some(route) = route_from(r, &defaults, &path, &mut errs) {
+                if !keys.insert(route.key.clone()) {
+                    errs.push(format!("{path}.vHost"), format!("duplicate vHost {:?}", route.key));
+                }
+                routes.push(route);
+            }
+        }
+        if errs.list.is_empty() {
+            Ok(Config { listen, workers, admin, timeouts, limits, health, access_log, state_file, routes })
+        } else {
+            Err(ConfigErrors(errs.list))
+        }
+    }
+}
+
+/// What a route inherits from the global config.
+#[derive(Debug, Clone)]
+pub struct RouteDefaults {
+    /// Global timeouts.
+    pub timeouts: Timeouts,
+    /// Global body limit.
+    pub max_body_bytes: u64,
+    /// Global health settings.
+    pub health: Health,
+}
+
+impl RouteDefaults {
+    /// The defaults a config hands its routes.
+    pub fn of(config: &Config) -> RouteDefaults {
+        RouteDefaults {
+            timeouts: config.timeouts,
+            max_body_bytes: config.limits.max_body_bytes,
+            health: config.health.clone(),
+        }
+    }
+}
+
+/// Validates one route on its own (the API's entry point); errors are
+/// named relative to the route (`backends[0].port`).
+pub fn validate_route(raw: &RawRoute, defaults: &RouteDefaults) -> Result<Route, ConfigErrors> {
+    let mut errs = Errs { list: Vec::new() };
+    match route_from(raw, defaults, "", &mut errs) {
+        Some(r) if errs.list.is_empty() => Ok(r),
+        _ => Err(ConfigErrors(errs.list)),
+    }
+}
+
+fn join(base: &str, field: &str) -> String {
+    if base.is_empty() {
+        field.to_string()
+    } else {
+        format!("{base}.{field}")
+    }
+}
+
+fn health_from(raw: Option<&RawHealth>, base: &Health, path: &str, errs: &mut Errs) -> Health {
+    let Some(h) = raw else { return base.clone() };
+    let mut out = base.clone();
+    if let Some(p) = &h.path {
+        if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            errs.push(join(path, "path"), "must start with / and contain no spaces or control bytes");
+        } else {
+            out.path = p.clone();
+        }
+    }
+    match h.interval_ms {
+        Some(0) => out.interval = None,
+        Some(n) => out.interval = Some(ms(Some(n), Duration::from_secs(5), &join(path, "intervalMs"), errs)),
+        None => {}
+    }
+    out.timeout = ms(h.timeout_ms, base.timeout, &join(path, "timeoutMs"), errs);
+    out.rise = bounded(h.rise.map(Into::into), base.rise.into(), 1, 1000, &join(path, "rise"), errs) as u32;
+    out.fall = bounded(h.fall.map(Into::into), base.fall.into(), 1, 1000, &join(path, "fall"), errs) as u32;
+    out.fail_timeout = ms(h.fail_timeout_ms, base.fail_timeout, &join(path, "failTimeoutMs"), errs);
+    if let Some(v) = &h.expect_status {
+        match parse_status_range(v) {
+            Some(r) => out.expect_status = r,
+            None => {
+                errs.push(join(path, "expectStatus"), "must be a status (200) or a range (\"200-399\") within 100-599")
+            }
+        }
+    }
+    out
+}
+
+fn parse_status_range(v: &serde_json::Value) -> Option<(u16, u16)> {
+    let (lo, hi) = match v {
+        serde_json::Value::Number(n) => {
+            let n = n.as_u64()?;
+            (n, n)
+        }
+        serde_json::Value::String(s) => match s.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let n = s.trim().parse().ok()?;
+                (n, n)
+            }
+        },
+        _ => return None,
+    };
+    ((100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi).then_some((lo as u16, hi as u16))
+}
+
+fn strategy_from(raw: Option<&str>, default: Strategy, field: String, errs: &mut Errs) -> Strategy {
+    match raw {
+        None => default,
+        Some(s) => Strategy::from_name(s).unwrap_or_else(|| {
+            errs.push(
+                field,
+                format!(
+                    "unknown strategy {s:?} (expected ROUND_ROBIN, WEIGHTED_ROUND_ROBIN, LEAST_CONNECTIONS, RANDOM, IP_HASH or LEAST_LATENCY)"
+                ),
+            );
+            default
+        }),
+    }
+}
+
+fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> Option<Route> {
+    let before = errs.list.len();
+    let vhost = match r.v_host.as_deref() {
+        None => {
+            errs.push(join(path, "vHost"), "is required (use \"*\" for every host)");
+            None
+        }
+        Some(v) => VHost::parse(v).or_else(|| {
+            errs.push(join(path, "vHost"), format!("{v:?} is not a host name, *.domain or *"));
+            None
+        }),
+    };
+    if r.auto_https == Some(true) {
+        errs.push(join(path, "autoHttps"), "not supported yet");
+    }
+    if r.auth_provider.as_ref().is_some_and(|v| !v.is_null()) {
+        errs.push(join(path, "authProvider"), "not supported yet");
+    }
+    if r.ssl.as_ref().is_some_and(|v| !v.is_null()) {
+        errs.push(join(path, "ssl"), "not supported yet");
+    }
+    let strategy = strategy_from(r.strategy.as_deref(), Strategy::RoundRobin, join(path, "strategy"), errs);
+    let mut ids = HashSet::new();
+    let backends = backends_from(r.backends.as_deref().unwrap_or(&[]), &join(path, "backends"), &mut ids, errs);
+    let mut paths = Vec::new();
+    let mut prefixes = HashSet::new();
+    for (i, p) in r.paths.iter().flatten().enumerate() {
+        let pp = join(path, &format!("paths[{i}]"));
+        if let Some(rule) = path_from(p, strategy, &pp, &mut ids, errs) {
+            if !prefixes.insert(rule.prefix.clone()) {
+                errs.push(join(&pp, "prefix"), format!("duplicate prefix {:?}", rule.prefix));
+            }
+            paths.push(rule);
+        }
+    }
+    let mut headers = Vec::new();
+    for (k, v) in r.headers.iter().flatten() {
+        let field = join(path, &format!("headers.{k}"));
+        if k.is_empty() || !k.bytes().all(is_tchar) {
+            errs.push(field, "is not a valid header name");
+        } else if is_reserved_header(k) {
+            errs.push(field, "is managed by ringway and cannot be set");
+        } else if v.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+            errs.push(field, "value contains control characters");
+        } else {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    let req_active = bounded(r.req_active_length, 0, 0, 10_000_000, &join(path, "reqActiveLength"), errs) as u32;
+    let req_queue = bounded(r.req_queue_length, 0, 0, 10_000_000, &join(path, "reqQueueLength"), errs) as u32;
+    let retries = bounded(r.retries, 2, 0, 16, &join(path, "retries"), errs) as u32;
+    let connect = ms(r.connect_ms, d.timeouts.connect, &join(path, "connectMs"), errs);
+    let upstream = ms(r.upstream_ms, d.timeouts.upstream, &join(path, "upstreamMs"), errs);
+    let queue = ms(r.queue_ms, d.timeouts.queue, &join(path, "queueMs"), errs);
+    let health = health_from(r.health.as_ref(), &d.health, &join(path, "health"), errs);
+    let vhost = vhost?;
+    if errs.list.len() != before {
+        return None;
+    }
+    let key = vhost.key();
+    Some(Route {
+        id: r.id.clone().unwrap_or_else(|| key.clone()),
+        key,
+        vhost,
+        pool: Pool { strategy, backends },
+        paths,
+        req_active,
+        req_queue,
+        headers,
+        retries,
+        max_body_bytes: r.max_body_bytes.unwrap_or(d.max_body_bytes),
+        connect,
+        upstream,
+        queue,
+        health,
+    })
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_reserved_header(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    ];
+    RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
+fn path_from(
+    p: &RawPath,
+    route_strategy: Strategy,
+    path: &str,
+    ids: &mut HashSet<String>,
+    errs: &mut Errs,
+) -> Option<PathRule> {
+    let prefix = match p.prefix.as_deref() {
+        None => {
+            errs.push(join(path, "prefix"), "is required");
+            return None;
+        }
+        Some(s) if !s.starts_with('/') || s.bytes().any(|b| b <= b' ' || b == b'?' || b == b'#' || b == 0x7f) => {
+            errs.push(join(path, "prefix"), "must start with / and contain no spaces, ? or #");
+            return None;
+        }
+        Some(s) => {
+            let t = s.trim_end_matches('/');
+            if t.is_empty() {
+                "/".to_string()
+            } else {
+                t.to_string()
+            }
+        }
+    };
+    let strategy = strategy_from(p.strategy.as_deref(), route_strategy, join(path, "strategy"), errs);
+    let backends = backends_from(p.backends.as_deref().unwrap_or(&[]), &join(path, "backends"), ids, errs);
+    Some(PathRule { prefix, strip_prefix: p.strip_prefix.unwrap_or(false), pool: Pool { strategy, backends } })
+}
+
+fn backends_from(list: &[RawBackend], path: &str, ids: &mut HashSet<String>, errs: &mut Errs) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for (i, b) in list.iter().enumerate() {
+        let bp = format!("{path}[{i}]");
+        if let Some(b) = backend_from(b, &bp, errs) {
+            if !ids.insert(b.id.clone()) {
+                errs.push(format!("{bp}.id"), format!("duplicate backend id {:?} in this route", b.id));
+            }
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Validates one backend (the API's entry point for `POST …/backends`).
+pub fn validate_backend(raw: &RawBackend) -> Result<Backend, ConfigErrors> {
+    let mut errs = Errs { list: Vec::new() };
+    match backend_from(raw, "", &mut errs) {
+        Some(b) if errs.list.is_empty() => Ok(b),
+        _ => Err(ConfigErrors(errs.list)),
+    }
+}
+
+fn backend_from(b: &RawBackend, path: &str, errs: &mut Errs) -> Option<Backend> {
+    let before = errs.list.len();
+    let hostname = match b.hostname.as_deref() {
+        None => {
+            errs.push(join(path, "hostname"), "is required");
+            String::new()
+        }
+        Some(h) => {
+            let bare = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
+            if bare.parse::<IpAddr>().is_err() && !valid_dns_name(h.trim_end_matches('.')) {
+                errs.push(join(path, "hostname"), format!("{h:?} is not an IP address or host name"));
+            }
+            h.to_ascii_lowercase()
+        }
+    };
+    let port = match b.port {
+        None => {
+            errs.push(join(path, "port"), "is required");
+            0
+        }
+        Some(p) if p == 0 || p > 65535 => {
+            errs.push(join(path, "port"), format!("{p} is not a port (1-65535)"));
+            0
+        }
+        Some(p) => p as u16,
+    };
+    let weight = bounded(b.weight, 1, 1, 1000, &join(path, "weight"), errs) as u32;
+    let id = match &b.id {
+        Some(id) if id.is_empty() || id.len() > 128 || !id.bytes().all(|c| c.is_ascii_graphic() && c != b'/') => {
+            errs.push(join(path, "id"), "must be 1-128 visible characters without /");
+            String::new()
+        }
+        Some(id) => id.clone(),
+        None => format!("{hostname}:{port}"),
+    };
+    (errs.list.len() == before).then_some(Backend { id, hostname, port, weight })
+}

@@ -1,0 +1,170 @@
+//! The raw layer: serde types that mirror the JSON exactly (camelCase,
+//! unknown fields rejected). Nothing here is validated; `model` turns these
+//! into typed values and names the offending field when it cannot.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The config file, as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawConfig {
+    /// Proxy listen addresses.
+    pub listen: Option<Vec<String>>,
+    /// Worker count; absent or 0 means one per core.
+    pub workers: Option<u64>,
+    /// Admin listener; absent means none.
+    pub admin: Option<RawAdmin>,
+    /// Timeouts in milliseconds.
+    pub timeouts: Option<RawTimeouts>,
+    /// Size and count limits.
+    pub limits: Option<RawLimits>,
+    /// Default health-check settings.
+    pub health: Option<RawHealth>,
+    /// Access log settings.
+    pub access_log: Option<RawAccessLog>,
+    /// Where the API's changes are persisted.
+    pub state_file: Option<String>,
+    /// The routes.
+    pub routes: Option<Vec<RawRoute>>,
+}
+
+/// `admin`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Admin listen address.
+    pub listen: Option<String>,
+    /// Bearer token required on every admin request.
+    pub token: Option<String>,
+}
+
+/// `timeouts`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// Upstream connect timeout.
+    pub connect_ms: Option<u64>,
+    /// Wait for the response head and each later upstream read.
+    pub upstream_ms: Option<u64>,
+    /// Wait for a complete request head.
+    pub client_head_ms: Option<u64>,
+    /// Any wait for the client.
+    pub idle_ms: Option<u64>,
+    /// Graceful shutdown budget.
+    pub drain_ms: Option<u64>,
+    /// Longest wait in an admission queue.
+    pub queue_ms: Option<u64>,
+}
+
+/// `limits`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest request head.
+    pub max_head_bytes: Option<u64>,
+    /// Most header fields in a request head.
+    pub max_headers: Option<u64>,
+    /// Largest request body; 0 means none.
+    pub max_body_bytes: Option<u64>,
+    /// Most open client connections, all workers together.
+    pub max_connections: Option<u64>,
+}
+
+/// `health`, global or per route (field by field).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawHealth {
+    /// Probe path.
+    pub path: Option<String>,
+    /// Probe interval; 0 turns active checks off.
+    pub interval_ms: Option<u64>,
+    /// Probe timeout.
+    pub timeout_ms: Option<u64>,
+    /// Passes to come back up.
+    pub rise: Option<u64>,
+    /// Failures to go down.
+    pub fall: Option<u64>,
+    /// Accepted status range: `200`, `"200-399"`.
+    pub expect_status: Option<serde_json::Value>,
+    /// With active checks off, how long a passively failed backend rests.
+    pub fail_timeout_ms: Option<u64>,
+}
+
+/// `accessLog`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// File to append JSON lines to; `"-"` is standard output.
+    pub path: Option<String>,
+}
+
+/// The seed-compatible RouteConfig, plus ringway's additive fields.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawRoute {
+    /// Route id; defaults to the vHost.
+    pub id: Option<String>,
+    /// `api.example.com`, `*.example.com` or `*`.
+    #[serde(rename = "vHost")]
+    pub v_host: Option<String>,
+    /// Balancing strategy.
+    pub strategy: Option<String>,
+    /// Not supported yet: must be absent or false.
+    pub auto_https: Option<bool>,
+    /// Active requests before queueing; 0 = unlimited.
+    pub req_active_length: Option<u64>,
+    /// Queued requests beyond that; 0 = no queue.
+    pub req_queue_length: Option<u64>,
+    /// Not supported yet: must be absent or null.
+    pub auth_provider: Option<serde_json::Value>,
+    /// Headers set on every forwarded request.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// The route's default backend pool.
+    pub backends: Option<Vec<RawBackend>>,
+    /// Not supported yet: must be absent or null.
+    pub ssl: Option<serde_json::Value>,
+    /// Path-prefix rules with their own pools.
+    pub paths: Option<Vec<RawPath>>,
+    /// Retries on another backend.
+    pub retries: Option<u64>,
+    /// Per-route override of `limits.maxBodyBytes`.
+    pub max_body_bytes: Option<u64>,
+    /// Per-route override of `timeouts.connectMs`.
+    pub connect_ms: Option<u64>,
+    /// Per-route override of `timeouts.upstreamMs`.
+    pub upstream_ms: Option<u64>,
+    /// Per-route override of `timeouts.queueMs`.
+    pub queue_ms: Option<u64>,
+    /// Per-route override of `health`, field by field.
+    pub health: Option<RawHealth>,
+}
+
+/// One path rule.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPath {
+    /// Path prefix, starting with `/`.
+    pub prefix: Option<String>,
+    /// Remove the prefix before forwarding.
+    pub strip_prefix: Option<bool>,
+    /// Strategy; defaults to the route's.
+    pub strategy: Option<String>,
+    /// The rule's pool.
+    pub backends: Option<Vec<RawBackend>>,
+}
+
+/// One backend.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawBackend {
+    /// Stable id; defaults to `hostname:port`.
+    pub id: Option<String>,
+    /// IP address or DNS name.
+    pub hostname: Option<String>,
+    /// TCP port.
+    pub port: Option<u64>,
+    /// Weight, default 1.
+    pub weight: Option<u64>,
+}

@@ -1,0 +1,282 @@
+//! The control thread: the single writer of the running state. It builds
+//! snapshots, broadcasts them and collects acks, runs the health state
+//! machine on probe results and passive failures, and broadcasts only flips.
+//! Blocking work (probes, name resolution) stays off the workers.
+
+pub mod probe;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::health::HealthState;
+use control::messages::{BackendKey, ControlMsg, Snapshot, WorkerEvent};
+use control::model::{Backend, Config, Health, Route, VHost};
+use crossbeam_channel::{select, Receiver, Sender};
+
+use crate::worker::inbox::InboxSender;
+use crate::worker::Shared;
+use probe::{ProbeResult, Target};
+
+/// Commands to the control thread from main.
+#[derive(Debug)]
+pub enum ControlCmd {
+    /// Drain and stop.
+    Shutdown,
+}
+
+/// How long a broadcast waits for every worker's ack.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The control thread's state.
+pub struct Controller {
+    config: Config,
+    generation: u64,
+    workers: Vec<InboxSender>,
+    events: Receiver<WorkerEvent>,
+    cmds: Receiver<ControlCmd>,
+    #[allow(dead_code)]
+    shared: Arc<Shared>,
+    health: HashMap<BackendKey, HealthState>,
+    resolved: Vec<(String, u16, SocketAddr)>,
+    /// Passively failed backends of routes without active checks: when to try again.
+    rest_until: HashMap<BackendKey, Instant>,
+}
+
+fn each_backend(route: &Route) -> impl Iterator<Item = &Backend> {
+    route.pool.backends.iter().chain(route.paths.iter().flat_map(|p| p.pool.backends.iter()))
+}
+
+impl Controller {
+    /// A controller for `config`, talking to these workers.
+    pub fn new(
+        config: Config,
+        workers: Vec<InboxSender>,
+        events: Receiver<WorkerEvent>,
+        cmds: Receiver<ControlCmd>,
+        shared: Arc<Shared>,
+    ) -> Controller {
+        Controller {
+            config,
+            generation: 0,
+            workers,
+            events,
+            cmds,
+            shared,
+            health: HashMap::new(),
+            resolved: Vec::new(),
+            rest_until: HashMap::new(),
+        }
+    }
+
+    fn key(route: &Route, b: &Backend) -> BackendKey {
+        BackendKey { route: Arc::from(route.key.as_str()), backend: Arc::from(b.id.as_str()) }
+    }
+
+    /// Resolves backend host names (blocking; the control thread's own time).
+    fn resolve(&mut self) {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for r in &self.config.routes {
+            for b in each_backend(r) {
+                if b.literal_addr().is_some() || !seen.insert((b.hostname.clone(), b.port)) {
+                    continue;
+                }
+                match (b.hostname.as_str(), b.port).to_socket_addrs() {
+                    Ok(mut addrs) => match addrs.next() {
+                        Some(a) => out.push((b.hostname.clone(), b.port, a)),
+                        None => tracing::warn!(host = %b.hostname, "backend name resolves to nothing: down"),
+                    },
+                    Err(e) => tracing::warn!(host = %b.hostname, error = %e, "backend name does not resolve: down"),
+                }
+            }
+        }
+        self.resolved = out;
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        let down = self.health.iter().filter(|(_, h)| !h.is_up()).map(|(k, _)| k.clone()).collect();
+        Arc::new(Snapshot {
+            generation: self.generation,
+            routes: self.config.routes.clone(),
+            resolved: self.resolved.clone(),
+            down,
+            timeouts: self.config.timeouts,
+            limits: self.config.limits,
+        })
+    }
+
+    fn address_of(&self, b: &Backend) -> Option<SocketAddr> {
+        b.literal_addr()
+            .or_else(|| self.resolved.iter().find(|(h, p, _)| *h == b.hostname && *p == b.port).map(|(_, _, a)| *a))
+    }
+
+    fn probe_targets(&self) -> Vec<Target> {
+        let mut out = Vec::new();
+        for r in &self.config.routes {
+            let Some(interval) = r.health.interval else { continue };
+            for b in each_backend(r) {
+                let Some(addr) = self.address_of(b) else { continue };
+                let host = match &r.vhost {
+                    VHost::Exact(h) => h.clone(),
+                    _ => b.hostname.clone(),
+                };
+                out.push(Target {
+                    key: Self::key(r, b),
+                    addr,
+                    host,
+                    path: r.health.path.clone(),
+                    interval,
+                    timeout: r.health.timeout,
+                    expect: r.health.expect_status,
+                });
+            }
+        }
+        out
+    }
+
+    fn health_of(&self, key: &BackendKey) -> Option<&Health> {
+        self.config.routes.iter().find(|r| *r.key == *key.route).map(|r| &r.health)
+    }
+
+    /// Sends to every worker; returns the indexes that are gone.
+    fn broadcast(&self, msg: ControlMsg) {
+        for w in &self.workers {
+            w.send(msg.clone());
+        }
+    }
+
+    /// Broadcasts a new generation and waits for every ack (bounded).
+    /// Returns the workers that did not ack, or a startup failure.
+    fn publish(&mut self) -> Result<(), String> {
+        self.generation += 1;
+        let live: HashSet<BackendKey> =
+            self.config.routes.iter().flat_map(|r| each_backend(r).map(move |b| Self::key(r, b))).collect();
+        self.health.retain(|k, _| live.contains(k));
+        for k in live {
+            self.health.entry(k).or_default();
+        }
+        let snap = self.snapshot();
+        let generation = snap.generation;
+        self.broadcast(ControlMsg::Apply(snap));
+        let mut acked = vec![false; self.workers.len()];
+        let deadline = Instant::now() + ACK_TIMEOUT;
+        while acked.iter().any(|a| !a) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(WorkerEvent::Ack { worker, generation: g }) if g >= generation => {
+                    if let Some(a) = acked.get_mut(worker) {
+                        *a = true;
+                    }
+                }
+                Ok(WorkerEvent::Failed { worker, reason }) => return Err(format!("worker {worker}: {reason}")),
+                Ok(other) => self.on_event(other),
+                Err(_) => {
+                    let lagging: Vec<usize> = (0..acked.len()).filter(|&i| !acked[i]).collect();
+                    return Err(format!("workers {lagging:?} did not ack generation {generation}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flip(&mut self, key: &BackendKey, up: bool) {
+        tracing::info!(route = %key.route, backend = %key.backend, up, "backend health changed");
+        self.broadcast(ControlMsg::Health { key: key.clone(), up });
+    }
+
+    fn on_event(&mut self, ev: WorkerEvent) {
+        match ev {
+            WorkerEvent::PassiveFailure { key, worker } => {
+                tracing::debug!(worker, backend = %key.backend, "passive failure");
+                let active_checks = self.health_of(&key).map(|h| (h.interval.is_some(), h.fail_timeout));
+                let Some(state) = self.health.get_mut(&key) else { return };
+                if state.passive_failure().is_some() {
+                    self.flip(&key, false);
+                }
+                if let Some((false, rest)) = active_checks {
+                    self.rest_until.insert(key, Instant::now() + rest);
+                }
+            }
+            WorkerEvent::Ack { .. } | WorkerEvent::Exited { .. } => {}
+            WorkerEvent::Failed { worker, reason } => tracing::error!(worker, %reason, "worker failed"),
+        }
+    }
+
+    fn on_probe(&mut self, r: ProbeResult) {
+        let Some((rise, fall)) = self.health_of(&r.key).map(|h| (h.rise, h.fall)) else { return };
+        let Some(state) = self.health.get_mut(&r.key) else { return };
+        if let Some(up) = state.record(r.ok, rise, fall) {
+            self.flip(&r.key, up);
+        }
+    }
+
+    /// Rested backends (routes without active checks) get their trial.
+    fn wake_rested(&mut self) {
+        let now = Instant::now();
+        let due: Vec<BackendKey> = self.rest_until.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        for k in due {
+            self.rest_until.remove(&k);
+            if let Some(state) = self.health.get_mut(&k) {
+                if state.set_up(true).is_some() {
+                    self.flip(&k, true);
+                }
+            }
+        }
+    }
+
+    /// The control loop. `ready` hears once whether the start succeeded.
+    pub fn run(mut self, ready: Sender<Result<(), String>>) {
+        self.resolve();
+        if let Err(e) = self.publish() {
+            let _ = ready.send(Err(e));
+            self.broadcast(ControlMsg::Shutdown { drain: Duration::ZERO });
+            return;
+        }
+        let _ = ready.send(Ok(()));
+        let (target_tx, target_rx) = crossbeam_channel::unbounded();
+        let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
+        let _ = target_tx.send(self.probe_targets());
+        let prober =
+            std::thread::Builder::new().name("ringway-health".into()).spawn(move || probe::run(target_rx, probe_tx));
+        if let Err(e) = &prober {
+            tracing::error!(error = %e, "health checker did not start");
+        }
+        loop {
+            let wait = self
+                .rest_until
+                .values()
+                .min()
+                .map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+            select! {
+                recv(self.events) -> ev => match ev {
+                    Ok(ev) => self.on_event(ev),
+                    Err(_) => break,
+                },
+                recv(probe_rx) -> r => if let Ok(r) = r { self.on_probe(r) },
+                recv(self.cmds) -> cmd => match cmd {
+                    Ok(ControlCmd::Shutdown) | Err(_) => break,
+                },
+                default(wait) => {},
+            }
+            self.wake_rested();
+        }
+        drop(target_tx);
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let drain = self.config.timeouts.drain;
+        self.broadcast(ControlMsg::Shutdown { drain });
+        let deadline = Instant::now() + drain + Duration::from_secs(2);
+        let mut left = self.workers.len();
+        while left > 0 {
+            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(WorkerEvent::Exited { .. }) => left -= 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}

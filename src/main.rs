@@ -1,0 +1,203 @@
+//! The `ringway` command: `run`, `check`, `demo`.
+
+use std::process::ExitCode;
+
+use ringway::runtime::{self, Driver};
+
+const HELP: &str = "ringway — HTTP reverse proxy and load balancer (thread per core, io_uring)
+
+USAGE:
+    ringway run --config FILE [--workers N] [--driver uring|epoll|auto]
+    ringway check --config FILE
+    ringway demo [--listen ADDR] [--workers N]
+    ringway help
+
+COMMANDS:
+    run     Run the proxy with a JSON config file. Prints one line
+            `listening proxy=ADDR[,ADDR] admin=ADDR|-` once every worker
+            accepts. SIGTERM/SIGINT drain and exit 0.
+    check   Validate a config file; print every error with its JSON path;
+            exit 1 on error.
+    demo    Run ringway on 127.0.0.1:8080 in front of three built-in demo
+            backends on loopback, and print a curl loop that shows the
+            balancing.
+";
+
+const RUN_HELP: &str = "USAGE: ringway run --config FILE [--workers N] [--driver uring|epoll|auto]
+
+    --config FILE    JSON config (see README.md)
+    --workers N      worker threads, one per core by default
+    --driver D       io driver: uring (default), epoll, or auto
+";
+
+const CHECK_HELP: &str = "USAGE: ringway check --config FILE
+
+Validates FILE and prints every error with its JSON path; exit 1 on error.
+";
+
+const DEMO_HELP: &str = "USAGE: ringway demo [--listen ADDR] [--workers N]
+
+Starts three demo backends on loopback and ringway in front of them
+(default 127.0.0.1:8080), then prints a curl loop to try.
+";
+
+struct Args {
+    config: Option<String>,
+    workers: Option<usize>,
+    driver: Driver,
+    listen: Option<String>,
+    help: bool,
+}
+
+fn parse_args(rest: &[String]) -> Result<Args, String> {
+    let mut a = Args { config: None, workers: None, driver: Driver::Uring, listen: None, help: false };
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--config" | "-c" => a.config = Some(value("--config")?),
+            "--workers" | "-w" => {
+                let v = value("--workers")?;
+                a.workers = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("--workers: {v:?} is not a positive number"))?,
+                );
+            }
+            "--driver" => {
+                let v = value("--driver")?;
+                a.driver = Driver::parse(&v).ok_or_else(|| format!("--driver: {v:?} is not uring, epoll or auto"))?;
+            }
+            "--listen" => a.listen = Some(value("--listen")?),
+            "--help" | "-h" => a.help = true,
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RINGWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn load(path: &str) -> Result<control::model::Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    control::model::parse_config(&text).map_err(|e| e.to_string())
+}
+
+/// Blocks the signals we handle in every thread (call before spawning any),
+/// so that `wait_for_signal` receives them synchronously.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, zeroed set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait with a valid set and out-pointer.
+        let rc = unsafe { libc::sigwait(set, &mut sig) };
+        if rc == 0 {
+            return sig;
+        }
+    }
+}
+
+fn serve(config: control::model::Config, workers: Option<usize>, driver: Driver) -> ExitCode {
+    let set = block_signals();
+    let running = match runtime::start(config, workers, driver) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ringway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let proxy: Vec<String> = running.proxy_addrs.iter().map(ToString::to_string).collect();
+    let admin = running.admin_addr.map_or("-".to_string(), |a| a.to_string());
+    println!("listening proxy={} admin={}", proxy.join(","), admin);
+    loop {
+        match wait_for_signal(&set) {
+            libc::SIGHUP => tracing::info!("SIGHUP: config reload is not supported yet"),
+            sig => {
+                tracing::info!(signal = sig, "shutting down");
+                running.shutdown();
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let cmd = argv.get(1).map(String::as_str).unwrap_or("help");
+    let args = match parse_args(argv.get(2..).unwrap_or(&[])) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ringway: {e}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        "run" if args.help => print!("{RUN_HELP}"),
+        "check" if args.help => print!("{CHECK_HELP}"),
+        "demo" if args.help => print!("{DEMO_HELP}"),
+        "run" => {
+            init_tracing();
+            let Some(path) = args.config else {
+                eprintln!("ringway run: --config FILE is required\n\n{RUN_HELP}");
+                return ExitCode::from(2);
+            };
+            return match load(&path) {
+                Ok(c) => serve(c, args.workers, args.driver),
+                Err(e) => {
+                    eprintln!("ringway: invalid config {path}:\n{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        "check" => {
+            let Some(path) = args.config else {
+                eprintln!("ringway check: --config FILE is required\n\n{CHECK_HELP}");
+                return ExitCode::from(2);
+            };
+            return match load(&path) {
+                Ok(c) => {
+                    println!("{path}: ok ({} routes)", c.routes.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        "demo" => {
+            init_tracing();
+            let listen = args.listen.unwrap_or_else(|| "127.0.0.1:8080".to_string());
+            return match ringway::demo::config(&listen) {
+                Ok(c) => serve(c, args.workers, args.driver),
+                Err(e) => {
+                    eprintln!("ringway demo: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        "help" | "--help" | "-h" => print!("{HELP}"),
+        other => {
+            eprintln!("ringway: unknown command {other:?}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,687 @@
+//! One client connection: read a head → route → pick → pool → forward →
+//! stream the response back, with retries on another backend where safe.
+//!
+//! Buffers: an idle keep-alive connection holds none. It waits for
+//! readability, then borrows a `Bufs` from its worker and returns it when
+//! the request is done and no pipelined bytes are left. Request heads and
+//! bodies, response heads and bodies all move through those reused buffers;
+//! nothing here allocates per request in steady state.
+//!
+//! Errors: everything that can fail before the first response byte reaches
+//! the client is a `ProxyError` and is answered in one place
+//! (`respond_error`); after that, a failure just closes the connection.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+
+use crate::balance::Tried;
+use crate::error::{Kind, ProxyError};
+use crate::http::{
+    parse_request, parse_response, write_error_response, write_request_head, write_response_head, BodyKind, ChunkError,
+    ChunkedDecoder, ForwardCtx, HeadLimits, Method, ParseError, RequestHead, ResponseHead,
+};
+use crate::upstream::{Backend, Upstream};
+use crate::worker::{Bufs, RouteRt, Worker};
+
+/// What the connection does after a request.
+enum Next {
+    KeepAlive,
+    Close,
+    Upgrade(TcpStream),
+}
+
+enum Read {
+    Data,
+    Eof,
+    TimedOut,
+    Failed,
+}
+
+fn mono(t: Instant) -> monoio::time::Instant {
+    monoio::time::Instant::from_std(t)
+}
+
+/// Reads more bytes onto the end of `buf`, growing it to at most `max`
+/// bytes of capacity. On a timeout the buffer is lost (the caller closes).
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, max: usize, deadline: Instant) -> Read {
+    if buf.len() >= buf.capacity() {
+        let extra = buf.capacity().max(4096).min(max.saturating_sub(buf.len()));
+        if extra == 0 {
+            return Read::Failed;
+        }
+        buf.reserve_exact(extra);
+    }
+    let len = buf.len();
+    let v = std::mem::take(buf);
+    let (res, slice) = match monoio::time::timeout_at(mono(deadline), s.read(v.slice_mut(len..))).await {
+        Ok(x) => x,
+        Err(_) => return Read::TimedOut,
+    };
+    *buf = slice.into_inner();
+    match res {
+        Ok(0) => Read::Eof,
+        Ok(_) => Read::Data,
+        Err(_) => Read::Failed,
+    }
+}
+
+/// Writes `buf[range]` fully within `deadline`; the buffer comes back
+/// unless the write timed out.
+async fn write_range(s: &mut TcpStream, buf: &mut Vec<u8>, start: usize, end: usize, deadline: Instant) -> bool {
+    if start >= end {
+        return true;
+    }
+    let v = std::mem::take(buf);
+    match monoio::time::timeout_at(mono(deadline), s.write_all(v.slice(start..end))).await {
+        Ok((res, slice)) => {
+            *buf = slice.into_inner();
+            res.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Serves one client connection until it closes, errs or drains.
+pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let mut bufs: Option<Bufs> = None;
+    let mut first = true;
+    let accepted = Instant::now();
+    loop {
+        let timeouts = w.active().timeouts;
+        let pipelined = bufs.as_ref().is_some_and(|b| !b.rbuf.is_empty());
+        if !pipelined {
+            if let Some(b) = bufs.take() {
+                w.put_bufs(b);
+            }
+            if w.drain.is_fired() {
+                return;
+            }
+            // Wait for the next request without holding a buffer.
+            let wait = if first { timeouts.client_head } else { timeouts.idle };
+            let ready = monoio::select! {
+                r = monoio::time::timeout(wait, client.readable(false)) => matches!(r, Ok(Ok(()))),
+                _ = w.drain.wait() => false,
+            };
+            if !ready {
+                return;
+            }
+        }
+        let mut b = bufs.take().unwrap_or_else(|| w.take_bufs());
+        let head_deadline = if first { accepted } else { Instant::now() } + timeouts.client_head;
+        first = false;
+        match handle_request(w, &mut client, peer, &mut b, head_deadline).await {
+            Next::KeepAlive => bufs = Some(b),
+            Next::Close => {
+                w.put_bufs(b);
+                return;
+            }
+            Next::Upgrade(upstream) => {
+                w.put_bufs(b);
+                tunnel(client, upstream, timeouts.idle).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Answers an error with a short body. Returns whether the write succeeded.
+async fn respond_error(client: &mut TcpStream, b: &mut Bufs, status: u16, close: bool, idle: Duration) -> bool {
+    let extra: &[u8] = if status == 503 { b"retry-after: 1\r\n" } else { b"" };
+    b.scratch.clear();
+    write_error_response(&mut b.scratch, status, close, extra);
+    let end = b.scratch.len();
+    write_range(client, &mut b.scratch, 0, end, Instant::now() + idle).await
+}
+
+fn span(buf: &[u8], s: (u32, u32)) -> &[u8] {
+    buf.get(s.0 as usize..s.1 as usize).unwrap_or(b"")
+}
+
+/// The request body as far as it is already in the buffer.
+struct Held {
+    /// Body bytes after the head that belong to this request.
+    len: usize,
+    /// The whole body is held (a retry can resend it).
+    complete: bool,
+}
+
+async fn handle_request(
+    w: &Rc<Worker>,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    b: &mut Bufs,
+    head_deadline: Instant,
+) -> Next {
+    let active = w.active();
+    let limits = HeadLimits { max_head_bytes: active.limits.max_head_bytes, max_headers: active.limits.max_headers };
+    let idle = active.timeouts.idle;
+    // 1. The head.
+    let req = loop {
+        match parse_request(&b.rbuf, &limits, &mut b.headers) {
+            Ok(Some(r)) => break r,
+            Ok(None) => {}
+            Err(e) => {
+                respond_error(client, b, parse_status(&e), true, idle).await;
+                return Next::Close;
+            }
+        }
+        let had = !b.rbuf.is_empty();
+        match read_more(client, &mut b.rbuf, limits.max_head_bytes + 1, head_deadline).await {
+            Read::Data => {}
+            Read::TimedOut if had => {
+                respond_error(client, b, 408, true, idle).await;
+                return Next::Close;
+            }
+            Read::Failed if had => {
+                // The buffer is full: the head cannot complete.
+                respond_error(client, b, 431, true, idle).await;
+                return Next::Close;
+            }
+            _ => return Next::Close,
+        }
+    };
+    // The snapshot current when the head completed routes this request.
+    let active = w.active();
+    let has_body = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
+    // 2. Route.
+    let route = match active.router.lookup(req.host.map(|s| span(&b.rbuf, s))) {
+        Some(r) => r.clone(),
+        None => {
+            return fail(client, b, &req, ProxyError::new(Kind::NoRoute, "no route for host"), !has_body, idle).await
+        }
+    };
+    if req.method == Method::Connect {
+        return fail(client, b, &req, ProxyError::new(Kind::MethodNotAllowed, "CONNECT"), false, idle).await;
+    }
+    let max_body = route.cfg.max_body_bytes;
+    if let BodyKind::Length(n) = req.body {
+        if max_body > 0 && n > max_body {
+            return fail(
+                client,
+                b,
+                &req,
+                ProxyError::new(Kind::BodyTooLarge, "content-length over limit"),
+                false,
+                idle,
+            )
+            .await;
+        }
+    }
+    // 3. What of the body is here already (and, for chunked, is it sound).
+    let avail = b.rbuf.len() - req.head_len;
+    let mut decoder = None;
+    let held = match req.body {
+        BodyKind::None | BodyKind::UntilClose => Held { len: 0, complete: true },
+        BodyKind::Length(n) => Held { len: avail.min(n as usize), complete: avail as u64 >= n },
+        BodyKind::Chunked => {
+            let mut d = ChunkedDecoder::new(max_body);
+            match d.feed(&b.rbuf[req.head_len..], &mut |_| {}) {
+                Ok((used, done)) => {
+                    decoder = Some(d);
+                    Held { len: used, complete: done }
+                }
+                Err(e) => return fail(client, b, &req, chunk_error(e), false, idle).await,
+            }
+        }
+    };
+    if req.expect_continue && !held.complete {
+        let mut cont = std::mem::take(&mut b.scratch);
+        cont.clear();
+        cont.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let end = cont.len();
+        if !write_range(client, &mut cont, 0, end, Instant::now() + idle).await {
+            return Next::Close;
+        }
+        b.scratch = cont;
+    }
+    // 4. The forwarded head (and the held body) in `out`, built once for every attempt.
+    let path = span(&b.rbuf, req.path);
+    let (pool, strip) = route.pool_for(path);
+    if let Some(prefix) = strip {
+        b.scratch.clear();
+        let rest = &path[prefix.len().min(path.len())..];
+        if !rest.starts_with(b"/") {
+            b.scratch.push(b'/');
+        }
+        b.scratch.extend_from_slice(rest);
+    }
+    let mut rid = [0u8; 24];
+    w.next_request_id(&mut rid);
+    b.out.clear();
+    let ctx = ForwardCtx {
+        client_ip: peer.ip(),
+        proto: "http",
+        path_override: strip.map(|_| &b.scratch[..]),
+        extra_headers: &route.headers,
+        request_id: &rid,
+    };
+    write_request_head(&mut b.out, &b.rbuf, &req, &b.headers, &ctx);
+    let body_start = req.head_len;
+    b.out.extend_from_slice(&b.rbuf[body_start..body_start + held.len]);
+    // The request's bytes are now in `out`; what stays in rbuf is pipelined.
+    b.rbuf.drain(..body_start + held.len);
+    // 5. Pick, forward, retry.
+    let mut tried = Tried::default();
+    let mut attempts = 0u32;
+    let mut last: Option<ProxyError> = None;
+    let mut body_sent = false;
+    while let Some(i) = pool.balancer.pick(&pool.backends, peer.ip(), tried) {
+        tried.insert(i);
+        let backend = pool.backends[i].clone();
+        let started = Instant::now();
+        backend.node.start();
+        let result = forward(w, client, b, &req, &route, &backend, &held, &mut decoder, &mut body_sent).await;
+        let now = Instant::now();
+        match result {
+            Ok((next, rtt)) => {
+                backend.node.finish(rtt, now);
+                return next;
+            }
+            Err(e) => {
+                backend.node.finish(now - started, now);
+                if e.is_passive_failure() {
+                    w.passive_failure(&backend);
+                }
+                tracing::debug!(worker = w.index, backend = %backend.key.backend, error = %e, "attempt failed");
+                let safe = !body_sent
+                    && (e.before_connect() || (e.before_response() && req.method.is_idempotent() && held.complete));
+                last = Some(e);
+                if !safe || attempts >= route.cfg.retries {
+                    break;
+                }
+                attempts += 1;
+            }
+        }
+    }
+    let err = last.unwrap_or(ProxyError::new(Kind::NoBackend, "no backend is up"));
+    // The body was consumed (held or streamed): keep-alive only if it was all here.
+    fail(client, b, &req, err, held.complete && !body_sent_partial(&held, body_sent), idle).await
+}
+
+fn body_sent_partial(held: &Held, body_sent: bool) -> bool {
+    body_sent && !held.complete
+}
+
+fn parse_status(e: &ParseError) -> u16 {
+    e.status()
+}
+
+fn chunk_error(e: ChunkError) -> ProxyError {
+    match e {
+        ChunkError::TooLarge => ProxyError::new(Kind::BodyTooLarge, "chunked body over limit"),
+        ChunkError::Malformed(m) => ProxyError::new(Kind::BadBody, m),
+    }
+}
+
+/// Answers `err`; keeps the connection only when asked and the client allows.
+async fn fail(
+    client: &mut TcpStream,
+    b: &mut Bufs,
+    req: &RequestHead,
+    err: ProxyError,
+    keep: bool,
+    idle: Duration,
+) -> Next {
+    let keep = keep && req.keep_alive && req.version_minor == 1;
+    if !respond_error(client, b, err.status(), !keep, idle).await || !keep {
+        return Next::Close;
+    }
+    Next::KeepAlive
+}
+
+/// One attempt on one backend. `Err` only while nothing has reached the
+/// client; afterwards failures close the connection (`Ok(Next::Close)`).
+/// Also returns the time to the response head (for latency balancing).
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    w: &Rc<Worker>,
+    client: &mut TcpStream,
+    b: &mut Bufs,
+    req: &RequestHead,
+    route: &Rc<RouteRt>,
+    backend: &Rc<Backend>,
+    held: &Held,
+    decoder: &mut Option<ChunkedDecoder>,
+    body_sent: &mut bool,
+) -> Result<(Next, Duration), ProxyError> {
+    let cfg = &route.cfg;
+    let t0 = Instant::now();
+    let mut up = backend.connect(cfg.connect).await?;
+    let resp = loop {
+        match send_and_read_head(w, client, b, req, cfg, &mut up, held, decoder, body_sent).await {
+            Err(e) if e.kind == Kind::StaleConnection && up.reused && !*body_sent => {
+                // A pooled connection the backend had closed: once more, fresh.
+                up = backend.connect_fresh(cfg.connect).await?;
+            }
+            Err(e) if e.kind == Kind::StaleConnection => {
+                return Err(ProxyError::new(Kind::UpstreamIo, "backend closed the connection before answering"))
+            }
+            other => break other?,
+        }
+    };
+    let rtt = t0.elapsed();
+    let idle = w.active().timeouts.idle;
+    if resp.status == 101 {
+        if !req.upgrade_websocket {
+            return Err(ProxyError::new(Kind::BadResponse, "101 without an upgrade request"));
+        }
+        b.scratch.clear();
+        write_response_head(&mut b.scratch, &b.ubuf, &resp, &b.uheaders, false, false);
+        b.scratch.extend_from_slice(&b.ubuf[resp.head_len..]);
+        let end = b.scratch.len();
+        if !write_range(client, &mut b.scratch, 0, end, Instant::now() + idle).await {
+            return Ok((Next::Close, rtt));
+        }
+        // Client bytes that followed the upgrade request go to the backend.
+        let end = b.rbuf.len();
+        if !write_range(&mut up.stream, &mut b.rbuf, 0, end, Instant::now() + cfg.upstream).await {
+            return Ok((Next::Close, rtt));
+        }
+        b.rbuf.clear();
+        return Ok((Next::Upgrade(up.stream), rtt));
+    }
+    let next = stream_response(w, client, b, req, cfg, backend, up, &resp).await;
+    Ok((next, rtt))
+}
+
+/// Writes the request (head, held body, then the streamed rest) and reads
+/// the response head into `b.ubuf`, skipping interim 1xx responses.
+#[allow(clippy::too_many_arguments)]
+async fn send_and_read_head(
+    w: &Rc<Worker>,
+    client: &mut TcpStream,
+    b: &mut Bufs,
+    req: &RequestHead,
+    cfg: &control::model::Route,
+    up: &mut Upstream,
+    held: &Held,
+    decoder: &mut Option<ChunkedDecoder>,
+    body_sent: &mut bool,
+) -> Result<ResponseHead, ProxyError> {
+    let stale_or = |reused: bool, kind: Kind, ctx: &'static str| {
+        if reused {
+            ProxyError::new(Kind::StaleConnection, ctx)
+        } else {
+            ProxyError::new(kind, ctx)
+        }
+    };
+    let upstream_deadline = || Instant::now() + cfg.upstream;
+    let end = b.out.len();
+    if !write_range(&mut up.stream, &mut b.out, 0, end, upstream_deadline()).await {
+        if b.out.is_empty() {
+            return Err(ProxyError::new(Kind::ResponseTimeout, "request write timed out"));
+        }
+        return Err(stale_or(up.reused, Kind::UpstreamIo, "request write failed"));
+    }
+    if !held.complete {
+        *body_sent = true;
+        stream_request_body(w, client, b, req, cfg, up, held, decoder).await?;
+    }
+    // Response head.
+    let active = w.active();
+    let limits = HeadLimits { max_head_bytes: active.limits.max_head_bytes.max(16 * 1024), max_headers: 256 };
+    b.ubuf.clear();
+    loop {
+        match parse_response(&b.ubuf, &limits, req.method, &mut b.uheaders) {
+            Ok(Some(resp)) if (100..200).contains(&resp.status) && resp.status != 101 => {
+                b.ubuf.drain(..resp.head_len);
+                continue;
+            }
+            Ok(Some(resp)) => return Ok(resp),
+            Ok(None) => {}
+            Err(_) => return Err(ProxyError::new(Kind::BadResponse, "malformed response head")),
+        }
+        let fresh = b.ubuf.is_empty();
+        match read_more(&mut up.stream, &mut b.ubuf, limits.max_head_bytes + 1, upstream_deadline()).await {
+            Read::Data => {}
+            Read::TimedOut => return Err(ProxyError::new(Kind::ResponseTimeout, "no response head in time")),
+            Read::Eof | Read::Failed if fresh => {
+                return Err(stale_or(up.reused, Kind::UpstreamIo, "backend closed before answering"))
+            }
+            Read::Eof | Read::Failed => return Err(ProxyError::new(Kind::BadResponse, "truncated response head")),
+        }
+    }
+}
+
+/// Streams the part of the request body that was not held.
+#[allow(clippy::too_many_arguments)]
+async fn stream_request_body(
+    w: &Rc<Worker>,
+    client: &mut TcpStream,
+    b: &mut Bufs,
+    req: &RequestHead,
+    cfg: &control::model::Route,
+    up: &mut Upstream,
+    held: &Held,
+    decoder: &mut Option<ChunkedDecoder>,
+) -> Result<(), ProxyError> {
+    let idle = w.active().timeouts.idle;
+    let client_err = ProxyError::new(Kind::ClientIo, "client body read failed");
+    let up_err = ProxyError::new(Kind::UpstreamIo, "request body write failed");
+    match req.body {
+        BodyKind::Length(n) => {
+            let mut remaining = n - held.len as u64;
+            while remaining > 0 {
+                if b.rbuf.is_empty() {
+                    b.rbuf.reserve(super::worker::BUF_SIZE);
+                    match read_more(client, &mut b.rbuf, usize::MAX, Instant::now() + idle).await {
+                        Read::Data => {}
+                        _ => return Err(client_err),
+                    }
+                }
+                let take = (remaining.min(b.rbuf.len() as u64)) as usize;
+                if !write_range(&mut up.stream, &mut b.rbuf, 0, take, Instant::now() + cfg.upstream).await {
+                    return Err(up_err);
+                }
+                b.rbuf.drain(..take);
+                remaining -= take as u64;
+            }
+            Ok(())
+        }
+        BodyKind::Chunked => {
+            let Some(d) = decoder.as_mut() else {
+                return Err(ProxyError::new(Kind::BadBody, "chunked body without a decoder"));
+            };
+            while !d.is_done() {
+                if b.rbuf.is_empty() {
+                    b.rbuf.reserve(super::worker::BUF_SIZE);
+                    match read_more(client, &mut b.rbuf, usize::MAX, Instant::now() + idle).await {
+                        Read::Data => {}
+                        _ => return Err(client_err),
+                    }
+                }
+                let (used, _) = d.feed(&b.rbuf, &mut |_| {}).map_err(chunk_error)?;
+                if !write_range(&mut up.stream, &mut b.rbuf, 0, used, Instant::now() + cfg.upstream).await {
+                    return Err(up_err);
+                }
+                b.rbuf.drain(..used);
+            }
+            Ok(())
+        }
+        BodyKind::None | BodyKind::UntilClose => Ok(()),
+    }
+}
+
+/// Sends the response head and streams the body; returns the pooled
+/// connection when it is reusable.
+#[allow(clippy::too_many_arguments)]
+async fn stream_response(
+    w: &Rc<Worker>,
+    client: &mut TcpStream,
+    b: &mut Bufs,
+    req: &RequestHead,
+    cfg: &control::model::Route,
+    backend: &Rc<Backend>,
+    mut up: Upstream,
+    resp: &ResponseHead,
+) -> Next {
+    let idle = w.active().timeouts.idle;
+    let dechunk = req.version_minor == 0 && resp.body == BodyKind::Chunked;
+    let close = !req.keep_alive || req.version_minor == 0 || w.drain.is_fired() || resp.body == BodyKind::UntilClose;
+    b.scratch.clear();
+    write_response_head(&mut b.scratch, &b.ubuf, resp, &b.uheaders, close, dechunk);
+    let client_deadline = || Instant::now() + idle;
+    let up_deadline = || Instant::now() + cfg.upstream;
+    let mut reusable = resp.keep_alive;
+    let extra_start = resp.head_len;
+    let done = match resp.body {
+        BodyKind::None => {
+            reusable &= b.ubuf.len() == extra_start;
+            let end = b.scratch.len();
+            write_range(client, &mut b.scratch, 0, end, client_deadline()).await
+        }
+        BodyKind::Length(n) => {
+            let first = (b.ubuf.len() - extra_start).min(n as usize);
+            reusable &= b.ubuf.len() - extra_start == first;
+            b.scratch.extend_from_slice(&b.ubuf[extra_start..extra_start + first]);
+            let end = b.scratch.len();
+            let mut ok = write_range(client, &mut b.scratch, 0, end, client_deadline()).await;
+            let mut remaining = n - first as u64;
+            while ok && remaining > 0 {
+                b.ubuf.clear();
+                match read_more(&mut up.stream, &mut b.ubuf, usize::MAX, up_deadline()).await {
+                    Read::Data => {}
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+                let take = remaining.min(b.ubuf.len() as u64) as usize;
+                reusable &= take == b.ubuf.len();
+                ok = write_range(client, &mut b.ubuf, 0, take, client_deadline()).await;
+                remaining -= take as u64;
+            }
+            ok && remaining == 0
+        }
+        BodyKind::Chunked => {
+            let mut d = ChunkedDecoder::new(0);
+            let mut ok = true;
+            let mut start = extra_start;
+            let mut first = true;
+            loop {
+                // Feed what is buffered; pass it through or de-chunk it into scratch.
+                let fed = if dechunk {
+                    let scratch = &mut b.scratch;
+                    d.feed(&b.ubuf[start..], &mut |data| scratch.extend_from_slice(data))
+                } else {
+                    d.feed(&b.ubuf[start..], &mut |_| {})
+                };
+                let Ok((used, fin)) = fed else {
+                    ok = false;
+                    break;
+                };
+                if fin {
+                    reusable &= start + used == b.ubuf.len();
+                }
+                if !dechunk {
+                    if first {
+                        b.scratch.extend_from_slice(&b.ubuf[start..start + used]);
+                    } else if !write_range(client, &mut b.ubuf, start, start + used, client_deadline()).await {
+                        ok = false;
+                        break;
+                    }
+                }
+                if first || dechunk {
+                    let end = b.scratch.len();
+                    if !write_range(client, &mut b.scratch, 0, end, client_deadline()).await {
+                        ok = false;
+                        break;
+                    }
+                    b.scratch.clear();
+                }
+                first = false;
+                if fin {
+                    break;
+                }
+                b.ubuf.clear();
+                start = 0;
+                match read_more(&mut up.stream, &mut b.ubuf, usize::MAX, up_deadline()).await {
+                    Read::Data => {}
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            ok
+        }
+        BodyKind::UntilClose => {
+            reusable = false;
+            b.scratch.extend_from_slice(&b.ubuf[extra_start..]);
+            let end = b.scratch.len();
+            let mut ok = write_range(client, &mut b.scratch, 0, end, client_deadline()).await;
+            while ok {
+                b.ubuf.clear();
+                match read_more(&mut up.stream, &mut b.ubuf, usize::MAX, up_deadline()).await {
+                    Read::Data => {}
+                    Read::Eof => break,
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+                let end = b.ubuf.len();
+                ok = write_range(client, &mut b.ubuf, 0, end, client_deadline()).await;
+            }
+            ok
+        }
+    };
+    if done && reusable {
+        backend.put_idle(up.stream, Instant::now());
+    }
+    if done && !close {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// Relays bytes both ways after a 101 until either side closes or both are
+/// idle for `idle`.
+async fn tunnel(client: TcpStream, upstream: TcpStream, idle: Duration) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = upstream.into_split();
+    let last = std::cell::Cell::new(Instant::now());
+    monoio::select! {
+        _ = relay(&mut cr, &mut uw, &last, idle) => {},
+        _ = relay(&mut ur, &mut cw, &last, idle) => {},
+    }
+}
+
+async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt>(
+    r: &mut R,
+    wr: &mut W,
+    last: &std::cell::Cell<Instant>,
+    idle: Duration,
+) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        let deadline = last.get() + idle;
+        let v = std::mem::take(&mut buf);
+        match monoio::time::timeout_at(mono(deadline), r.read(v)).await {
+            Err(_) => {
+                if last.get() + idle <= Instant::now() {
+                    return;
+                }
+                buf = Vec::with_capacity(16 * 1024);
+                continue;
+            }
+            Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
+            Ok((Ok(_), v)) => {
+                last.set(Instant::now());
+                let (res, v) = wr.write_all(v).await;
+                if res.is_err() {
+                    return;
+                }
+                buf = v;
+                buf.clear();
+            }
+        }
+    }
+}

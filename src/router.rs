@@ -1,0 +1,130 @@
+//! Host and path lookup, built per snapshot off the request path.
+//!
+//! Hosts: exact names in a hash map, `*.suffix` wildcards in a second map
+//! probed once per label (longest suffix first, so the most specific
+//! wildcard wins), then the catch-all `*`. Matching is case-insensitive and
+//! ignores the port (bracketed IPv6 included) and a trailing dot; the host is
+//! normalised into a stack buffer, so lookup allocates nothing.
+//! Paths: the route's rules sorted longest prefix first, matched on a segment
+//! boundary of the raw path.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::worker::RouteRt;
+
+/// Longest host name looked up; longer ones match only the catch-all.
+const MAX_HOST: usize = 255;
+
+/// The routing table of one snapshot.
+#[derive(Default)]
+pub struct Router {
+    exact: HashMap<Box<[u8]>, Rc<RouteRt>>,
+    wildcard: HashMap<Box<[u8]>, Rc<RouteRt>>,
+    any: Option<Rc<RouteRt>>,
+}
+
+impl Router {
+    /// Builds the table from routes in config order.
+    pub fn new(routes: &[Rc<RouteRt>]) -> Router {
+        let mut r = Router::default();
+        for route in routes {
+            match &route.cfg.vhost {
+                control::model::VHost::Any => r.any = Some(route.clone()),
+                control::model::VHost::Exact(h) => {
+                    r.exact.insert(h.as_bytes().into(), route.clone());
+                }
+                control::model::VHost::Wildcard(s) => {
+                    r.wildcard.insert(s.as_bytes().into(), route.clone());
+                }
+            }
+        }
+        r
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len() + usize::from(self.any.is_some())
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The route for a Host value (`None` host: only the catch-all).
+    pub fn lookup(&self, host: Option<&[u8]>) -> Option<&Rc<RouteRt>> {
+        let mut buf = [0u8; MAX_HOST];
+        if let Some(name) = host.and_then(|h| normalise_host(h, &mut buf)) {
+            if let Some(r) = self.exact.get(name) {
+                return Some(r);
+            }
+            if !self.wildcard.is_empty() {
+                for (i, &b) in name.iter().enumerate() {
+                    if b == b'.' && i > 0 {
+                        if let Some(r) = self.wildcard.get(&name[i + 1..]) {
+                            return Some(r);
+                        }
+                    }
+                }
+            }
+        }
+        self.any.as_ref()
+    }
+}
+
+/// Lowercases `host` without its port and trailing dot into `buf`.
+pub fn normalise_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b [u8]> {
+    let name = if host.first() == Some(&b'[') {
+        // [v6]:port → [v6]
+        let end = host.iter().position(|&b| b == b']')?;
+        &host[..=end]
+    } else {
+        match host.iter().rposition(|&b| b == b':') {
+            Some(i) => &host[..i],
+            None => host,
+        }
+    };
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty() || name.len() > MAX_HOST {
+        return None;
+    }
+    let out = &mut buf[..name.len()];
+    for (o, &b) in out.iter_mut().zip(name) {
+        *o = b.to_ascii_lowercase();
+    }
+    Some(out)
+}
+
+/// Whether `path` (raw, query included) falls under `prefix` on a segment
+/// boundary: `/api` matches `/api`, `/api/x`, `/api?q`, not `/apix`.
+pub fn prefix_matches(prefix: &[u8], path: &[u8]) -> bool {
+    if prefix == b"/" {
+        return true;
+    }
+    path.starts_with(prefix) && matches!(path.get(prefix.len()), None | Some(b'/') | Some(b'?'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_normalisation() {
+        let mut b = [0u8; MAX_HOST];
+        assert_eq!(normalise_host(b"API.Example.com.:8080", &mut b), Some(&b"api.example.com"[..]));
+        let mut b = [0u8; MAX_HOST];
+        assert_eq!(normalise_host(b"[::1]:8080", &mut b), Some(&b"[::1]"[..]));
+        let mut b = [0u8; MAX_HOST];
+        assert_eq!(normalise_host(b"", &mut b), None);
+    }
+
+    #[test]
+    fn segment_boundaries() {
+        assert!(prefix_matches(b"/api", b"/api"));
+        assert!(prefix_matches(b"/api", b"/api/x"));
+        assert!(prefix_matches(b"/api", b"/api?q=1"));
+        assert!(!prefix_matches(b"/api", b"/apix"));
+        assert!(prefix_matches(b"/", b"/anything"));
+    }
+}

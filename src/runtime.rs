@@ -1,0 +1,198 @@
+//! Process wiring: bind the proxy sockets, create the channels, spawn and
+//! pin the workers on their own monoio runtimes, start the control thread,
+//! and wait until every worker holds its first snapshot and listens.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use control::messages::WorkerEvent;
+use control::model::Config;
+use crossbeam_channel::{Receiver, Sender};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::controller::{ControlCmd, Controller};
+use crate::worker::inbox::{inbox, InboxSender};
+use crate::worker::{Shared, WorkerSetup};
+
+/// Which io driver the workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring.
+    Uring,
+    /// epoll.
+    Epoll,
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+}
+
+impl Driver {
+    /// Parses `uring`, `epoll` or `auto`.
+    pub fn parse(s: &str) -> Option<Driver> {
+        match s {
+            "uring" | "io_uring" | "iouring" => Some(Driver::Uring),
+            "epoll" | "legacy" => Some(Driver::Epoll),
+            "auto" => Some(Driver::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// A running ringway: where it listens and how to stop it.
+pub struct Running {
+    /// Proxy addresses actually bound (port 0 resolved).
+    pub proxy_addrs: Vec<SocketAddr>,
+    /// Admin address, if any.
+    pub admin_addr: Option<SocketAddr>,
+    /// Commands to the control thread.
+    pub control: Sender<ControlCmd>,
+    workers: Vec<JoinHandle<()>>,
+    control_thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Asks for a graceful shutdown and waits for every thread.
+    pub fn shutdown(mut self) {
+        let _ = self.control.send(ControlCmd::Shutdown);
+        self.join();
+    }
+
+    /// Waits for every thread to exit.
+    pub fn join(&mut self) {
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(h) = self.control_thread.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Binds one SO_REUSEPORT socket (not yet listening).
+fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Binds `workers` sockets per address; port 0 is resolved once so that all
+/// workers share the same port.
+fn bind_all(addrs: &[SocketAddr], workers: usize) -> io::Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>)> {
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for &addr in addrs {
+        let first = bind_reuseport(addr).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+        let actual = first.local_addr()?;
+        bound.push(actual);
+        per_worker[0].push(first);
+        for list in per_worker.iter_mut().skip(1) {
+            list.push(bind_reuseport(actual).map_err(|e| io::Error::new(e.kind(), format!("bind {actual}: {e}")))?);
+        }
+    }
+    Ok((bound, per_worker))
+}
+
+/// Raises the open-file soft limit to the hard limit.
+pub fn raise_nofile_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid, local struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn resolve_driver(d: Driver) -> Driver {
+    match d {
+        Driver::Auto => {
+            if monoio::utils::detect_uring() {
+                Driver::Uring
+            } else {
+                tracing::warn!("io_uring is not available here: using the epoll driver");
+                Driver::Epoll
+            }
+        }
+        Driver::Uring if !monoio::utils::detect_uring() => {
+            tracing::warn!("io_uring was asked for but is not available: using the epoll driver");
+            Driver::Epoll
+        }
+        other => other,
+    }
+}
+
+fn run_worker(driver: Driver, setup: WorkerSetup) {
+    let index = setup.index;
+    let events = setup.events.clone();
+    let result = match driver {
+        Driver::Uring | Driver::Auto => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(crate::worker::run(setup))),
+        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(crate::worker::run(setup))),
+    };
+    if let Err(e) = result {
+        let _ = events.send(WorkerEvent::Failed { worker: index, reason: format!("runtime: {e}") });
+    }
+}
+
+/// Starts workers and the control thread; returns once every worker has
+/// applied the first snapshot and is accepting.
+pub fn start(config: Config, workers: Option<usize>, driver: Driver) -> io::Result<Running> {
+    raise_nofile_limit();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let n = workers.or(config.workers).unwrap_or(cores.len().max(1)).max(1);
+    let driver = resolve_driver(driver);
+    tracing::info!(workers = n, driver = ?driver, "starting");
+    let (proxy_addrs, mut sockets) = bind_all(&config.listen, n)?;
+    let shared = Arc::new(Shared::default());
+    let (ev_tx, ev_rx): (Sender<WorkerEvent>, Receiver<WorkerEvent>) = crossbeam_channel::unbounded();
+    let mut senders: Vec<InboxSender> = Vec::new();
+    let mut handles = Vec::new();
+    for (i, socks) in sockets.drain(..).enumerate() {
+        let (tx, rx) = inbox();
+        senders.push(tx);
+        let setup = WorkerSetup { index: i, sockets: socks, inbox: rx, events: ev_tx.clone(), shared: shared.clone() };
+        let core = if cores.is_empty() { None } else { Some(cores[i % cores.len()]) };
+        let h = std::thread::Builder::new().name(format!("ringway-w{i}")).spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            run_worker(driver, setup);
+        })?;
+        handles.push(h);
+    }
+    drop(ev_tx);
+    let admin_addr = config.admin.as_ref().map(|a| a.listen);
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let controller = Controller::new(config, senders, ev_rx, cmd_rx, shared);
+    let control_thread =
+        std::thread::Builder::new().name("ringway-control".into()).spawn(move || controller.run(ready_tx))?;
+    let running =
+        Running { proxy_addrs, admin_addr, control: cmd_tx, workers: handles, control_thread: Some(control_thread) };
+    match ready_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(())) => Ok(running),
+        Ok(Err(reason)) => {
+            running.shutdown();
+            Err(io::Error::other(reason))
+        }
+        Err(_) => {
+            running.shutdown();
+            Err(io::Error::other("workers did not start within 30 s"))
+        }
+    }
+}

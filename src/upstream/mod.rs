@@ -1,0 +1,130 @@
+//! Backends and their per-worker connection pools.
+//!
+//! A `Backend` is one configured backend as one worker sees it: balancer
+//! state (`Node`), its address, and a bounded LIFO pool of idle keep-alive
+//! connections. Workers build these from snapshots and carry a `Backend`
+//! (pool, counters, balancer state) over to the next snapshot when its id and
+//! address are unchanged, so a config change causes no reconnect storm.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use control::messages::BackendKey;
+use monoio::net::TcpStream;
+
+use crate::balance::Node;
+use crate::error::{Kind, ProxyError};
+
+/// Most idle connections one worker keeps per backend.
+pub const MAX_IDLE_PER_BACKEND: usize = 256;
+
+/// How long an idle pooled connection is trusted.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One backend, as one worker sees it.
+pub struct Backend {
+    /// Balancer state.
+    pub node: Node,
+    /// Route key and backend id.
+    pub key: BackendKey,
+    /// Where to connect; `None` = not resolved (down).
+    pub addr: Option<SocketAddr>,
+    /// Weight as configured (part of the carry-over identity).
+    pub weight: u32,
+    /// Set by a passive failure on this worker; cleared by the control thread.
+    pub local_down_since: Cell<Option<Instant>>,
+    idle: RefCell<VecDeque<(TcpStream, Instant)>>,
+    /// Connections opened (for tests and stats).
+    pub connects: Cell<u64>,
+}
+
+impl crate::balance::AsNode for Backend {
+    fn node(&self) -> &Node {
+        &self.node
+    }
+}
+
+/// An upstream connection and whether it came from the pool.
+pub struct Upstream {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Reused from the pool (a failure before any response byte may be a
+    /// stale connection, worth one retry on a fresh one).
+    pub reused: bool,
+}
+
+impl Backend {
+    /// A new backend with an empty pool.
+    pub fn new(key: BackendKey, addr: Option<SocketAddr>, weight: u32) -> Backend {
+        let node = Node::new(&key.backend, weight);
+        if addr.is_none() {
+            node.set_up(false);
+        }
+        Backend {
+            node,
+            key,
+            addr,
+            weight,
+            local_down_since: Cell::new(None),
+            idle: RefCell::new(VecDeque::new()),
+            connects: Cell::new(0),
+        }
+    }
+
+    /// Takes a pooled connection (newest first, expired ones dropped).
+    pub fn take_idle(&self, now: Instant) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        while let Some((s, since)) = idle.pop_back() {
+            if now.saturating_duration_since(since) < POOL_IDLE_TIMEOUT {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Returns a reusable connection to the pool (dropped when full).
+    pub fn put_idle(&self, stream: TcpStream, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() >= MAX_IDLE_PER_BACKEND {
+            // Drop the oldest: the newest are the likeliest to be alive.
+            idle.pop_front();
+        }
+        idle.push_back((stream, now));
+    }
+
+    /// Idle connections held.
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    /// Closes every idle connection (drain, removal).
+    pub fn clear_idle(&self) {
+        self.idle.borrow_mut().clear();
+    }
+
+    /// A pooled connection, or a fresh one within `timeout`.
+    pub async fn connect(&self, timeout: Duration) -> Result<Upstream, ProxyError> {
+        if let Some(stream) = self.take_idle(Instant::now()) {
+            return Ok(Upstream { stream, reused: true });
+        }
+        self.connect_fresh(timeout).await
+    }
+
+    /// Always a new connection.
+    pub async fn connect_fresh(&self, timeout: Duration) -> Result<Upstream, ProxyError> {
+        let Some(addr) = self.addr else {
+            return Err(ProxyError::new(Kind::ConnectFailed, "backend address not resolved"));
+        };
+        match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+            Err(_) => Err(ProxyError::new(Kind::ConnectTimeout, "connect timed out")),
+            Ok(Err(_)) => Err(ProxyError::new(Kind::ConnectFailed, "connect failed")),
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                self.connects.set(self.connects.get() + 1);
+                Ok(Upstream { stream, reused: false })
+            }
+        }
+    }
+}

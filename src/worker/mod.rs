@@ -1,0 +1,457 @@
+//! One worker: a pinned thread with its own monoio runtime, listeners,
+//! routing table, backends, pools and buffers. Nothing here is shared with
+//! another worker except the global connection counter.
+//!
+//! Lifecycle: wait for the first snapshot → apply → listen → ack (the ack
+//! means "applied and accepting") → accept connections and apply later
+//! snapshots and health flips from the inbox → on shutdown, stop accepting,
+//! close idle connections, wait for in-flight requests up to the drain
+//! budget, exit.
+
+pub mod inbox;
+pub mod signal;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::messages::{BackendKey, ControlMsg, Snapshot, WorkerEvent};
+use control::model::{Limits, Route, Timeouts};
+use crossbeam_channel::Sender;
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::balance::{Balancer, Strategy as BalStrategy};
+use crate::http::HeaderSpan;
+use crate::router::Router;
+use crate::upstream::Backend;
+use inbox::Inbox;
+use signal::LocalSignal;
+
+/// State shared by all workers (atomics only, touched per connection).
+#[derive(Default)]
+pub struct Shared {
+    /// Open client connections, all workers.
+    pub open_connections: AtomicUsize,
+    /// Connections closed at once because of `limits.maxConnections`.
+    pub rejected_connections: AtomicU64,
+}
+
+/// A backend pool as a worker runs it.
+pub struct PoolRt {
+    /// Backends in config order.
+    pub backends: Vec<Rc<Backend>>,
+    /// Strategy state.
+    pub balancer: Balancer,
+}
+
+/// A path rule as a worker runs it.
+pub struct PathRt {
+    /// Prefix bytes.
+    pub prefix: Box<[u8]>,
+    /// Strip the prefix before forwarding.
+    pub strip: bool,
+    /// Its pool.
+    pub pool: PoolRt,
+}
+
+/// A route as a worker runs it.
+pub struct RouteRt {
+    /// The validated config.
+    pub cfg: Route,
+    /// Route key.
+    pub key: Arc<str>,
+    /// Default pool.
+    pub pool: PoolRt,
+    /// Path rules, longest prefix first.
+    pub paths: Vec<PathRt>,
+    /// Headers to set, as bytes.
+    pub headers: Vec<(Box<[u8]>, Box<[u8]>)>,
+}
+
+impl RouteRt {
+    /// The pool for a raw path, and the prefix to strip (if any).
+    pub fn pool_for(&self, path: &[u8]) -> (&PoolRt, Option<&[u8]>) {
+        for p in &self.paths {
+            if crate::router::prefix_matches(&p.prefix, path) {
+                return (&p.pool, p.strip.then_some(&p.prefix[..]));
+            }
+        }
+        (&self.pool, None)
+    }
+}
+
+/// What one snapshot gives a worker.
+pub struct Active {
+    /// Generation.
+    pub generation: u64,
+    /// Host lookup.
+    pub router: Router,
+    /// Global limits.
+    pub limits: Limits,
+    /// Global timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// Reusable per-request buffers, lent to a connection only while it has
+/// bytes to work on; an idle keep-alive connection holds none.
+pub struct Bufs {
+    /// Client bytes (request heads, bodies, pipelined requests).
+    pub rbuf: Vec<u8>,
+    /// Upstream bytes.
+    pub ubuf: Vec<u8>,
+    /// Heads being written.
+    pub out: Vec<u8>,
+    /// Request header spans.
+    pub headers: Vec<HeaderSpan>,
+    /// Response header spans.
+    pub uheaders: Vec<HeaderSpan>,
+    /// Scratch (rewritten paths).
+    pub scratch: Vec<u8>,
+}
+
+/// Size of each I/O buffer.
+pub const BUF_SIZE: usize = 16 * 1024;
+const MAX_POOLED_BUFS: usize = 512;
+
+impl Bufs {
+    fn new() -> Bufs {
+        Bufs {
+            rbuf: Vec::with_capacity(BUF_SIZE),
+            ubuf: Vec::with_capacity(BUF_SIZE),
+            out: Vec::with_capacity(4096),
+            headers: Vec::with_capacity(64),
+            uheaders: Vec::with_capacity(64),
+            scratch: Vec::with_capacity(256),
+        }
+    }
+}
+
+/// One worker's state, shared by its tasks through `Rc`.
+pub struct Worker {
+    /// Worker index.
+    pub index: usize,
+    /// To the control thread.
+    pub events: Sender<WorkerEvent>,
+    /// Cross-worker counters.
+    pub shared: Arc<Shared>,
+    active: RefCell<Rc<Active>>,
+    backends: RefCell<HashMap<BackendKey, Rc<Backend>>>,
+    /// Set once shutdown starts.
+    pub drain: LocalSignal,
+    /// Fired when draining and the last connection closed.
+    all_closed: LocalSignal,
+    open: Cell<usize>,
+    bufs: RefCell<Vec<Bufs>>,
+    rid_prefix: u32,
+    rid_counter: Cell<u64>,
+}
+
+/// Decrements the connection counts when a connection ends.
+pub struct ConnGuard {
+    worker: Rc<Worker>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let w = &self.worker;
+        w.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        let n = w.open.get().saturating_sub(1);
+        w.open.set(n);
+        if n == 0 && w.drain.is_fired() {
+            w.all_closed.fire();
+        }
+    }
+}
+
+fn strategy(s: control::model::Strategy) -> BalStrategy {
+    use control::model::Strategy as S;
+    match s {
+        S::RoundRobin => BalStrategy::RoundRobin,
+        S::WeightedRoundRobin => BalStrategy::WeightedRoundRobin,
+        S::LeastConnections => BalStrategy::LeastConnections,
+        S::Random => BalStrategy::Random,
+        S::IpHash => BalStrategy::IpHash,
+        S::LeastLatency => BalStrategy::LeastLatency,
+    }
+}
+
+impl Worker {
+    /// A worker with an empty routing table.
+    pub fn new(index: usize, events: Sender<WorkerEvent>, shared: Arc<Shared>) -> Worker {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or(0);
+        Worker {
+            index,
+            events,
+            shared,
+            active: RefCell::new(Rc::new(Active {
+                generation: 0,
+                router: Router::default(),
+                limits: Limits::default(),
+                timeouts: Timeouts::default(),
+            })),
+            backends: RefCell::new(HashMap::new()),
+            drain: LocalSignal::default(),
+            all_closed: LocalSignal::default(),
+            open: Cell::new(0),
+            bufs: RefCell::new(Vec::new()),
+            rid_prefix: seed.wrapping_mul(0x9E37_79B9) ^ (index as u32),
+            rid_counter: Cell::new(0),
+        }
+    }
+
+    /// The routing state current now.
+    pub fn active(&self) -> Rc<Active> {
+        self.active.borrow().clone()
+    }
+
+    /// Lends a set of buffers.
+    pub fn take_bufs(&self) -> Bufs {
+        self.bufs.borrow_mut().pop().unwrap_or_else(Bufs::new)
+    }
+
+    /// Returns lent buffers (cleared; oversized ones are shrunk).
+    pub fn put_bufs(&self, mut b: Bufs) {
+        let mut pool = self.bufs.borrow_mut();
+        if pool.len() >= MAX_POOLED_BUFS {
+            return;
+        }
+        for v in [&mut b.rbuf, &mut b.ubuf] {
+            v.clear();
+            if v.capacity() > 4 * BUF_SIZE || v.capacity() < BUF_SIZE {
+                *v = Vec::with_capacity(BUF_SIZE);
+            }
+        }
+        b.out.clear();
+        b.scratch.clear();
+        pool.push(b);
+    }
+
+    /// Writes a fresh request id (32 hex digits) into `out`.
+    pub fn next_request_id(&self, out: &mut [u8; 24]) {
+        let n = self.rid_counter.get().wrapping_add(1);
+        self.rid_counter.set(n);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hi = self.rid_prefix as u64;
+        for (i, o) in out[..8].iter_mut().enumerate() {
+            *o = HEX[((hi >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        for (i, o) in out[8..].iter_mut().enumerate() {
+            *o = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+    }
+
+    /// Counts a new connection; `None` when over `maxConnections`.
+    pub fn admit_connection(self: &Rc<Self>, max: usize) -> Option<ConnGuard> {
+        let prev = self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
+        if prev >= max {
+            self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            self.shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.open.set(self.open.get() + 1);
+        Some(ConnGuard { worker: self.clone() })
+    }
+
+    /// Builds this worker's structures from a snapshot, carrying over
+    /// backends whose id, address and weight are unchanged.
+    pub fn apply(&self, snap: &Snapshot) {
+        let mut old = self.backends.borrow_mut();
+        let mut next: HashMap<BackendKey, Rc<Backend>> = HashMap::new();
+        let build_pool = |key: &Arc<str>, pool: &control::model::Pool, next: &mut HashMap<BackendKey, Rc<Backend>>| {
+            let backends: Vec<Rc<Backend>> = pool
+                .backends
+                .iter()
+                .map(|b| {
+                    let bkey = BackendKey { route: key.clone(), backend: Arc::from(b.id.as_str()) };
+                    let addr = snap.address_of(b);
+                    let backend = match old.get(&bkey) {
+                        Some(prev) if prev.addr == addr && prev.weight == b.weight => prev.clone(),
+                        _ => Rc::new(Backend::new(bkey.clone(), addr, b.weight)),
+                    };
+                    backend.node.set_up(addr.is_some() && !snap.down.contains(&bkey));
+                    next.insert(bkey, backend.clone());
+                    backend
+                })
+                .collect();
+            let balancer = Balancer::build(strategy(pool.strategy), &backends);
+            PoolRt { backends, balancer }
+        };
+        let routes: Vec<Rc<RouteRt>> = snap
+            .routes
+            .iter()
+            .map(|r| {
+                let key: Arc<str> = Arc::from(r.key.as_str());
+                let pool = build_pool(&key, &r.pool, &mut next);
+                let mut paths: Vec<PathRt> = r
+                    .paths
+                    .iter()
+                    .map(|p| PathRt {
+                        prefix: p.prefix.as_bytes().into(),
+                        strip: p.strip_prefix,
+                        pool: build_pool(&key, &p.pool, &mut next),
+                    })
+                    .collect();
+                paths.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+                let headers = r.headers.iter().map(|(k, v)| (k.as_bytes().into(), v.as_bytes().into())).collect();
+                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers })
+            })
+            .collect();
+        // Backends that left the config: close their idle connections now;
+        // in-flight requests still hold their own Rc and finish.
+        for (k, b) in old.iter() {
+            if !next.contains_key(k) {
+                b.clear_idle();
+            }
+        }
+        *old = next;
+        *self.active.borrow_mut() = Rc::new(Active {
+            generation: snap.generation,
+            router: Router::new(&routes),
+            limits: snap.limits,
+            timeouts: snap.timeouts,
+        });
+    }
+
+    /// A health flip from the control thread.
+    pub fn set_health(&self, key: &BackendKey, up: bool) {
+        if let Some(b) = self.backends.borrow().get(key) {
+            b.node.set_up(up && b.addr.is_some());
+            if up {
+                b.local_down_since.set(None);
+            } else {
+                b.clear_idle();
+            }
+        }
+    }
+
+    /// A connect failure or timeout on this worker: out at once, reported.
+    pub fn passive_failure(&self, b: &Backend) {
+        if b.local_down_since.get().is_none() {
+            b.local_down_since.set(Some(Instant::now()));
+            b.node.set_up(false);
+            b.clear_idle();
+            let _ = self.events.send(WorkerEvent::PassiveFailure { worker: self.index, key: b.key.clone() });
+        }
+    }
+
+    /// Open connections on this worker.
+    pub fn open_connections(&self) -> usize {
+        self.open.get()
+    }
+}
+
+/// Everything a worker thread needs to start.
+pub struct WorkerSetup {
+    /// Index.
+    pub index: usize,
+    /// Bound, not yet listening, sockets (one per proxy listen address).
+    pub sockets: Vec<std::net::TcpListener>,
+    /// Inbox.
+    pub inbox: Inbox,
+    /// To the control thread.
+    pub events: Sender<WorkerEvent>,
+    /// Cross-worker counters.
+    pub shared: Arc<Shared>,
+}
+
+/// Listen backlog of each proxy socket.
+const BACKLOG: i32 = 4096;
+
+/// The body of a worker thread, on an already-built runtime.
+pub async fn run(setup: WorkerSetup) {
+    let WorkerSetup { index, sockets, inbox, events, shared } = setup;
+    let worker = Rc::new(Worker::new(index, events.clone(), shared));
+    // 1. First snapshot.
+    let first = loop {
+        match inbox.recv().await {
+            Some(ControlMsg::Apply(s)) => break s,
+            Some(ControlMsg::Shutdown { .. }) | None => return,
+            Some(ControlMsg::Health { .. }) => {}
+        }
+    };
+    worker.apply(&first);
+    // 2. Listen.
+    let mut listeners = Vec::new();
+    for s in sockets {
+        match listen(s) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                let _ = events.send(WorkerEvent::Failed { worker: index, reason: format!("listen: {e}") });
+                return;
+            }
+        }
+    }
+    for l in listeners {
+        monoio::spawn(accept_loop(worker.clone(), l));
+    }
+    // 3. Ack: applied and accepting.
+    let _ = events.send(WorkerEvent::Ack { worker: index, generation: first.generation });
+    // 4. Inbox.
+    let drain_budget = loop {
+        match inbox.recv().await {
+            Some(ControlMsg::Apply(s)) => {
+                worker.apply(&s);
+                let _ = events.send(WorkerEvent::Ack { worker: index, generation: s.generation });
+            }
+            Some(ControlMsg::Health { key, up }) => worker.set_health(&key, up),
+            Some(ControlMsg::Shutdown { drain }) => break drain,
+            None => break Duration::ZERO,
+        }
+    };
+    // 5. Drain.
+    worker.drain.fire();
+    if worker.open_connections() > 0 {
+        let _ = monoio::time::timeout(drain_budget, worker.all_closed.wait()).await;
+    }
+    tracing::debug!(worker = index, left = worker.open_connections(), "worker drained");
+    let _ = events.send(WorkerEvent::Exited { worker: index });
+}
+
+fn listen(s: std::net::TcpListener) -> std::io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket fd we own; no memory is passed.
+    let rc = unsafe { libc::listen(s.as_raw_fd(), BACKLOG) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s)
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = worker.drain.wait() => None,
+        };
+        match accepted {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                let max = worker.active().limits.max_connections;
+                match worker.admit_connection(max) {
+                    Some(guard) => {
+                        monoio::spawn(serve(worker.clone(), stream, peer, guard));
+                    }
+                    None => drop(stream),
+                }
+            }
+            Some(Err(e)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(worker = worker.index, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, guard: ConnGuard) {
+    crate::proxy::serve_client(&worker, stream, peer).await;
+    drop(guard);
+}
