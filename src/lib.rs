@@ -10,6 +10,7 @@
 //! forward and stream back, with every failure classified once in `error`.
 #![warn(unreachable_pub)]
 
+pub mod accesslog;
 pub mod balance;
 pub mod controller;
 pub mod demo;

@@ -28,6 +28,14 @@ use crate::http::{
 use crate::upstream::{Backend, Upstream};
 use crate::worker::{Bufs, RouteRt, Worker};
 
+/// What one exchange came to (for the access log and stats).
+struct Exchange {
+    status: u16,
+    bytes: u64,
+    backend: Option<std::sync::Arc<str>>,
+    started: Instant,
+}
+
 /// What the connection does after a request.
 enum Next {
     KeepAlive,
@@ -86,6 +94,31 @@ async fn write_range(s: &mut TcpStream, buf: &mut Vec<u8>, start: usize, end: us
     }
 }
 
+/// `write_range` to the client, counting the bytes sent.
+async fn send(
+    client: &mut TcpStream,
+    ex: &mut Exchange,
+    buf: &mut Vec<u8>,
+    start: usize,
+    end: usize,
+    deadline: Instant,
+) -> bool {
+    let ok = write_range(client, buf, start, end, deadline).await;
+    if ok {
+        ex.bytes += end.saturating_sub(start) as u64;
+    }
+    ok
+}
+
+/// The client's own X-Request-Id value, if it sent one.
+fn request_id_of<'a>(buf: &'a [u8], headers: &[crate::http::HeaderSpan]) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| span(buf, h.name).eq_ignore_ascii_case(b"x-request-id"))
+        .map(|h| span(buf, h.value))
+        .filter(|v| !v.is_empty())
+}
+
 /// Serves one client connection until it closes, errs or drains.
 pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
@@ -115,7 +148,20 @@ pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAdd
         let mut b = bufs.take().unwrap_or_else(|| w.take_bufs());
         let head_deadline = if first { accepted } else { Instant::now() } + timeouts.client_head;
         first = false;
-        match handle_request(w, &mut client, peer, &mut b, head_deadline).await {
+        let mut ex = Exchange { status: 0, bytes: 0, backend: None, started: Instant::now() };
+        b.log.clear();
+        let next = handle_request(w, &mut client, peer, &mut b, head_deadline, &mut ex).await;
+        if let Some(log) = &w.log {
+            if ex.status != 0 {
+                if b.log.is_empty() {
+                    crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), b"-", peer, b"-", b"-");
+                }
+                let us = ex.started.elapsed().as_micros() as u64;
+                crate::accesslog::finish(&mut b.log, ex.status, ex.backend.as_deref(), ex.bytes, us);
+                log.push(&b.log);
+            }
+        }
+        match next {
             Next::KeepAlive => bufs = Some(b),
             Next::Close => {
                 w.put_bufs(b);
@@ -131,11 +177,20 @@ pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAdd
 }
 
 /// Answers an error with a short body. Returns whether the write succeeded.
-async fn respond_error(client: &mut TcpStream, b: &mut Bufs, status: u16, close: bool, idle: Duration) -> bool {
+async fn respond_error(
+    client: &mut TcpStream,
+    b: &mut Bufs,
+    ex: &mut Exchange,
+    status: u16,
+    close: bool,
+    idle: Duration,
+) -> bool {
+    ex.status = status;
     let extra: &[u8] = if status == 503 { b"retry-after: 1\r\n" } else { b"" };
     b.scratch.clear();
     write_error_response(&mut b.scratch, status, close, extra);
     let end = b.scratch.len();
+    ex.bytes = end as u64;
     write_range(client, &mut b.scratch, 0, end, Instant::now() + idle).await
 }
 
@@ -157,6 +212,7 @@ async fn handle_request(
     peer: SocketAddr,
     b: &mut Bufs,
     head_deadline: Instant,
+    ex: &mut Exchange,
 ) -> Next {
     let active = w.active();
     let limits = HeadLimits { max_head_bytes: active.limits.max_head_bytes, max_headers: active.limits.max_headers };
@@ -167,7 +223,7 @@ async fn handle_request(
             Ok(Some(r)) => break r,
             Ok(None) => {}
             Err(e) => {
-                respond_error(client, b, parse_status(&e), true, idle).await;
+                respond_error(client, b, ex, parse_status(&e), true, idle).await;
                 return Next::Close;
             }
         }
@@ -175,12 +231,12 @@ async fn handle_request(
         match read_more(client, &mut b.rbuf, limits.max_head_bytes + 1, head_deadline).await {
             Read::Data => {}
             Read::TimedOut if had => {
-                respond_error(client, b, 408, true, idle).await;
+                respond_error(client, b, ex, 408, true, idle).await;
                 return Next::Close;
             }
             Read::Failed if had => {
                 // The buffer is full: the head cannot complete.
-                respond_error(client, b, 431, true, idle).await;
+                respond_error(client, b, ex, 431, true, idle).await;
                 return Next::Close;
             }
             _ => return Next::Close,
@@ -193,11 +249,12 @@ async fn handle_request(
     let route = match active.router.lookup(req.host.map(|s| span(&b.rbuf, s))) {
         Some(r) => r.clone(),
         None => {
-            return fail(client, b, &req, ProxyError::new(Kind::NoRoute, "no route for host"), !has_body, idle).await
+            return fail(client, b, ex, &req, ProxyError::new(Kind::NoRoute, "no route for host"), !has_body, idle)
+                .await
         }
     };
     if req.method == Method::Connect {
-        return fail(client, b, &req, ProxyError::new(Kind::MethodNotAllowed, "CONNECT"), false, idle).await;
+        return fail(client, b, ex, &req, ProxyError::new(Kind::MethodNotAllowed, "CONNECT"), false, idle).await;
     }
     let max_body = route.cfg.max_body_bytes;
     if let BodyKind::Length(n) = req.body {
@@ -205,6 +262,7 @@ async fn handle_request(
             return fail(
                 client,
                 b,
+                ex,
                 &req,
                 ProxyError::new(Kind::BodyTooLarge, "content-length over limit"),
                 false,
@@ -226,7 +284,7 @@ async fn handle_request(
                     decoder = Some(d);
                     Held { len: used, complete: done }
                 }
-                Err(e) => return fail(client, b, &req, chunk_error(e), false, idle).await,
+                Err(e) => return fail(client, b, ex, &req, chunk_error(e), false, idle).await,
             }
         }
     };
@@ -253,6 +311,19 @@ async fn handle_request(
     }
     let mut rid = [0u8; 24];
     w.next_request_id(&mut rid);
+    if w.log.is_some() {
+        let id = request_id_of(&b.rbuf, &b.headers).unwrap_or(&rid);
+        let method = span(&b.rbuf, req.method_span);
+        crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), id, peer, method, path);
+    }
+    // Admission: the route's active limit, then its bounded queue.
+    let _permit = match route.admission.acquire(route.cfg.queue).await {
+        Some(p) => p,
+        None => {
+            let err = ProxyError::new(Kind::Overloaded, "admission queue full or wait expired");
+            return fail(client, b, ex, &req, err, held.complete, idle).await;
+        }
+    };
     b.out.clear();
     let ctx = ForwardCtx {
         client_ip: peer.ip(),
@@ -276,11 +347,12 @@ async fn handle_request(
         let backend = pool.backends[i].clone();
         let started = Instant::now();
         backend.node.start();
-        let result = forward(w, client, b, &req, &route, &backend, &held, &mut decoder, &mut body_sent).await;
+        let result = forward(w, client, b, ex, &req, &route, &backend, &held, &mut decoder, &mut body_sent).await;
         let now = Instant::now();
         match result {
             Ok((next, rtt)) => {
                 backend.node.finish(rtt, now);
+                ex.backend = Some(backend.key.backend.clone());
                 return next;
             }
             Err(e) => {
@@ -301,11 +373,7 @@ async fn handle_request(
     }
     let err = last.unwrap_or(ProxyError::new(Kind::NoBackend, "no backend is up"));
     // The body was consumed (held or streamed): keep-alive only if it was all here.
-    fail(client, b, &req, err, held.complete && !body_sent_partial(&held, body_sent), idle).await
-}
-
-fn body_sent_partial(held: &Held, body_sent: bool) -> bool {
-    body_sent && !held.complete
+    fail(client, b, ex, &req, err, held.complete, idle).await
 }
 
 fn parse_status(e: &ParseError) -> u16 {
@@ -323,13 +391,14 @@ fn chunk_error(e: ChunkError) -> ProxyError {
 async fn fail(
     client: &mut TcpStream,
     b: &mut Bufs,
+    ex: &mut Exchange,
     req: &RequestHead,
     err: ProxyError,
     keep: bool,
     idle: Duration,
 ) -> Next {
     let keep = keep && req.keep_alive && req.version_minor == 1;
-    if !respond_error(client, b, err.status(), !keep, idle).await || !keep {
+    if !respond_error(client, b, ex, err.status(), !keep, idle).await || !keep {
         return Next::Close;
     }
     Next::KeepAlive
@@ -343,6 +412,7 @@ async fn forward(
     w: &Rc<Worker>,
     client: &mut TcpStream,
     b: &mut Bufs,
+    ex: &mut Exchange,
     req: &RequestHead,
     route: &Rc<RouteRt>,
     backend: &Rc<Backend>,
@@ -384,9 +454,11 @@ async fn forward(
             return Ok((Next::Close, rtt));
         }
         b.rbuf.clear();
+        ex.status = 101;
         return Ok((Next::Upgrade(up.stream), rtt));
     }
-    let next = stream_response(w, client, b, req, cfg, backend, up, &resp).await;
+    ex.status = resp.status;
+    let next = stream_response(w, client, b, ex, req, cfg, backend, up, &resp).await;
     Ok((next, rtt))
 }
 
@@ -515,6 +587,7 @@ async fn stream_response(
     w: &Rc<Worker>,
     client: &mut TcpStream,
     b: &mut Bufs,
+    ex: &mut Exchange,
     req: &RequestHead,
     cfg: &control::model::Route,
     backend: &Rc<Backend>,
@@ -534,14 +607,14 @@ async fn stream_response(
         BodyKind::None => {
             reusable &= b.ubuf.len() == extra_start;
             let end = b.scratch.len();
-            write_range(client, &mut b.scratch, 0, end, client_deadline()).await
+            send(client, ex, &mut b.scratch, 0, end, client_deadline()).await
         }
         BodyKind::Length(n) => {
             let first = (b.ubuf.len() - extra_start).min(n as usize);
             reusable &= b.ubuf.len() - extra_start == first;
             b.scratch.extend_from_slice(&b.ubuf[extra_start..extra_start + first]);
             let end = b.scratch.len();
-            let mut ok = write_range(client, &mut b.scratch, 0, end, client_deadline()).await;
+            let mut ok = send(client, ex, &mut b.scratch, 0, end, client_deadline()).await;
             let mut remaining = n - first as u64;
             while ok && remaining > 0 {
                 b.ubuf.clear();
@@ -554,7 +627,7 @@ async fn stream_response(
                 }
                 let take = remaining.min(b.ubuf.len() as u64) as usize;
                 reusable &= take == b.ubuf.len();
-                ok = write_range(client, &mut b.ubuf, 0, take, client_deadline()).await;
+                ok = send(client, ex, &mut b.ubuf, 0, take, client_deadline()).await;
                 remaining -= take as u64;
             }
             ok && remaining == 0
@@ -582,14 +655,14 @@ async fn stream_response(
                 if !dechunk {
                     if first {
                         b.scratch.extend_from_slice(&b.ubuf[start..start + used]);
-                    } else if !write_range(client, &mut b.ubuf, start, start + used, client_deadline()).await {
+                    } else if !send(client, ex, &mut b.ubuf, start, start + used, client_deadline()).await {
                         ok = false;
                         break;
                     }
                 }
                 if first || dechunk {
                     let end = b.scratch.len();
-                    if !write_range(client, &mut b.scratch, 0, end, client_deadline()).await {
+                    if !send(client, ex, &mut b.scratch, 0, end, client_deadline()).await {
                         ok = false;
                         break;
                     }
@@ -615,7 +688,7 @@ async fn stream_response(
             reusable = false;
             b.scratch.extend_from_slice(&b.ubuf[extra_start..]);
             let end = b.scratch.len();
-            let mut ok = write_range(client, &mut b.scratch, 0, end, client_deadline()).await;
+            let mut ok = send(client, ex, &mut b.scratch, 0, end, client_deadline()).await;
             while ok {
                 b.ubuf.clear();
                 match read_more(&mut up.stream, &mut b.ubuf, usize::MAX, up_deadline()).await {
@@ -627,7 +700,7 @@ async fn stream_response(
                     }
                 }
                 let end = b.ubuf.len();
-                ok = write_range(client, &mut b.ubuf, 0, end, client_deadline()).await;
+                ok = send(client, ex, &mut b.ubuf, 0, end, client_deadline()).await;
             }
             ok
         }

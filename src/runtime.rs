@@ -159,13 +159,28 @@ pub fn start(config: Config, workers: Option<usize>, driver: Driver) -> io::Resu
     tracing::info!(workers = n, driver = ?driver, "starting");
     let (proxy_addrs, mut sockets) = bind_all(&config.listen, n)?;
     let shared = Arc::new(Shared::default());
+    let access_log = match &config.access_log {
+        Some(path) => Some(
+            crate::accesslog::start(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
     let (ev_tx, ev_rx): (Sender<WorkerEvent>, Receiver<WorkerEvent>) = crossbeam_channel::unbounded();
     let mut senders: Vec<InboxSender> = Vec::new();
     let mut handles = Vec::new();
     for (i, socks) in sockets.drain(..).enumerate() {
         let (tx, rx) = inbox();
         senders.push(tx);
-        let setup = WorkerSetup { index: i, sockets: socks, inbox: rx, events: ev_tx.clone(), shared: shared.clone() };
+        let setup = WorkerSetup {
+            index: i,
+            sockets: socks,
+            inbox: rx,
+            events: ev_tx.clone(),
+            shared: shared.clone(),
+            workers: n,
+            access_log: access_log.clone(),
+        };
         let core = if cores.is_empty() { None } else { Some(cores[i % cores.len()]) };
         let h = std::thread::Builder::new().name(format!("ringway-w{i}")).spawn(move || {
             if let Some(c) = core {

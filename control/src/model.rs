@@ -557,8 +557,8 @@ fn health_from(raw: Option<&RawHealth>, base: &Health, path: &str, errs: &mut Er
         None => {}
     }
     out.timeout = ms(h.timeout_ms, base.timeout, &join(path, "timeoutMs"), errs);
-    out.rise = bounded(h.rise.map(Into::into), base.rise.into(), 1, 1000, &join(path, "rise"), errs) as u32;
-    out.fall = bounded(h.fall.map(Into::into), base.fall.into(), 1, 1000, &join(path, "fall"), errs) as u32;
+    out.rise = bounded(h.rise, base.rise.into(), 1, 1000, &join(path, "rise"), errs) as u32;
+    out.fall = bounded(h.fall, base.fall.into(), 1, 1000, &join(path, "fall"), errs) as u32;
     out.fail_timeout = ms(h.fail_timeout_ms, base.fail_timeout, &join(path, "failTimeoutMs"), errs);
     if let Some(v) = &h.expect_status {
         match parse_status_range(v) {

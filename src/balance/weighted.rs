@@ -49,7 +49,7 @@ mod tests {
     use super::super::test_util::{ip, nodes};
     use super::super::{Balancer, Strategy, Tried};
 
-    fn letters(b: &Balancer, ns: &[super::Node], picks: usize) -> String {
+    fn letters(b: &Balancer, ns: &[crate::balance::Node], picks: usize) -> String {
         (0..picks)
             .map(|_| {
                 let i = b.pick(ns, ip(0), Tried::default()).expect("up");

@@ -19,7 +19,7 @@ pub struct ForwardCtx<'a> {
     pub path_override: Option<&'a [u8]>,
     /// The route's configured headers: set, replacing same-named client headers.
     /// Entries naming framing/hop-by-hop headers or holding invalid bytes are ignored.
-    pub extra_headers: &'a [(Box<[u8]>, Box<[u8]>)],
+    pub extra_headers: &'a [super::HeaderPair],
     /// X-Request-Id to set when the client sent none (empty = don't set).
     pub request_id: &'a [u8],
 }

@@ -629,7 +629,11 @@ fn chunked_limits_and_sticky_error() {
 // Rewrite
 // ---------------------------------------------------------------------------
 
-fn ctx<'a>(extra: &'a [(&'a [u8], &'a [u8])]) -> ForwardCtx<'a> {
+fn boxed(extra: &[(&[u8], &[u8])]) -> Vec<HeaderPair> {
+    extra.iter().map(|(n, v)| (Box::from(*n), Box::from(*v))).collect()
+}
+
+fn ctx(extra: &[HeaderPair]) -> ForwardCtx<'_> {
     ForwardCtx {
         client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
         proto: "http",
@@ -706,7 +710,8 @@ fn rewrite_route_headers_path_override_ipv6() {
         (b"Content-Length", b"99"), // ignored: framing
         (b"X-Bad", b"a\r\nb"),      // ignored: injection
     ];
-    let mut c = ctx(extra);
+    let extra = boxed(extra);
+    let mut c = ctx(&extra);
     c.path_override = Some(b"/x?q");
     c.client_ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
     c.proto = "https";
@@ -741,7 +746,8 @@ fn rewrite_absolute_form_and_http10_without_host() {
     );
     // A route-configured Host replaces the client's.
     let extra: &[(&[u8], &[u8])] = &[(b"host", b"backend.local")];
-    let mut c2 = ctx(extra);
+    let extra = boxed(extra);
+    let mut c2 = ctx(&extra);
     c2.request_id = b"";
     let raw = b"GET / HTTP/1.1\r\nHost: client\r\n\r\n";
     assert_eq!(

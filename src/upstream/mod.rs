@@ -23,6 +23,21 @@ pub const MAX_IDLE_PER_BACKEND: usize = 256;
 /// How long an idle pooled connection is trusted.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Idle longer than this, a pooled connection is checked before reuse.
+const PEEK_AFTER: Duration = Duration::from_millis(500);
+
+/// Whether the backend has not closed (or written on) an idle connection:
+/// a non-blocking peek that finds nothing to read.
+fn still_open(s: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: recv into a one-byte local buffer on a socket we own.
+    let n = unsafe {
+        libc::recv(s.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
 /// One backend, as one worker sees it.
 pub struct Backend {
     /// Balancer state.
@@ -77,7 +92,13 @@ impl Backend {
     pub fn take_idle(&self, now: Instant) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         while let Some((s, since)) = idle.pop_back() {
-            if now.saturating_duration_since(since) < POOL_IDLE_TIMEOUT {
+            let rested = now.saturating_duration_since(since);
+            if rested >= POOL_IDLE_TIMEOUT {
+                continue;
+            }
+            // A connection reused at once is almost surely alive; one that
+            // rested may have been closed by the backend meanwhile: peek.
+            if rested < PEEK_AFTER || still_open(&s) {
                 return Some(s);
             }
         }

@@ -8,6 +8,7 @@
 //! close idle connections, wait for in-flight requests up to the drain
 //! budget, exit.
 
+pub mod admission;
 pub mod inbox;
 pub mod signal;
 
@@ -24,10 +25,12 @@ use control::model::{Limits, Route, Timeouts};
 use crossbeam_channel::Sender;
 use monoio::net::{TcpListener, TcpStream};
 
+use crate::accesslog::{LogSink, WorkerLog};
 use crate::balance::{Balancer, Strategy as BalStrategy};
 use crate::http::HeaderSpan;
 use crate::router::Router;
 use crate::upstream::Backend;
+use admission::Admission;
 use inbox::Inbox;
 use signal::LocalSignal;
 
@@ -69,7 +72,9 @@ pub struct RouteRt {
     /// Path rules, longest prefix first.
     pub paths: Vec<PathRt>,
     /// Headers to set, as bytes.
-    pub headers: Vec<(Box<[u8]>, Box<[u8]>)>,
+    pub headers: Vec<crate::http::HeaderPair>,
+    /// Active/queued limits (carried across snapshots by route key).
+    pub admission: Rc<Admission>,
 }
 
 impl RouteRt {
@@ -111,6 +116,8 @@ pub struct Bufs {
     pub uheaders: Vec<HeaderSpan>,
     /// Scratch (rewritten paths).
     pub scratch: Vec<u8>,
+    /// The access-log line being built.
+    pub log: Vec<u8>,
 }
 
 /// Size of each I/O buffer.
@@ -126,6 +133,7 @@ impl Bufs {
             headers: Vec::with_capacity(64),
             uheaders: Vec::with_capacity(64),
             scratch: Vec::with_capacity(256),
+            log: Vec::with_capacity(256),
         }
     }
 }
@@ -138,7 +146,12 @@ pub struct Worker {
     pub events: Sender<WorkerEvent>,
     /// Cross-worker counters.
     pub shared: Arc<Shared>,
+    /// How many workers share the limits.
+    pub workers: usize,
+    /// Access log, when configured.
+    pub log: Option<WorkerLog>,
     active: RefCell<Rc<Active>>,
+    admissions: RefCell<HashMap<Arc<str>, Rc<Admission>>>,
     backends: RefCell<HashMap<BackendKey, Rc<Backend>>>,
     /// Set once shutdown starts.
     pub drain: LocalSignal,
@@ -181,7 +194,13 @@ fn strategy(s: control::model::Strategy) -> BalStrategy {
 
 impl Worker {
     /// A worker with an empty routing table.
-    pub fn new(index: usize, events: Sender<WorkerEvent>, shared: Arc<Shared>) -> Worker {
+    pub fn new(
+        index: usize,
+        events: Sender<WorkerEvent>,
+        shared: Arc<Shared>,
+        workers: usize,
+        log: Option<LogSink>,
+    ) -> Worker {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
@@ -190,6 +209,9 @@ impl Worker {
             index,
             events,
             shared,
+            workers,
+            log: log.map(WorkerLog::new),
+            admissions: RefCell::new(HashMap::new()),
             active: RefCell::new(Rc::new(Active {
                 generation: 0,
                 router: Router::default(),
@@ -230,6 +252,7 @@ impl Worker {
         }
         b.out.clear();
         b.scratch.clear();
+        b.log.clear();
         pool.push(b);
     }
 
@@ -283,6 +306,8 @@ impl Worker {
             let balancer = Balancer::build(strategy(pool.strategy), &backends);
             PoolRt { backends, balancer }
         };
+        let mut admissions = self.admissions.borrow_mut();
+        let mut next_adm = HashMap::new();
         let routes: Vec<Rc<RouteRt>> = snap
             .routes
             .iter()
@@ -298,9 +323,12 @@ impl Worker {
                         pool: build_pool(&key, &p.pool, &mut next),
                     })
                     .collect();
-                paths.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+                paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
                 let headers = r.headers.iter().map(|(k, v)| (k.as_bytes().into(), v.as_bytes().into())).collect();
-                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers })
+                let admission = admissions.get(&key).cloned().unwrap_or_default();
+                admission.set_limits(r.req_active, r.req_queue, self.workers);
+                next_adm.insert(key.clone(), admission.clone());
+                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission })
             })
             .collect();
         // Backends that left the config: close their idle connections now;
@@ -311,6 +339,7 @@ impl Worker {
             }
         }
         *old = next;
+        *admissions = next_adm;
         *self.active.borrow_mut() = Rc::new(Active {
             generation: snap.generation,
             router: Router::new(&routes),
@@ -359,6 +388,10 @@ pub struct WorkerSetup {
     pub events: Sender<WorkerEvent>,
     /// Cross-worker counters.
     pub shared: Arc<Shared>,
+    /// Number of workers.
+    pub workers: usize,
+    /// Access log sink.
+    pub access_log: Option<LogSink>,
 }
 
 /// Listen backlog of each proxy socket.
@@ -366,8 +399,11 @@ const BACKLOG: i32 = 4096;
 
 /// The body of a worker thread, on an already-built runtime.
 pub async fn run(setup: WorkerSetup) {
-    let WorkerSetup { index, sockets, inbox, events, shared } = setup;
-    let worker = Rc::new(Worker::new(index, events.clone(), shared));
+    let WorkerSetup { index, sockets, inbox, events, shared, workers, access_log } = setup;
+    let worker = Rc::new(Worker::new(index, events.clone(), shared, workers, access_log));
+    if worker.log.is_some() {
+        monoio::spawn(flush_log(worker.clone()));
+    }
     // 1. First snapshot.
     let first = loop {
         match inbox.recv().await {
@@ -409,6 +445,9 @@ pub async fn run(setup: WorkerSetup) {
     worker.drain.fire();
     if worker.open_connections() > 0 {
         let _ = monoio::time::timeout(drain_budget, worker.all_closed.wait()).await;
+    }
+    if let Some(log) = &worker.log {
+        log.flush();
     }
     tracing::debug!(worker = index, left = worker.open_connections(), "worker drained");
     let _ = events.send(WorkerEvent::Exited { worker: index });
@@ -454,4 +493,14 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
 async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, guard: ConnGuard) {
     crate::proxy::serve_client(&worker, stream, peer).await;
     drop(guard);
+}
+
+/// Hands buffered access-log lines to the writer every 100 ms.
+async fn flush_log(worker: Rc<Worker>) {
+    while !worker.drain.is_fired() {
+        monoio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(log) = &worker.log {
+            log.flush();
+        }
+    }
 }
