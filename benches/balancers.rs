@@ -17,6 +17,15 @@ use ringway::balance::{Balancer, Node, Strategy, Tried};
 
 const NODES: usize = 8;
 const PICKS: u64 = 10_000_000;
+/// `cargo test --all-targets` runs benches once without `--bench`: then a
+/// smoke run is enough to prove the bench still works.
+fn picks() -> u64 {
+    if std::env::args().any(|a| a == "--bench") {
+        PICKS
+    } else {
+        1000
+    }
+}
 
 fn main() {
     let strategies = [
@@ -47,7 +56,7 @@ fn main() {
 
         let start = Instant::now();
         let mut acc = 0usize;
-        for i in 0..PICKS {
+        for i in 0..picks() {
             let picked = balancer.pick(black_box(&nodes), client(i as u32), Tried::default());
             acc = acc.wrapping_add(picked.unwrap_or(usize::MAX));
         }
@@ -56,8 +65,8 @@ fn main() {
         println!(
             "{:<20} {:>8.2} ns/pick  ({} picks over {} nodes in {:?})",
             format!("{strategy:?}"),
-            elapsed.as_nanos() as f64 / PICKS as f64,
-            PICKS,
+            elapsed.as_nanos() as f64 / picks() as f64,
+            picks(),
             NODES,
             elapsed
         );

@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Side-by-side proxy benchmark (called by scripts/bench.sh).
+
+Layout on a 2-core machine: wrk (one thread) and the backend (nginx, one
+worker, `return 200` of 12 bytes) share core 0; each proxy runs alone on
+core 1. Subjects alternate within each round (A B C D A B C D ...) and the
+report gives medians over rounds: requests/s, p50/p99 latency, the proxy's
+own CPU microseconds per request (utime+stime of its process tree from /proc,
+before and after the run) and its RSS. A subject that answers non-2xx or has
+socket errors fails the whole run: a fast wrong answer is not a result.
+Everything listens on 127.0.0.1 only; every run is bounded by --duration.
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RINGWAY = os.path.join(ROOT, "target", "release", "ringway")
+WRK_DIR = os.path.join(ROOT, "scripts", "wrk")
+OUT_DIR = os.path.join(ROOT, "bench-results")
+TICK = os.sysconf("SC_CLK_TCK")
+
+SCENARIOS = {
+    # name: (path, connections, wrk script, routes)
+    "small": ("/", 50, None, 1),
+    "4k": ("/4k", 50, None, 1),
+    "64k": ("/64k", 50, None, 1),
+    "post4k": ("/post", 50, "post4k.lua", 1),
+    "c1000": ("/", 1000, None, 1),
+    "newconn": ("/", 50, "close.lua", 1),
+    "routes10k": ("/", 50, "hosts.lua", 10000),
+}
+SUBJECTS = ["ringway", "nginx", "haproxy", "haproxy-tcp"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open within {timeout}s")
+
+
+def tree_pids(pid):
+    pids = [pid]
+    i = 0
+    while i < len(pids):
+        p = pids[i]
+        i += 1
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    pids.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def cpu_ticks(pid):
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total
+
+
+def rss_kb(pid):
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def core_busy(core):
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:]]
+                idle = v[3] + v[4]
+                return sum(v) - idle, sum(v)
+    return 0, 1
+
+
+def parse_latency(s):
+    m = re.match(r"([\d.]+)(us|ms|s)", s)
+    if not m:
+        return None
+    v = float(m.group(1))
+    return v * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
+
+
+def run_wrk(port, path, conns, script, duration):
+    cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    if script:
+        cmd += ["-s", os.path.join(WRK_DIR, script)]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    res = {"raw": out}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}%\s+(\S+)", out, re.M)
+        res[f"p{q}_us"] = parse_latency(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    return res
+
+
+class Backend:
+    """nginx, one worker on core 0, serving 12 B, 4 KiB and 64 KiB."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        root = os.path.join(tmp, "www")
+        os.makedirs(root, exist_ok=True)
+        for name, size in (("4k", 4096), ("64k", 65536)):
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"x" * size)
+        conf = os.path.join(tmp, "backend.conf")
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {tmp}/backend.pid; error_log {tmp}/backend.err warn;
+events {{ worker_connections 20000; }}
+http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 120s;
+  server {{ listen 127.0.0.1:{self.port} backlog=8192 reuseport; root {root};
+    location = / {{ return 200 "hello world\\n"; }}
+    location = /post {{ client_body_buffer_size 64k; return 200 "hello world\\n"; }}
+    location / {{ }} }} }}
+""")
+        self.proc = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", tmp, "-c", conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc)
+
+    def stop(self):
+        stop(self.proc)
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def hosts(n):
+    return [f"h{i}.bench.local" for i in range(n)] if n > 1 else []
+
+
+def start_subject(name, tmp, backend_port, routes, driver):
+    port = free_port()
+    names = hosts(routes)
+    if name.startswith("ringway"):
+        if names:
+            rs = [{"vHost": h, "backends": [{"hostname": "127.0.0.1", "port": backend_port}],
+                   "health": {"intervalMs": 0}} for h in names]
+        else:
+            rs = [{"vHost": "*", "backends": [{"hostname": "127.0.0.1", "port": backend_port}],
+                   "health": {"intervalMs": 0}}]
+        conf = os.path.join(tmp, "ringway.json")
+        with open(conf, "w") as f:
+            json.dump({"listen": [f"127.0.0.1:{port}"], "workers": 1, "routes": rs,
+                       "limits": {"maxConnections": 100000}}, f)
+        cmd = ["taskset", "-c", "1", RINGWAY, "run", "--config", conf, "--workers", "1", "--driver", driver]
+        env = dict(os.environ, RINGWAY_LOG="warn")
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "ringway.err"), "w"), env=env)
+    elif name == "nginx":
+        conf = os.path.join(tmp, "proxy-nginx.conf")
+        server_name = ""
+        if names:
+            server_name = "server_name " + " ".join(names) + ";"
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {tmp}/proxy-nginx.pid; error_log {tmp}/proxy-nginx.err warn;
+worker_rlimit_nofile 100000;
+events {{ worker_connections 20000; }}
+http {{ access_log off; keepalive_requests 10000000; server_names_hash_max_size 65536; server_names_hash_bucket_size 128;
+  upstream be {{ server 127.0.0.1:{backend_port}; keepalive 256; keepalive_requests 10000000; }}
+  server {{ listen 127.0.0.1:{port} backlog=8192; {server_name}
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+        proc = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", tmp, "-c", conf],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        tcp = name == "haproxy-tcp"
+        conf = os.path.join(tmp, "haproxy.cfg")
+        route = "default_backend be"
+        if names and not tcp:
+            mp = os.path.join(tmp, "hosts.map")
+            with open(mp, "w") as f:
+                f.writelines(f"{h} be\n" for h in names)
+            route = f"use_backend %[req.hdr(host),lower,map({mp},none)]"
+        with open(conf, "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn 100000
+defaults
+  mode {"tcp" if tcp else "http"}
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  {"" if tcp else "http-reuse always"}
+frontend fe
+  bind 127.0.0.1:{port}
+  {route}
+backend be
+  server s1 127.0.0.1:{backend_port}
+backend none
+""")
+        proc = subprocess.Popen(["taskset", "-c", "1", "haproxy", "-f", conf],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    return proc, port
+
+
+def run_one(subject, scenario, tmp, backend_port, duration, driver):
+    path, conns, script, routes = SCENARIOS[scenario]
+    proc, port = start_subject(subject, tmp, backend_port, routes, driver)
+    try:
+        # Warm up (pools, caches), then measure.
+        run_wrk(port, path, min(conns, 50), script, 1)
+        c0 = cpu_ticks(proc.pid)
+        b0 = core_busy(0)
+        r = run_wrk(port, path, conns, script, duration)
+        b1 = core_busy(0)
+        c1 = cpu_ticks(proc.pid)
+        r["rss_kb"] = rss_kb(proc.pid)
+    finally:
+        stop(proc)
+    if r["requests"] == 0 or r["non2xx"] or r["socket_errors"]:
+        sys.stderr.write(r["raw"])
+        raise SystemExit(f"bench: {subject} failed {scenario}: {r['requests']} requests, "
+                         f"{r['non2xx']} non-2xx, {r['socket_errors']} socket errors")
+    r["cpu_us_per_req"] = (c1 - c0) / TICK * 1e6 / r["requests"]
+    r["core0_util"] = (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
+    del r["raw"]
+    return r
+
+
+def median(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def chart(scenario, rows):
+    dat = os.path.join(OUT_DIR, f"{scenario}.dat")
+    with open(dat, "w") as f:
+        for row in rows:
+            f.write(f"{row['subject']} {row['rps']:.0f} {row['cpu_us_per_req']:.2f}\n")
+    png = os.path.join(OUT_DIR, f"{scenario}.png")
+    script = f"""set terminal pngcairo size 900,420 font ",10"
+set output "{png}"
+set multiplot layout 1,2 title "{scenario}: median of rounds"
+set style fill solid 0.6
+set boxwidth 0.6
+set yrange [0:*]
+set grid ytics
+set title "requests/s (higher is better)"
+plot "{dat}" using 0:2:xtic(1) with boxes notitle
+set title "proxy CPU us per request (lower is better)"
+plot "{dat}" using 0:3:xtic(1) with boxes notitle
+unset multiplot
+"""
+    try:
+        subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        try:
+            subprocess.run(["gnuplot"], input=script.replace("pngcairo", "png"), text=True, check=True,
+                           capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as e:
+            print(f"bench: no chart for {scenario}: {e}", file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--subjects", default=",".join(SUBJECTS + ["ringway-epoll"]))
+    args = ap.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    subjects = [s for s in args.subjects.split(",") if s]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            raise SystemExit(f"unknown scenario {s}")
+    os.makedirs(OUT_DIR, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="ringway-bench-")
+    results = []
+    backend = Backend(tmp)
+    try:
+        for scenario in scenarios:
+            subs = [s for s in subjects if not (scenario == "routes10k" and s == "haproxy-tcp")]
+            runs = {s: [] for s in subs}
+            for rnd in range(args.rounds):
+                for s in subs:
+                    driver = "epoll" if s == "ringway-epoll" else "uring"
+                    r = run_one(s, scenario, tmp, backend.port, args.duration, driver)
+                    runs[s].append(r)
+                    print(f"  {scenario:9} round {rnd + 1} {s:13} {r['rps']:9.0f} req/s "
+                          f"{r['cpu_us_per_req']:6.2f} us/req p99 {r['p99_us'] or 0:8.0f} us", flush=True)
+            rows = []
+            for s in subs:
+                rs = runs[s]
+                rows.append({
+                    "scenario": scenario, "subject": s, "rounds": len(rs),
+                    "rps": median(r["rps"] for r in rs),
+                    "p50_us": median(r["p50_us"] for r in rs),
+                    "p99_us": median(r["p99_us"] for r in rs),
+                    "cpu_us_per_req": median(r["cpu_us_per_req"] for r in rs),
+                    "rss_kb": median(r["rss_kb"] for r in rs),
+                    "core0_util": median(r["core0_util"] for r in rs),
+                })
+            base = next((r for r in rows if r["subject"] == "nginx"), None)
+            for r in rows:
+                r["rps_vs_nginx"] = r["rps"] / base["rps"] if base else None
+                r["cpu_vs_nginx"] = r["cpu_us_per_req"] / base["cpu_us_per_req"] if base else None
+            results.extend(rows)
+            chart(scenario, rows)
+    finally:
+        backend.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    meta = {"machine": f"{os.cpu_count()} cores, {os.uname().release}", "rounds": args.rounds,
+            "duration_s": args.duration, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with open(os.path.join(OUT_DIR, "summary.json"), "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    cols = ["scenario", "subject", "rps", "p50_us", "p99_us", "cpu_us_per_req", "rss_kb", "core0_util",
+            "rps_vs_nginx", "cpu_vs_nginx"]
+    with open(os.path.join(OUT_DIR, "summary.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(results)
+    lines = ["| scenario | subject | req/s | p50 µs | p99 µs | CPU µs/req | RSS MiB | core0 | req/s ÷ nginx | CPU ÷ nginx |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        def fmt(v, spec):
+            return format(v, spec) if v is not None else "-"
+        lines.append(f"| {r['scenario']} | {r['subject']} | {fmt(r['rps'], '.0f')} | {fmt(r['p50_us'], '.0f')} | "
+                     f"{fmt(r['p99_us'], '.0f')} | {fmt(r['cpu_us_per_req'], '.2f')} | {fmt(r['rss_kb'] / 1024, '.1f')} | "
+                     f"{fmt(r['core0_util'] * 100, '.0f')}% | {fmt(r['rps_vs_nginx'], '.2f')} | {fmt(r['cpu_vs_nginx'], '.2f')} |")
+    table = "\n".join(lines)
+    with open(os.path.join(OUT_DIR, "summary.md"), "w") as f:
+        f.write(f"{meta['time']} · {meta['machine']} · median of {args.rounds} rounds × {args.duration} s\n\n{table}\n")
+    print()
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

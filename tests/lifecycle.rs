@@ -1,0 +1,72 @@
+//! `ringway check`, graceful shutdown and multiple workers.
+
+mod support;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::*;
+
+#[test]
+fn check_reports_every_error_with_its_path() {
+    let bad = json!({"routes": [{"vHost": "*", "strategy": "FASTEST",
+                                 "backends": [{"hostname": "127.0.0.1", "port": 0}]}]});
+    let (code, stderr) = ringway_check(&bad);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert!(stderr.contains("routes[0].backends[0].port"), "stderr: {stderr}");
+    assert!(stderr.contains("routes[0].strategy"), "stderr: {stderr}");
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let good = json!({"listen": ["127.0.0.1:0"], "routes": [{"vHost": "*", "strategy": "ROUND_ROBIN",
+                      "backends": [{"hostname": "127.0.0.1", "port": 8081}]}]});
+    let (code, stderr) = ringway_check(&good);
+    assert_eq!(code, 0, "stderr: {stderr}");
+}
+
+#[test]
+fn sigterm_drains_in_flight_request_and_exits_zero() {
+    let b = Backend::respond(200, "slow").delayed(Duration::from_millis(500)).start();
+    let mut rw = Ringway::start(set(catch_all("ROUND_ROBIN", &[&b]), "timeouts", "drainMs", json!(3000)));
+    let addr = rw.addr();
+    let inflight = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.get("x", "/slow")
+    });
+    b.wait_for_requests(1, Duration::from_secs(5));
+    let t0 = Instant::now();
+    rw.terminate();
+    // New connections are refused once the listener closes (bounded wait).
+    let mut refused = false;
+    while t0.elapsed() < Duration::from_millis(1500) {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(_) => {
+                refused = true;
+                break;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    let r = inflight.join().expect("in-flight client");
+    assert_eq!((r.status, r.text()), (200, "slow".to_string()), "in-flight request after SIGTERM");
+    let status = rw.wait_exit(Duration::from_secs(5)).expect("ringway did not exit within drainMs + margin");
+    assert!(status.success(), "exit status {status:?}; log:\n{}", rw.log());
+    assert!(t0.elapsed() < Duration::from_secs(4), "exit took {:?}", t0.elapsed());
+    assert!(refused, "new connections were still accepted after SIGTERM");
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(), "accepting after exit");
+}
+
+#[test]
+fn two_workers_serve_requests() {
+    let b = Backend::respond(200, "ok").start();
+    let rw = Ringway::start_workers(catch_all("ROUND_ROBIN", &[&b]), 2);
+    for i in 0..20 {
+        let r = get(rw.addr(), "x", &format!("/{i}"));
+        assert_eq!((r.status, r.text()), (200, "ok".to_string()), "request {i}");
+    }
+    let mut c = Client::connect(rw.addr());
+    for i in 0..20 {
+        assert_eq!(c.get("x", &format!("/ka/{i}")).status, 200);
+    }
+    assert_eq!(b.request_count(), 40);
+}
