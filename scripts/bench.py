@@ -155,7 +155,7 @@ class Backend:
         conf = os.path.join(tmp, "backend.conf")
         with open(conf, "w") as f:
             f.write(f"""worker_processes 1; daemon off; pid {tmp}/backend.pid; error_log {tmp}/backend.err warn;
-events {{ worker_connections 20000; }}
+events {{ worker_connections 9000; }}
 http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 120s;
   server {{ listen 127.0.0.1:{self.port} backlog=8192 reuseport; root {root};
     location = / {{ return 200 "hello world\\n"; }}
@@ -197,7 +197,7 @@ def start_subject(name, tmp, backend_port, routes, driver):
         conf = os.path.join(tmp, "ringway.json")
         with open(conf, "w") as f:
             json.dump({"listen": [f"127.0.0.1:{port}"], "workers": 1, "routes": rs,
-                       "limits": {"maxConnections": 100000}}, f)
+                       "limits": {"maxConnections": 9000}}, f)
         cmd = ["taskset", "-c", "1", RINGWAY, "run", "--config", conf, "--workers", "1", "--driver", driver]
         env = dict(os.environ, RINGWAY_LOG="warn")
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "ringway.err"), "w"), env=env)
@@ -208,8 +208,8 @@ def start_subject(name, tmp, backend_port, routes, driver):
             server_name = "server_name " + " ".join(names) + ";"
         with open(conf, "w") as f:
             f.write(f"""worker_processes 1; daemon off; pid {tmp}/proxy-nginx.pid; error_log {tmp}/proxy-nginx.err warn;
-worker_rlimit_nofile 100000;
-events {{ worker_connections 20000; }}
+worker_rlimit_nofile 19000;
+events {{ worker_connections 9000; }}
 http {{ access_log off; keepalive_requests 10000000; server_names_hash_max_size 65536; server_names_hash_bucket_size 128;
   upstream be {{ server 127.0.0.1:{backend_port}; keepalive 256; keepalive_requests 10000000; }}
   server {{ listen 127.0.0.1:{port} backlog=8192; {server_name}
@@ -229,7 +229,7 @@ http {{ access_log off; keepalive_requests 10000000; server_names_hash_max_size 
         with open(conf, "w") as f:
             f.write(f"""global
   nbthread 1
-  maxconn 100000
+  maxconn 9000
 defaults
   mode {"tcp" if tcp else "http"}
   timeout connect 5s

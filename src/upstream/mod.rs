@@ -1,14 +1,19 @@
 //! Backends and their per-worker connection pools.
 //!
 //! A `Backend` is one configured backend as one worker sees it: balancer
-//! state (`Node`), its address, and a bounded LIFO pool of idle keep-alive
-//! connections. Workers build these from snapshots and carry a `Backend`
-//! (pool, counters, balancer state) over to the next snapshot when its id and
-//! address are unchanged, so a config change causes no reconnect storm.
+//! state (`Node`), its address, and the worker's `ConnPool` for that
+//! address: a bounded LIFO of idle keep-alive connections. Pools are keyed
+//! by address, so routes that share a backend address share its
+//! connections (10,000 vHosts in front of one service keep one warm pool).
+//! Workers carry a `Backend` (counters, balancer state) over to the next
+//! snapshot when its id, address and weight are unchanged, and a pool
+//! whenever its address is still in use, so a config change causes no
+//! reconnect storm.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use control::messages::BackendKey;
@@ -36,6 +41,62 @@ fn still_open(s: &TcpStream) -> bool {
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
+/// One worker's idle connections to one address.
+pub struct ConnPool {
+    addr: SocketAddr,
+    idle: RefCell<VecDeque<(TcpStream, Instant)>>,
+    /// Connections opened (for tests and stats).
+    pub connects: Cell<u64>,
+}
+
+impl ConnPool {
+    /// An empty pool for `addr`.
+    pub fn new(addr: SocketAddr) -> ConnPool {
+        ConnPool { addr, idle: RefCell::new(VecDeque::new()), connects: Cell::new(0) }
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Takes a pooled connection (newest first, expired or closed ones dropped).
+    pub fn take_idle(&self, now: Instant) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        while let Some((s, since)) = idle.pop_back() {
+            let rested = now.saturating_duration_since(since);
+            if rested >= POOL_IDLE_TIMEOUT {
+                continue;
+            }
+            // A connection reused at once is almost surely alive; one that
+            // rested may have been closed by the backend meanwhile: peek.
+            if rested < PEEK_AFTER || still_open(&s) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Returns a reusable connection (the oldest is dropped when full).
+    pub fn put_idle(&self, stream: TcpStream, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() >= MAX_IDLE_PER_BACKEND {
+            idle.pop_front();
+        }
+        idle.push_back((stream, now));
+    }
+
+    /// Idle connections held.
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    /// Closes every idle connection.
+    pub fn clear_idle(&self) {
+        self.idle.borrow_mut().clear();
+    }
+}
+
 /// One backend, as one worker sees it.
 pub struct Backend {
     /// Balancer state.
@@ -48,9 +109,8 @@ pub struct Backend {
     pub weight: u32,
     /// Set by a passive failure on this worker; cleared by the control thread.
     pub local_down_since: Cell<Option<Instant>>,
-    idle: RefCell<VecDeque<(TcpStream, Instant)>>,
-    /// Connections opened (for tests and stats).
-    pub connects: Cell<u64>,
+    /// The worker's pool for `addr`.
+    pub pool: Option<Rc<ConnPool>>,
 }
 
 impl crate::balance::AsNode for Backend {
@@ -69,63 +129,33 @@ pub struct Upstream {
 }
 
 impl Backend {
-    /// A new backend with an empty pool.
-    pub fn new(key: BackendKey, addr: Option<SocketAddr>, weight: u32) -> Backend {
+    /// A backend using `pool` (the worker's pool for its address, if known).
+    pub fn new(key: BackendKey, pool: Option<Rc<ConnPool>>, weight: u32) -> Backend {
         let node = Node::new(&key.backend, weight);
+        let addr = pool.as_ref().map(|p| p.addr());
         if addr.is_none() {
             node.set_up(false);
         }
-        Backend {
-            node,
-            key,
-            addr,
-            weight,
-            local_down_since: Cell::new(None),
-            idle: RefCell::new(VecDeque::new()),
-            connects: Cell::new(0),
-        }
+        Backend { node, key, addr, weight, local_down_since: Cell::new(None), pool }
     }
 
-    /// Takes a pooled connection (newest first, expired ones dropped).
-    pub fn take_idle(&self, now: Instant) -> Option<TcpStream> {
-        let mut idle = self.idle.borrow_mut();
-        while let Some((s, since)) = idle.pop_back() {
-            let rested = now.saturating_duration_since(since);
-            if rested >= POOL_IDLE_TIMEOUT {
-                continue;
-            }
-            // A connection reused at once is almost surely alive; one that
-            // rested may have been closed by the backend meanwhile: peek.
-            if rested < PEEK_AFTER || still_open(&s) {
-                return Some(s);
-            }
-        }
-        None
-    }
-
-    /// Returns a reusable connection to the pool (dropped when full).
+    /// Returns a reusable connection to the pool.
     pub fn put_idle(&self, stream: TcpStream, now: Instant) {
-        let mut idle = self.idle.borrow_mut();
-        if idle.len() >= MAX_IDLE_PER_BACKEND {
-            // Drop the oldest: the newest are the likeliest to be alive.
-            idle.pop_front();
+        if let Some(p) = &self.pool {
+            p.put_idle(stream, now);
         }
-        idle.push_back((stream, now));
     }
 
-    /// Idle connections held.
-    pub fn idle_count(&self) -> usize {
-        self.idle.borrow().len()
-    }
-
-    /// Closes every idle connection (drain, removal).
+    /// Closes the pool's idle connections (the backend failed).
     pub fn clear_idle(&self) {
-        self.idle.borrow_mut().clear();
+        if let Some(p) = &self.pool {
+            p.clear_idle();
+        }
     }
 
     /// A pooled connection, or a fresh one within `timeout`.
     pub async fn connect(&self, timeout: Duration) -> Result<Upstream, ProxyError> {
-        if let Some(stream) = self.take_idle(Instant::now()) {
+        if let Some(stream) = self.pool.as_ref().and_then(|p| p.take_idle(Instant::now())) {
             return Ok(Upstream { stream, reused: true });
         }
         self.connect_fresh(timeout).await
@@ -133,15 +163,15 @@ impl Backend {
 
     /// Always a new connection.
     pub async fn connect_fresh(&self, timeout: Duration) -> Result<Upstream, ProxyError> {
-        let Some(addr) = self.addr else {
+        let Some(pool) = &self.pool else {
             return Err(ProxyError::new(Kind::ConnectFailed, "backend address not resolved"));
         };
-        match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        match monoio::time::timeout(timeout, TcpStream::connect_addr(pool.addr())).await {
             Err(_) => Err(ProxyError::new(Kind::ConnectTimeout, "connect timed out")),
             Ok(Err(_)) => Err(ProxyError::new(Kind::ConnectFailed, "connect failed")),
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                self.connects.set(self.connects.get() + 1);
+                pool.connects.set(pool.connects.get() + 1);
                 Ok(Upstream { stream, reused: false })
             }
         }

@@ -29,7 +29,7 @@ use crate::accesslog::{LogSink, WorkerLog};
 use crate::balance::{Balancer, Strategy as BalStrategy};
 use crate::http::HeaderSpan;
 use crate::router::Router;
-use crate::upstream::Backend;
+use crate::upstream::{Backend, ConnPool};
 use admission::Admission;
 use inbox::Inbox;
 use signal::LocalSignal;
@@ -153,6 +153,7 @@ pub struct Worker {
     active: RefCell<Rc<Active>>,
     admissions: RefCell<HashMap<Arc<str>, Rc<Admission>>>,
     backends: RefCell<HashMap<BackendKey, Rc<Backend>>>,
+    pools: RefCell<HashMap<SocketAddr, Rc<ConnPool>>>,
     /// Set once shutdown starts.
     pub drain: LocalSignal,
     /// Fired when draining and the last connection closed.
@@ -219,6 +220,7 @@ impl Worker {
                 timeouts: Timeouts::default(),
             })),
             backends: RefCell::new(HashMap::new()),
+            pools: RefCell::new(HashMap::new()),
             drain: LocalSignal::default(),
             all_closed: LocalSignal::default(),
             open: Cell::new(0),
@@ -287,7 +289,9 @@ impl Worker {
     pub fn apply(&self, snap: &Snapshot) {
         let mut old = self.backends.borrow_mut();
         let mut next: HashMap<BackendKey, Rc<Backend>> = HashMap::new();
-        let build_pool = |key: &Arc<str>, pool: &control::model::Pool, next: &mut HashMap<BackendKey, Rc<Backend>>| {
+        let mut pools = self.pools.borrow_mut();
+        let mut next_pools: HashMap<SocketAddr, Rc<ConnPool>> = HashMap::new();
+        let mut build_pool = |key: &Arc<str>, pool: &control::model::Pool, next: &mut HashMap<BackendKey, Rc<Backend>>| {
             let backends: Vec<Rc<Backend>> = pool
                 .backends
                 .iter()
@@ -296,8 +300,19 @@ impl Worker {
                     let addr = snap.address_of(b);
                     let backend = match old.get(&bkey) {
                         Some(prev) if prev.addr == addr && prev.weight == b.weight => prev.clone(),
-                        _ => Rc::new(Backend::new(bkey.clone(), addr, b.weight)),
+                        _ => {
+                            let conns = addr.map(|a| {
+                                next_pools
+                                    .entry(a)
+                                    .or_insert_with(|| pools.get(&a).cloned().unwrap_or_else(|| Rc::new(ConnPool::new(a))))
+                                    .clone()
+                            });
+                            Rc::new(Backend::new(bkey.clone(), conns, b.weight))
+                        }
                     };
+                    if let Some(p) = &backend.pool {
+                        next_pools.entry(p.addr()).or_insert_with(|| p.clone());
+                    }
                     backend.node.set_up(addr.is_some() && !snap.down.contains(&bkey));
                     next.insert(bkey, backend.clone());
                     backend
@@ -331,13 +346,14 @@ impl Worker {
                 Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission })
             })
             .collect();
-        // Backends that left the config: close their idle connections now;
-        // in-flight requests still hold their own Rc and finish.
-        for (k, b) in old.iter() {
-            if !next.contains_key(k) {
-                b.clear_idle();
+        // Addresses no backend uses any more: close their idle connections
+        // now; in-flight requests hold their own Rc and finish.
+        for (a, p) in pools.iter() {
+            if !next_pools.contains_key(a) {
+                p.clear_idle();
             }
         }
+        *pools = next_pools;
         *old = next;
         *admissions = next_adm;
         *self.active.borrow_mut() = Rc::new(Active {
