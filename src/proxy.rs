@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use crate::balance::Tried;
@@ -65,16 +65,20 @@ async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, max: usize, deadline: I
         buf.reserve_exact(extra);
     }
     let len = buf.len();
-    let v = std::mem::take(buf);
-    let (res, slice) = match monoio::time::timeout_at(mono(deadline), s.read(v.slice_mut(len..))).await {
-        Ok(x) => x,
-        Err(_) => return Read::TimedOut,
-    };
-    *buf = slice.into_inner();
-    match res {
-        Ok(0) => Read::Eof,
-        Ok(_) => Read::Data,
-        Err(_) => Read::Failed,
+    loop {
+        let v = std::mem::take(buf);
+        let (res, slice) = match monoio::time::timeout_at(mono(deadline), s.read(v.slice_mut(len..))).await {
+            Ok(x) => x,
+            Err(_) => return Read::TimedOut,
+        };
+        *buf = slice.into_inner();
+        return match res {
+            Ok(0) => Read::Eof,
+            Ok(_) => Read::Data,
+            // A signal or task-work interruption is not the peer's doing.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => Read::Failed,
+        };
     }
 }
 
@@ -84,14 +88,23 @@ async fn write_range(s: &mut TcpStream, buf: &mut Vec<u8>, start: usize, end: us
     if start >= end {
         return true;
     }
-    let v = std::mem::take(buf);
-    match monoio::time::timeout_at(mono(deadline), s.write_all(v.slice(start..end))).await {
-        Ok((res, slice)) => {
-            *buf = slice.into_inner();
-            res.is_ok()
+    let mut v = std::mem::take(buf);
+    let mut pos = start;
+    while pos < end {
+        let (res, slice) = match monoio::time::timeout_at(mono(deadline), s.write(v.slice(pos..end))).await {
+            Ok(x) => x,
+            Err(_) => return false,
+        };
+        v = slice.into_inner();
+        match res {
+            Ok(0) => break,
+            Ok(n) => pos += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
-        Err(_) => false,
     }
+    *buf = v;
+    pos >= end
 }
 
 /// `write_range` to the client, counting the bytes sent.
@@ -244,6 +257,14 @@ async fn handle_request(
     };
     // The snapshot current when the head completed routes this request.
     let active = w.active();
+    let mut rid = [0u8; 24];
+    w.next_request_id(&mut rid);
+    if w.log.is_some() {
+        let id = request_id_of(&b.rbuf, &b.headers).unwrap_or(&rid);
+        let method = span(&b.rbuf, req.method_span);
+        let path = span(&b.rbuf, req.target);
+        crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), id, peer, method, path);
+    }
     let has_body = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
     // 2. Route.
     let route = match active.router.lookup(req.host.map(|s| span(&b.rbuf, s))) {
@@ -308,13 +329,6 @@ async fn handle_request(
             b.scratch.push(b'/');
         }
         b.scratch.extend_from_slice(rest);
-    }
-    let mut rid = [0u8; 24];
-    w.next_request_id(&mut rid);
-    if w.log.is_some() {
-        let id = request_id_of(&b.rbuf, &b.headers).unwrap_or(&rid);
-        let method = span(&b.rbuf, req.method_span);
-        crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), id, peer, method, path);
     }
     // Admission: the route's active limit, then its bounded queue.
     let _permit = match route.admission.acquire(route.cfg.queue).await {

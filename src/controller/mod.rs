@@ -74,25 +74,18 @@ impl Controller {
         BackendKey { route: Arc::from(route.key.as_str()), backend: Arc::from(b.id.as_str()) }
     }
 
-    /// Resolves backend host names (blocking; the control thread's own time).
-    fn resolve(&mut self) {
-        let mut out = Vec::new();
+    /// Backend names that need resolving (not IP literals), deduplicated.
+    fn names(&self) -> Vec<(String, u16)> {
         let mut seen = HashSet::new();
+        let mut out = Vec::new();
         for r in &self.config.routes {
             for b in each_backend(r) {
-                if b.literal_addr().is_some() || !seen.insert((b.hostname.clone(), b.port)) {
-                    continue;
-                }
-                match (b.hostname.as_str(), b.port).to_socket_addrs() {
-                    Ok(mut addrs) => match addrs.next() {
-                        Some(a) => out.push((b.hostname.clone(), b.port, a)),
-                        None => tracing::warn!(host = %b.hostname, "backend name resolves to nothing: down"),
-                    },
-                    Err(e) => tracing::warn!(host = %b.hostname, error = %e, "backend name does not resolve: down"),
+                if b.literal_addr().is_none() && seen.insert((b.hostname.clone(), b.port)) {
+                    out.push((b.hostname.clone(), b.port));
                 }
             }
         }
-        self.resolved = out;
+        out
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -228,7 +221,9 @@ impl Controller {
 
     /// The control loop. `ready` hears once whether the start succeeded.
     pub fn run(mut self, ready: Sender<Result<(), String>>) {
-        self.resolve();
+        // The first resolution happens before any traffic; later ones run
+        // on the resolver thread and only a changed answer is published.
+        self.resolved = resolve(&self.names());
         if let Err(e) = self.publish() {
             let _ = ready.send(Err(e));
             self.broadcast(ControlMsg::Shutdown { drain: Duration::ZERO });
@@ -243,6 +238,14 @@ impl Controller {
         if let Err(e) = &prober {
             tracing::error!(error = %e, "health checker did not start");
         }
+        let (names_tx, names_rx) = crossbeam_channel::unbounded();
+        let (resolved_tx, resolved_rx) = crossbeam_channel::unbounded();
+        let _ = names_tx.send(self.names());
+        let resolver =
+            std::thread::Builder::new().name("ringway-resolver".into()).spawn(move || resolver(names_rx, resolved_tx));
+        if let Err(e) = &resolver {
+            tracing::error!(error = %e, "resolver did not start");
+        }
         loop {
             let wait = self
                 .rest_until
@@ -255,6 +258,16 @@ impl Controller {
                     Err(_) => break,
                 },
                 recv(probe_rx) -> r => if let Ok(r) = r { self.on_probe(r) },
+                recv(resolved_rx) -> r => if let Ok(r) = r {
+                    if r != self.resolved {
+                        tracing::info!("backend addresses changed: publishing");
+                        self.resolved = r;
+                        if let Err(e) = self.publish() {
+                            tracing::warn!(error = %e, "publish after re-resolution");
+                        }
+                        let _ = target_tx.send(self.probe_targets());
+                    }
+                },
                 recv(self.cmds) -> cmd => match cmd {
                     Ok(ControlCmd::Shutdown) | Err(_) => break,
                 },
@@ -263,6 +276,7 @@ impl Controller {
             self.wake_rested();
         }
         drop(target_tx);
+        drop(names_tx);
         self.shutdown();
     }
 
@@ -277,6 +291,47 @@ impl Controller {
                 Ok(_) => {}
                 Err(_) => break,
             }
+        }
+    }
+}
+
+/// How often backend names are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Resolves names (blocking). A name that does not resolve is left out:
+/// its backend is down until it does.
+fn resolve(names: &[(String, u16)]) -> Vec<(String, u16, SocketAddr)> {
+    let mut out = Vec::new();
+    for (host, port) in names {
+        match (host.as_str(), *port).to_socket_addrs() {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => out.push((host.clone(), *port, a)),
+                None => tracing::warn!(host = %host, "backend name resolves to nothing: down"),
+            },
+            Err(e) => tracing::warn!(host = %host, error = %e, "backend name does not resolve: down"),
+        }
+    }
+    out
+}
+
+/// The resolver thread: re-resolves the current names every
+/// `RESOLVE_EVERY` and sends each answer; a new name list comes on `names`.
+fn resolver(names: Receiver<Vec<(String, u16)>>, out: Sender<Vec<(String, u16, SocketAddr)>>) {
+    let mut current: Vec<(String, u16)> = Vec::new();
+    loop {
+        match names.recv_timeout(RESOLVE_EVERY) {
+            Ok(n) => {
+                current = n;
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if current.is_empty() {
+            continue;
+        }
+        if out.send(resolve(&current)).is_err() {
+            return;
         }
     }
 }

@@ -61,8 +61,10 @@ pub fn probe(t: &Target) -> bool {
     let mut n = 0;
     while n < 12 {
         match s.read(&mut buf[n..]) {
-            Ok(0) | Err(_) => return false,
+            Ok(0) => return false,
             Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
         if Instant::now() > deadline {
             return false;

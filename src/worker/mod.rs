@@ -291,36 +291,39 @@ impl Worker {
         let mut next: HashMap<BackendKey, Rc<Backend>> = HashMap::new();
         let mut pools = self.pools.borrow_mut();
         let mut next_pools: HashMap<SocketAddr, Rc<ConnPool>> = HashMap::new();
-        let mut build_pool = |key: &Arc<str>, pool: &control::model::Pool, next: &mut HashMap<BackendKey, Rc<Backend>>| {
-            let backends: Vec<Rc<Backend>> = pool
-                .backends
-                .iter()
-                .map(|b| {
-                    let bkey = BackendKey { route: key.clone(), backend: Arc::from(b.id.as_str()) };
-                    let addr = snap.address_of(b);
-                    let backend = match old.get(&bkey) {
-                        Some(prev) if prev.addr == addr && prev.weight == b.weight => prev.clone(),
-                        _ => {
-                            let conns = addr.map(|a| {
-                                next_pools
-                                    .entry(a)
-                                    .or_insert_with(|| pools.get(&a).cloned().unwrap_or_else(|| Rc::new(ConnPool::new(a))))
-                                    .clone()
-                            });
-                            Rc::new(Backend::new(bkey.clone(), conns, b.weight))
+        let mut build_pool =
+            |key: &Arc<str>, pool: &control::model::Pool, next: &mut HashMap<BackendKey, Rc<Backend>>| {
+                let backends: Vec<Rc<Backend>> = pool
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let bkey = BackendKey { route: key.clone(), backend: Arc::from(b.id.as_str()) };
+                        let addr = snap.address_of(b);
+                        let backend = match old.get(&bkey) {
+                            Some(prev) if prev.addr == addr && prev.weight == b.weight => prev.clone(),
+                            _ => {
+                                let conns = addr.map(|a| {
+                                    next_pools
+                                        .entry(a)
+                                        .or_insert_with(|| {
+                                            pools.get(&a).cloned().unwrap_or_else(|| Rc::new(ConnPool::new(a)))
+                                        })
+                                        .clone()
+                                });
+                                Rc::new(Backend::new(bkey.clone(), conns, b.weight))
+                            }
+                        };
+                        if let Some(p) = &backend.pool {
+                            next_pools.entry(p.addr()).or_insert_with(|| p.clone());
                         }
-                    };
-                    if let Some(p) = &backend.pool {
-                        next_pools.entry(p.addr()).or_insert_with(|| p.clone());
-                    }
-                    backend.node.set_up(addr.is_some() && !snap.down.contains(&bkey));
-                    next.insert(bkey, backend.clone());
-                    backend
-                })
-                .collect();
-            let balancer = Balancer::build(strategy(pool.strategy), &backends);
-            PoolRt { backends, balancer }
-        };
+                        backend.node.set_up(addr.is_some() && !snap.down.contains(&bkey));
+                        next.insert(bkey, backend.clone());
+                        backend
+                    })
+                    .collect();
+                let balancer = Balancer::build(strategy(pool.strategy), &backends);
+                PoolRt { backends, balancer }
+            };
         let mut admissions = self.admissions.borrow_mut();
         let mut next_adm = HashMap::new();
         let routes: Vec<Rc<RouteRt>> = snap

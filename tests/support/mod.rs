@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -169,6 +169,11 @@ enum Kind {
         status: u16,
         body: Vec<u8>,
     },
+    /// Like `Respond`, with a status that can change while running.
+    Switch {
+        status: Arc<AtomicU16>,
+        body: Vec<u8>,
+    },
     Echo,
     Chunked(Vec<Vec<u8>>),
     Large(usize),
@@ -191,6 +196,32 @@ struct Shared {
     connections: AtomicUsize,
     stopped: AtomicBool,
     streams: Mutex<Vec<TcpStream>>,
+    /// Requests read and not yet answered.
+    in_flight: AtomicUsize,
+    /// The most `in_flight` ever was.
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts one request as in flight until dropped (just before the answer is written).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(sh: &'a Shared) -> InFlight<'a> {
+        let now = sh.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        sh.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(sh)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether `r` is one of ringway's active health probes.
+pub fn is_probe(r: &SeenRequest) -> bool {
+    r.all("user-agent").iter().any(|v| v == "ringway-health")
 }
 
 /// A running backend; stopped (listener and every connection closed) on
@@ -210,6 +241,11 @@ impl Backend {
     /// Answers every request with `status` and `body` (keep-alive, Content-Length).
     pub fn respond(status: u16, body: &str) -> Backend {
         Backend::new(Kind::Respond { status, body: body.as_bytes().to_vec() })
+    }
+
+    /// Answers every request with the status currently in `status` and `body`.
+    pub fn switchable(status: Arc<AtomicU16>, body: &str) -> Backend {
+        Backend::new(Kind::Switch { status, body: body.as_bytes().to_vec() })
     }
 
     /// Answers 200 with a text body describing the request:
@@ -265,6 +301,8 @@ impl Backend {
             connections: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
             streams: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let name = if self.name.is_empty() { addr.to_string() } else { self.name.clone() };
         let sh = shared.clone();
@@ -360,6 +398,7 @@ fn serve_conn(mut s: TcpStream, sh: &Shared, kind: &Kind, delay: Duration, name:
             reqs.push(seen.clone());
             sh.seen.notify_all();
         }
+        let flight = InFlight::enter(sh);
         if !delay.is_zero() {
             let until = Instant::now() + delay;
             while Instant::now() < until && !sh.stopped.load(Ordering::SeqCst) {
@@ -389,6 +428,14 @@ fn serve_conn(mut s: TcpStream, sh: &Shared, kind: &Kind, delay: Duration, name:
                     base(*status, &format!("content-length: {}\r\n\r\n", body.len()))
                 };
                 if !head_only && *status != 204 && *status != 304 {
+                    o.extend_from_slice(body);
+                }
+                o
+            }
+            Kind::Switch { status, body } => {
+                let status = status.load(Ordering::SeqCst);
+                let mut o = base(status, &format!("content-length: {}\r\n\r\n", body.len()));
+                if !head_only {
                     o.extend_from_slice(body);
                 }
                 o
@@ -452,6 +499,7 @@ fn serve_conn(mut s: TcpStream, sh: &Shared, kind: &Kind, delay: Duration, name:
                 }
             }
         };
+        drop(flight);
         if s.write_all(&out).is_err() {
             return;
         }
@@ -515,6 +563,16 @@ impl BackendHandle {
 
     pub fn request_count(&self) -> usize {
         self.shared.requests.lock().unwrap().len()
+    }
+
+    /// Requests seen so far that were not ringway's health probes.
+    pub fn proxied_count(&self) -> usize {
+        self.shared.requests.lock().unwrap().iter().filter(|r| !is_probe(r)).count()
+    }
+
+    /// The most requests this backend ever held at once (read, not yet answered).
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// TCP connections accepted so far.
@@ -644,6 +702,11 @@ impl Ringway {
 
     /// Starts ringway and waits (at most 20 s) for its `listening` line.
     pub fn start_workers(cfg: Value, workers: usize) -> Ringway {
+        Ringway::start_logging(cfg, workers, "warn")
+    }
+
+    /// `start_workers` with `RINGWAY_LOG` set to `level` (see `log()`).
+    pub fn start_logging(cfg: Value, workers: usize, level: &str) -> Ringway {
         let config_path = write_config(&cfg);
         let log_path = temp_path("log", "txt");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -651,7 +714,7 @@ impl Ringway {
             .args(["run", "--config"])
             .arg(&config_path)
             .args(["--workers", &workers.to_string()])
-            .env("RINGWAY_LOG", "warn")
+            .env("RINGWAY_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
