@@ -23,11 +23,12 @@ COMMANDS:
             balancing.
 ";
 
-const RUN_HELP: &str = "USAGE: ringway run --config FILE [--workers N] [--driver uring|epoll|auto]
+const RUN_HELP: &str = "USAGE: ringway run --config FILE [--workers N] [--driver uring|epoll|auto] [--reset-state]
 
     --config FILE    JSON config (see README.md)
     --workers N      worker threads, one per core by default
     --driver D       io driver: uring (default), epoll, or auto
+    --reset-state    ignore the state file and start from the config's routes
 ";
 
 const CHECK_HELP: &str = "USAGE: ringway check --config FILE
@@ -43,6 +44,7 @@ Starts three demo backends on loopback and ringway in front of them
 
 struct Args {
     config: Option<String>,
+    reset_state: bool,
     workers: Option<usize>,
     driver: Driver,
     listen: Option<String>,
@@ -50,7 +52,8 @@ struct Args {
 }
 
 fn parse_args(rest: &[String]) -> Result<Args, String> {
-    let mut a = Args { config: None, workers: None, driver: Driver::Uring, listen: None, help: false };
+    let mut a =
+        Args { config: None, reset_state: false, workers: None, driver: Driver::Uring, listen: None, help: false };
     let mut it = rest.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -70,6 +73,7 @@ fn parse_args(rest: &[String]) -> Result<Args, String> {
                 a.driver = Driver::parse(&v).ok_or_else(|| format!("--driver: {v:?} is not uring, epoll or auto"))?;
             }
             "--listen" => a.listen = Some(value("--listen")?),
+            "--reset-state" => a.reset_state = true,
             "--help" | "-h" => a.help = true,
             other => return Err(format!("unexpected argument {other:?}")),
         }
@@ -120,9 +124,26 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     }
 }
 
-fn serve(config: control::model::Config, workers: Option<usize>, driver: Driver) -> ExitCode {
+/// Where the state file lives: the config's `stateFile`, else beside the
+/// config file (`ringway.json` → `ringway.state.json`).
+fn state_file_for(config: &control::model::Config, config_path: Option<&str>) -> Option<std::path::PathBuf> {
+    if let Some(p) = &config.state_file {
+        return Some(p.clone());
+    }
+    let path = std::path::Path::new(config_path?);
+    let stem = path.file_stem()?.to_string_lossy().into_owned();
+    Some(path.with_file_name(format!("{stem}.state.json")))
+}
+
+fn serve(config: control::model::Config, config_path: Option<&str>, args: &Args) -> ExitCode {
     let set = block_signals();
-    let running = match runtime::start(config, workers, driver) {
+    let opts = runtime::Options {
+        workers: args.workers,
+        driver: args.driver,
+        state_file: state_file_for(&config, config_path),
+        reset_state: args.reset_state,
+    };
+    let running = match runtime::start_with(config, opts) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ringway: {e}");
@@ -134,7 +155,14 @@ fn serve(config: control::model::Config, workers: Option<usize>, driver: Driver)
     println!("listening proxy={} admin={}", proxy.join(","), admin);
     loop {
         match wait_for_signal(&set) {
-            libc::SIGHUP => tracing::info!("SIGHUP: config reload is not supported yet"),
+            libc::SIGHUP => match config_path.map(load) {
+                Some(Ok(c)) => {
+                    tracing::info!("SIGHUP: applying the config file's routes");
+                    let _ = running.control.send(ringway::controller::ControlCmd::Reload(c.routes));
+                }
+                Some(Err(e)) => tracing::warn!("SIGHUP: config not applied: {e}"),
+                None => tracing::info!("SIGHUP: no config file to reload"),
+            },
             sig => {
                 tracing::info!(signal = sig, "shutting down");
                 running.shutdown();
@@ -160,12 +188,12 @@ fn main() -> ExitCode {
         "demo" if args.help => print!("{DEMO_HELP}"),
         "run" => {
             init_tracing();
-            let Some(path) = args.config else {
+            let Some(path) = args.config.clone() else {
                 eprintln!("ringway run: --config FILE is required\n\n{RUN_HELP}");
                 return ExitCode::from(2);
             };
             return match load(&path) {
-                Ok(c) => serve(c, args.workers, args.driver),
+                Ok(c) => serve(c, Some(&path), &args),
                 Err(e) => {
                     eprintln!("ringway: invalid config {path}:\n{e}");
                     ExitCode::FAILURE
@@ -190,9 +218,9 @@ fn main() -> ExitCode {
         }
         "demo" => {
             init_tracing();
-            let listen = args.listen.unwrap_or_else(|| "127.0.0.1:8080".to_string());
+            let listen = args.listen.clone().unwrap_or_else(|| "127.0.0.1:8080".to_string());
             return match ringway::demo::config(&listen) {
-                Ok(c) => serve(c, args.workers, args.driver),
+                Ok(c) => serve(c, None, &args),
                 Err(e) => {
                     eprintln!("ringway demo: {e}");
                     ExitCode::FAILURE

@@ -152,6 +152,48 @@ fn run_worker(driver: Driver, setup: WorkerSetup) {
 /// Starts workers and the control thread; returns once every worker has
 /// applied the first snapshot and is accepting.
 pub fn start(config: Config, workers: Option<usize>, driver: Driver) -> io::Result<Running> {
+    start_with(config, Options { workers, driver, state_file: None, reset_state: false })
+}
+
+/// How to start, beyond the config.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker count (overrides the config).
+    pub workers: Option<usize>,
+    /// io driver.
+    pub driver: Driver,
+    /// Where the API's changes persist (`None`: not persisted).
+    pub state_file: Option<std::path::PathBuf>,
+    /// Ignore an existing state file and start from the config's routes.
+    pub reset_state: bool,
+}
+
+/// Starts with every option.
+pub fn start_with(config: Config, opts: Options) -> io::Result<Running> {
+    let Options { workers, driver, state_file, reset_state } = opts;
+    // An existing state file wins over the config's routes (resume where
+    // you were); a corrupt one stops the start and is left alone.
+    let defaults = control::model::RouteDefaults::of(&config);
+    let state = match &state_file {
+        Some(path) if !reset_state => crate::controller::statefile::read(path, &defaults).map_err(io::Error::other)?,
+        _ => None,
+    };
+    let state = match state {
+        Some(s) => {
+            tracing::info!(routes = s.routes.len(), "resuming from the state file");
+            s
+        }
+        None => control::state::State::new(config.routes.clone()),
+    };
+    let admin = match &config.admin {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a.listen)
+                .map_err(|e| io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen)))?;
+            let addr = l.local_addr()?;
+            Some((l, crate::controller::admin::AdminSettings { addr, token: a.token.clone() }))
+        }
+        None => None,
+    };
     raise_nofile_limit();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let n = workers.or(config.workers).unwrap_or(cores.len().max(1)).max(1);
@@ -191,10 +233,10 @@ pub fn start(config: Config, workers: Option<usize>, driver: Driver) -> io::Resu
         handles.push(h);
     }
     drop(ev_tx);
-    let admin_addr = config.admin.as_ref().map(|a| a.listen);
+    let admin_addr = admin.as_ref().map(|(_, s)| s.addr);
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    let controller = Controller::new(config, senders, ev_rx, cmd_rx, shared);
+    let controller = Controller::new(config, state, state_file, admin, senders, ev_rx, cmd_rx, shared);
     let control_thread =
         std::thread::Builder::new().name("ringway-control".into()).spawn(move || controller.run(ready_tx))?;
     let running =

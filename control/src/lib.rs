@@ -5,10 +5,12 @@
 //! `controller` module.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod api;
 pub mod health;
 pub mod messages;
 pub mod model;
 pub mod raw;
+pub mod state;
 
 #[cfg(test)]
 mod tests;

@@ -275,7 +275,7 @@ impl VHost {
 }
 
 /// A route: a virtual host with its pools.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Route id.
     pub id: String,
@@ -308,7 +308,7 @@ pub struct Route {
 }
 
 /// A path-prefix rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathRule {
     /// Prefix, starting with `/`, without a trailing `/` unless it is `/`.
     pub prefix: String,
@@ -319,7 +319,7 @@ pub struct PathRule {
 }
 
 /// A set of backends and how to choose among them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
     /// Strategy.
     pub strategy: Strategy,

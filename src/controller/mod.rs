@@ -3,20 +3,26 @@
 //! machine on probe results and passive failures, and broadcasts only flips.
 //! Blocking work (probes, name resolution) stays off the workers.
 
+pub mod admin;
 pub mod probe;
+pub mod statefile;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use control::api::{ApiContext, ApiRequest, Outcome};
 use control::health::HealthState;
 use control::messages::{BackendKey, ControlMsg, Snapshot, WorkerEvent};
-use control::model::{Backend, Config, Health, Route, VHost};
+use control::model::{Backend, Config, Health, Route, RouteDefaults, VHost};
+use control::state::{Change, State};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::worker::inbox::InboxSender;
 use crate::worker::Shared;
+use admin::{AdminCall, AdminReply, AdminSettings};
 use probe::{ProbeResult, Target};
 
 /// Commands to the control thread from main.
@@ -24,6 +30,33 @@ use probe::{ProbeResult, Target};
 pub enum ControlCmd {
     /// Drain and stop.
     Shutdown,
+    /// SIGHUP: apply the config file's routes now.
+    Reload(Vec<control::model::Route>),
+}
+
+/// Why a new generation did not reach every worker.
+#[derive(Debug)]
+pub enum PublishError {
+    /// A worker failed outright.
+    Failed(String),
+    /// These workers did not ack in time (the change stays committed).
+    NotAcked {
+        /// Lagging worker indexes.
+        workers: Vec<usize>,
+        /// The generation they lag behind.
+        generation: u64,
+    },
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Failed(r) => write!(f, "{r}"),
+            PublishError::NotAcked { workers, generation } => {
+                write!(f, "workers {workers:?} did not ack generation {generation}")
+            }
+        }
+    }
 }
 
 /// How long a broadcast waits for every worker's ack.
@@ -32,6 +65,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The control thread's state.
 pub struct Controller {
     config: Config,
+    state: State,
+    state_file: Option<PathBuf>,
+    admin: Option<(TcpListener, AdminSettings)>,
     generation: u64,
     workers: Vec<InboxSender>,
     events: Receiver<WorkerEvent>,
@@ -42,6 +78,10 @@ pub struct Controller {
     resolved: Vec<(String, u16, SocketAddr)>,
     /// Passively failed backends of routes without active checks: when to try again.
     rest_until: HashMap<BackendKey, Instant>,
+    /// New probe target lists go here.
+    targets: Option<Sender<Vec<Target>>>,
+    /// New name lists for the resolver go here.
+    names_tx: Option<Sender<Vec<(String, u16)>>>,
 }
 
 fn each_backend(route: &Route) -> impl Iterator<Item = &Backend> {
@@ -50,8 +90,12 @@ fn each_backend(route: &Route) -> impl Iterator<Item = &Backend> {
 
 impl Controller {
     /// A controller for `config`, talking to these workers.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
+        state: State,
+        state_file: Option<PathBuf>,
+        admin: Option<(TcpListener, AdminSettings)>,
         workers: Vec<InboxSender>,
         events: Receiver<WorkerEvent>,
         cmds: Receiver<ControlCmd>,
@@ -59,6 +103,9 @@ impl Controller {
     ) -> Controller {
         Controller {
             config,
+            state,
+            state_file,
+            admin,
             generation: 0,
             workers,
             events,
@@ -67,6 +114,8 @@ impl Controller {
             health: HashMap::new(),
             resolved: Vec::new(),
             rest_until: HashMap::new(),
+            targets: None,
+            names_tx: None,
         }
     }
 
@@ -78,7 +127,7 @@ impl Controller {
     fn names(&self) -> Vec<(String, u16)> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for r in &self.config.routes {
+        for r in &self.state.routes {
             for b in each_backend(r) {
                 if b.literal_addr().is_none() && seen.insert((b.hostname.clone(), b.port)) {
                     out.push((b.hostname.clone(), b.port));
@@ -89,10 +138,14 @@ impl Controller {
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
-        let down = self.health.iter().filter(|(_, h)| !h.is_up()).map(|(k, _)| k.clone()).collect();
+        let mut down: HashSet<BackendKey> =
+            self.health.iter().filter(|(_, h)| !h.is_up()).map(|(k, _)| k.clone()).collect();
+        for (route, backend) in &self.state.maintenance {
+            down.insert(BackendKey { route: Arc::from(route.as_str()), backend: Arc::from(backend.as_str()) });
+        }
         Arc::new(Snapshot {
             generation: self.generation,
-            routes: self.config.routes.clone(),
+            routes: self.state.routes.clone(),
             resolved: self.resolved.clone(),
             down,
             timeouts: self.config.timeouts,
@@ -107,7 +160,7 @@ impl Controller {
 
     fn probe_targets(&self) -> Vec<Target> {
         let mut out = Vec::new();
-        for r in &self.config.routes {
+        for r in &self.state.routes {
             let Some(interval) = r.health.interval else { continue };
             for b in each_backend(r) {
                 let Some(addr) = self.address_of(b) else { continue };
@@ -130,7 +183,7 @@ impl Controller {
     }
 
     fn health_of(&self, key: &BackendKey) -> Option<&Health> {
-        self.config.routes.iter().find(|r| *r.key == *key.route).map(|r| &r.health)
+        self.state.routes.iter().find(|r| *r.key == *key.route).map(|r| &r.health)
     }
 
     /// Sends to every worker; returns the indexes that are gone.
@@ -142,10 +195,10 @@ impl Controller {
 
     /// Broadcasts a new generation and waits for every ack (bounded).
     /// Returns the workers that did not ack, or a startup failure.
-    fn publish(&mut self) -> Result<(), String> {
+    fn publish(&mut self) -> Result<(), PublishError> {
         self.generation += 1;
         let live: HashSet<BackendKey> =
-            self.config.routes.iter().flat_map(|r| each_backend(r).map(move |b| Self::key(r, b))).collect();
+            self.state.routes.iter().flat_map(|r| each_backend(r).map(move |b| Self::key(r, b))).collect();
         self.health.retain(|k, _| live.contains(k));
         for k in live {
             self.health.entry(k).or_default();
@@ -163,20 +216,148 @@ impl Controller {
                         *a = true;
                     }
                 }
-                Ok(WorkerEvent::Failed { worker, reason }) => return Err(format!("worker {worker}: {reason}")),
+                Ok(WorkerEvent::Failed { worker, reason }) => {
+                    return Err(PublishError::Failed(format!("worker {worker}: {reason}")))
+                }
                 Ok(other) => self.on_event(other),
                 Err(_) => {
-                    let lagging: Vec<usize> = (0..acked.len()).filter(|&i| !acked[i]).collect();
-                    return Err(format!("workers {lagging:?} did not ack generation {generation}"));
+                    let workers: Vec<usize> = (0..acked.len()).filter(|&i| !acked[i]).collect();
+                    return Err(PublishError::NotAcked { workers, generation });
                 }
             }
         }
         Ok(())
     }
 
+    fn in_maintenance(&self, key: &BackendKey) -> bool {
+        self.state.maintenance.contains(&(key.route.to_string(), key.backend.to_string()))
+    }
+
     fn flip(&mut self, key: &BackendKey, up: bool) {
         tracing::info!(route = %key.route, backend = %key.backend, up, "backend health changed");
-        self.broadcast(ControlMsg::Health { key: key.clone(), up });
+        // Maintenance overrides checks: a backend in maintenance stays out.
+        if !self.in_maintenance(key) {
+            self.broadcast(ControlMsg::Health { key: key.clone(), up });
+        }
+    }
+
+    /// Persists, swaps in and publishes a new state. `Err` carries the
+    /// reply for a failure after the state was committed.
+    fn commit(&mut self, next: State) -> Result<(), AdminReply> {
+        if let Some(path) = &self.state_file {
+            if let Err(e) = statefile::write(path, &next) {
+                tracing::error!(path = %path.display(), error = %e, "state file write failed: change refused");
+                return Err(AdminReply::json(
+                    500,
+                    &serde_json::json!({"error": "persistFailed", "field": null, "message": e.to_string()}),
+                ));
+            }
+        }
+        self.state = next;
+        let result = self.publish();
+        // Probes follow the routes.
+        if let Some(tx) = &self.targets {
+            let _ = tx.send(self.probe_targets());
+        }
+        if let Some(tx) = &self.names_tx {
+            let _ = tx.send(self.names());
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(PublishError::NotAcked { workers, generation }) => Err(AdminReply::json(
+                503,
+                &serde_json::json!({"error": "notAcked", "workers": workers, "generation": generation,
+                    "message": "the change is committed; these workers have not applied it yet"}),
+            )),
+            Err(PublishError::Failed(r)) => {
+                Err(AdminReply::json(503, &serde_json::json!({"error": "workerFailed", "field": null, "message": r})))
+            }
+        }
+    }
+
+    fn health_json(&self) -> (u16, serde_json::Value) {
+        let total = self.health.len();
+        let healthy = self.health.iter().filter(|(k, h)| h.is_up() && !self.in_maintenance(k)).count();
+        let ok = healthy > 0 || total == 0;
+        (
+            if ok { 200 } else { 503 },
+            serde_json::json!({"status": if ok { "healthy" } else { "unhealthy" }, "healthy": healthy, "total": total}),
+        )
+    }
+
+    fn static_config(&self) -> serde_json::Value {
+        let c = &self.config;
+        let ms = |d: Duration| d.as_millis() as u64;
+        serde_json::json!({
+            "listen": c.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "workers": self.workers.len(),
+            "admin": c.admin.as_ref().map(|a| serde_json::json!({"listen": a.listen.to_string(),
+                "token": a.token.as_ref().map(|_| "<redacted>")})),
+            "timeouts": {"connectMs": ms(c.timeouts.connect), "upstreamMs": ms(c.timeouts.upstream),
+                "clientHeadMs": ms(c.timeouts.client_head), "idleMs": ms(c.timeouts.idle),
+                "drainMs": ms(c.timeouts.drain), "queueMs": ms(c.timeouts.queue)},
+            "limits": {"maxHeadBytes": c.limits.max_head_bytes, "maxHeaders": c.limits.max_headers,
+                "maxBodyBytes": c.limits.max_body_bytes, "maxConnections": c.limits.max_connections},
+            "stateFile": self.state_file.as_ref().map(|p| p.display().to_string()),
+        })
+    }
+
+    fn on_admin(&mut self, call: AdminCall) {
+        let r = &call.request;
+        let reply = if r.path == "/health" {
+            if r.method == "GET" || r.method == "HEAD" {
+                let (status, body) = self.health_json();
+                AdminReply::json(status, &body)
+            } else {
+                AdminReply::json(
+                    405,
+                    &serde_json::json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}),
+                )
+            }
+        } else {
+            let defaults = RouteDefaults::of(&self.config);
+            let static_config = self.static_config();
+            let ctx = ApiContext { defaults: &defaults, static_config: &static_config };
+            let req = ApiRequest {
+                method: &r.method,
+                path: &r.path,
+                query: &r.query,
+                body: &r.body,
+                content_type: r.content_type.as_deref(),
+                if_match: r.if_match.as_deref(),
+            };
+            match control::api::handle(&self.state, &ctx, &req) {
+                Outcome::Reply(resp) => {
+                    let mut a = AdminReply::json(resp.status, &resp.body);
+                    a.etag = resp.etag;
+                    a
+                }
+                Outcome::Commit { change, next, reply } => {
+                    tracing::info!(change = ?change_name(&change), generation = next.generation, "api change");
+                    match self.commit(*next) {
+                        Ok(()) => {
+                            let mut a = AdminReply::json(reply.status, &reply.body);
+                            a.etag = reply.etag;
+                            a
+                        }
+                        Err(a) => a,
+                    }
+                }
+            }
+        };
+        let _ = call.reply.send(reply);
+    }
+
+    fn on_reload(&mut self, routes: Vec<Route>) {
+        let mut next = self.state.clone();
+        if let Err(e) = next.apply(&Change::ReplaceRoutes { routes }) {
+            tracing::warn!(error = ?e, "reload refused");
+            return;
+        }
+        match self.commit(next) {
+            Ok(()) => tracing::info!(generation = self.generation, "config file routes applied (SIGHUP)"),
+            Err(a) => tracing::warn!(status = a.status, "reload: {}", String::from_utf8_lossy(&a.body)),
+        }
     }
 
     fn on_event(&mut self, ev: WorkerEvent) {
@@ -225,14 +406,14 @@ impl Controller {
         // on the resolver thread and only a changed answer is published.
         self.resolved = resolve(&self.names());
         if let Err(e) = self.publish() {
-            let _ = ready.send(Err(e));
+            let _ = ready.send(Err(e.to_string()));
             self.broadcast(ControlMsg::Shutdown { drain: Duration::ZERO });
             return;
         }
-        let _ = ready.send(Ok(()));
         let (target_tx, target_rx) = crossbeam_channel::unbounded();
         let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
         let _ = target_tx.send(self.probe_targets());
+        self.targets = Some(target_tx);
         let prober =
             std::thread::Builder::new().name("ringway-health".into()).spawn(move || probe::run(target_rx, probe_tx));
         if let Err(e) = &prober {
@@ -241,11 +422,26 @@ impl Controller {
         let (names_tx, names_rx) = crossbeam_channel::unbounded();
         let (resolved_tx, resolved_rx) = crossbeam_channel::unbounded();
         let _ = names_tx.send(self.names());
+        self.names_tx = Some(names_tx);
         let resolver =
             std::thread::Builder::new().name("ringway-resolver".into()).spawn(move || resolver(names_rx, resolved_tx));
         if let Err(e) = &resolver {
             tracing::error!(error = %e, "resolver did not start");
         }
+        let (admin_tx, admin_rx) = crossbeam_channel::bounded::<AdminCall>(64);
+        if let Some((listener, settings)) = self.admin.take() {
+            let spawned = std::thread::Builder::new()
+                .name("ringway-admin".into())
+                .spawn(move || admin::serve(listener, settings, admin_tx));
+            if let Err(e) = spawned {
+                let _ = ready.send(Err(format!("admin listener: {e}")));
+                self.shutdown();
+                return;
+            }
+        } else {
+            drop(admin_tx);
+        }
+        let _ = ready.send(Ok(()));
         loop {
             let wait = self
                 .rest_until
@@ -258,6 +454,7 @@ impl Controller {
                     Err(_) => break,
                 },
                 recv(probe_rx) -> r => if let Ok(r) = r { self.on_probe(r) },
+                recv(admin_rx) -> call => if let Ok(call) = call { self.on_admin(call) },
                 recv(resolved_rx) -> r => if let Ok(r) = r {
                     if r != self.resolved {
                         tracing::info!("backend addresses changed: publishing");
@@ -265,18 +462,21 @@ impl Controller {
                         if let Err(e) = self.publish() {
                             tracing::warn!(error = %e, "publish after re-resolution");
                         }
-                        let _ = target_tx.send(self.probe_targets());
+                        if let Some(tx) = &self.targets {
+                            let _ = tx.send(self.probe_targets());
+                        }
                     }
                 },
                 recv(self.cmds) -> cmd => match cmd {
+                    Ok(ControlCmd::Reload(routes)) => self.on_reload(routes),
                     Ok(ControlCmd::Shutdown) | Err(_) => break,
                 },
                 default(wait) => {},
             }
             self.wake_rested();
         }
-        drop(target_tx);
-        drop(names_tx);
+        self.targets = None;
+        self.names_tx = None;
         self.shutdown();
     }
 
@@ -333,5 +533,17 @@ fn resolver(names: Receiver<Vec<(String, u16)>>, out: Sender<Vec<(String, u16, S
         if out.send(resolve(&current)).is_err() {
             return;
         }
+    }
+}
+
+fn change_name(c: &Change) -> &'static str {
+    match c {
+        Change::PutRoute { create: true, .. } => "createRoute",
+        Change::PutRoute { .. } => "replaceRoute",
+        Change::DeleteRoute { .. } => "deleteRoute",
+        Change::AddBackend { .. } => "addBackend",
+        Change::DeleteBackend { .. } => "deleteBackend",
+        Change::Maintenance { .. } => "maintenance",
+        Change::ReplaceRoutes { .. } => "replaceRoutes",
     }
 }

@@ -1,0 +1,363 @@
+//! The REST API as a transport-free handler: a request in, a response (or a
+//! change to commit) out. The control thread's listener feeds it and, for a
+//! `Commit`, persists the next state, broadcasts it and waits for the acks
+//! before it sends the reply. Live views (`/stats`, `/health`, `/metrics`)
+//! are answered by the control thread from its own data.
+
+use serde_json::{json, Value};
+
+use crate::model::{validate_backend, validate_route, ConfigErrors, RouteDefaults, VHost};
+use crate::raw::{RawBackend, RawRoute};
+use crate::state::{all_backends, route_json, ApiError, Change, State};
+
+/// Largest request body the API reads.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// One API request, as the transport parsed it.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiRequest<'a> {
+    /// Method, upper case.
+    pub method: &'a str,
+    /// Path without the query.
+    pub path: &'a str,
+    /// Query string without `?`.
+    pub query: &'a str,
+    /// Body bytes.
+    pub body: &'a [u8],
+    /// Content-Type header value.
+    pub content_type: Option<&'a str>,
+    /// If-Match header value.
+    pub if_match: Option<&'a str>,
+}
+
+/// A response: status, JSON body (none for 204), and the ETag generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body; `Value::Null` with 204.
+    pub body: Value,
+    /// Generation to send as a quoted ETag.
+    pub etag: Option<u64>,
+}
+
+impl ApiResponse {
+    /// A JSON response.
+    pub fn json(status: u16, body: Value) -> ApiResponse {
+        ApiResponse { status, body, etag: None }
+    }
+
+    /// An error response.
+    pub fn error(e: &ApiError) -> ApiResponse {
+        ApiResponse::json(e.status, e.to_json())
+    }
+}
+
+/// What the handler decided.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // control-plane values, one per API call
+pub enum Outcome {
+    /// Answer now; nothing changes.
+    Reply(ApiResponse),
+    /// Commit `next` (produced by `change`), then answer `reply`.
+    Commit {
+        /// The change, for logs and replay.
+        change: Change,
+        /// The state after the change.
+        next: Box<State>,
+        /// The answer once every worker has it.
+        reply: ApiResponse,
+    },
+}
+
+/// What the handler needs besides the state.
+pub struct ApiContext<'a> {
+    /// What routes inherit.
+    pub defaults: &'a RouteDefaults,
+    /// The static part of the config (listeners, limits…), secrets redacted.
+    pub static_config: &'a Value,
+}
+
+fn err(status: u16, error: &'static str, field: Option<String>, message: impl Into<String>) -> Outcome {
+    Outcome::Reply(ApiResponse::error(&ApiError::new(status, error, field, message)))
+}
+
+fn first_field_error(e: &ConfigErrors) -> ApiError {
+    let f = e.0.first();
+    ApiError::new(
+        400,
+        "invalidField",
+        f.map(|f| f.field.clone()).filter(|f| !f.is_empty()),
+        f.map_or_else(|| "invalid".to_string(), |f| f.message.clone()),
+    )
+}
+
+/// Decodes `%XX` escapes of one path segment.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn route_key(segment: &str) -> Option<String> {
+    VHost::parse(&percent_decode(segment)?).map(|v| v.key())
+}
+
+fn query_flag(query: &str, name: &str) -> bool {
+    query.split('&').any(|kv| match kv.split_once('=') {
+        Some((k, v)) => k == name && (v == "true" || v == "1"),
+        None => kv == name,
+    })
+}
+
+#[allow(clippy::result_large_err)] // the error is the reply itself
+fn parse_body<T: serde::de::DeserializeOwned>(req: &ApiRequest<'_>) -> Result<T, Outcome> {
+    if req.body.len() > MAX_BODY {
+        return Err(err(413, "bodyTooLarge", None, "the body is over 1 MiB"));
+    }
+    let json = req.content_type.is_some_and(|ct| {
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        mime.eq_ignore_ascii_case("application/json")
+    });
+    if !json {
+        return Err(err(415, "unsupportedMediaType", None, "send Content-Type: application/json"));
+    }
+    let text = std::str::from_utf8(req.body).map_err(|_| err(400, "invalidJson", None, "the body is not UTF-8"))?;
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let (code, field) = match inner.classify() {
+            serde_json::error::Category::Data => ("invalidField", Some(path).filter(|p| p != "." && !p.is_empty())),
+            _ => ("invalidJson", None),
+        };
+        Outcome::Reply(ApiResponse::error(&ApiError::new(400, code, field, inner.to_string())))
+    })
+}
+
+/// Handles one request against the current state.
+pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outcome {
+    let Some(rest) = req.path.strip_prefix("/api/v1") else {
+        return err(404, "notFound", None, format!("no such path {:?}", req.path));
+    };
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').skip(1).collect();
+    let method = req.method;
+    let write = matches!(method, "POST" | "PUT" | "DELETE" | "PATCH");
+    if write {
+        if let Some(tag) = req.if_match {
+            let current = format!("\"{}\"", state.generation);
+            if tag.trim() != "*" && !tag.split(',').any(|t| t.trim().trim_start_matches("W/") == current) {
+                return err(
+                    412,
+                    "preconditionFailed",
+                    None,
+                    format!("If-Match {tag} is stale; the current ETag is {current}"),
+                );
+            }
+        }
+    }
+    let dry_run = query_flag(req.query, "dryRun");
+    let commit = |change: Change, reply: ApiResponse| -> Outcome {
+        let mut next = state.clone();
+        match next.apply(&change) {
+            Err(e) => Outcome::Reply(ApiResponse::error(&e)),
+            Ok(()) if dry_run => {
+                let mut r = reply;
+                r.status = 200;
+                r.body = json!({"dryRun": true, "result": r.body, "generation": next.generation});
+                Outcome::Reply(r)
+            }
+            Ok(()) => {
+                let mut r = reply;
+                r.etag = Some(next.generation);
+                Outcome::Commit { change, next: Box::new(next), reply: r }
+            }
+        }
+    };
+    match (method, segs.as_slice()) {
+        ("GET", ["routes"]) => {
+            Outcome::Reply(ApiResponse::json(200, Value::Array(state.routes.iter().map(route_json).collect())))
+        }
+        ("POST", ["routes"]) => {
+            let raw: RawRoute = match parse_body(req) {
+                Ok(r) => r,
+                Err(o) => return o,
+            };
+            match validate_route(&raw, ctx.defaults) {
+                Err(e) => Outcome::Reply(ApiResponse::error(&first_field_error(&e))),
+                Ok(route) => {
+                    let body = route_json(&route);
+                    commit(Change::PutRoute { route, create: true }, ApiResponse::json(201, body))
+                }
+            }
+        }
+        ("GET", ["routes", v]) => match route_key(v).and_then(|k| state.route(&k)) {
+            Some(r) => Outcome::Reply(ApiResponse::json(200, route_json(r))),
+            None => err(404, "notFound", None, format!("no route {v:?}")),
+        },
+        ("PUT", ["routes", v]) => {
+            let Some(key) = route_key(v).filter(|k| state.route(k).is_some()) else {
+                return err(404, "notFound", None, format!("no route {v:?}"));
+            };
+            let mut raw: RawRoute = match parse_body(req) {
+                Ok(r) => r,
+                Err(o) => return o,
+            };
+            match raw.v_host.as_deref().map(|h| VHost::parse(h).map(|x| x.key())) {
+                None => raw.v_host = Some(key.clone()),
+                Some(Some(k)) if k == key => {}
+                Some(_) => return err(400, "invalidField", Some("vHost".into()), "vHost must match the path"),
+            }
+            match validate_route(&raw, ctx.defaults) {
+                Err(e) => Outcome::Reply(ApiResponse::error(&first_field_error(&e))),
+                Ok(route) => {
+                    let body = route_json(&route);
+                    commit(Change::PutRoute { route, create: false }, ApiResponse::json(200, body))
+                }
+            }
+        }
+        ("DELETE", ["routes", v]) => match route_key(v) {
+            Some(key) => commit(Change::DeleteRoute { key }, ApiResponse::json(204, Value::Null)),
+            None => err(404, "notFound", None, format!("no route {v:?}")),
+        },
+        ("POST", ["routes", v, "backends"]) => {
+            let Some(route) = route_key(v).and_then(|k| state.route(&k)) else {
+                return err(404, "notFound", None, format!("no route {v:?}"));
+            };
+            let raw: RawBackend = match parse_body(req) {
+                Ok(r) => r,
+                Err(o) => return o,
+            };
+            let explicit = raw.id.is_some();
+            let mut backend = match validate_backend(&raw) {
+                Ok(b) => b,
+                Err(e) => return Outcome::Reply(ApiResponse::error(&first_field_error(&e))),
+            };
+            if !explicit {
+                let base = backend.id.clone();
+                let mut n = 1;
+                while all_backends(route).any(|b| b.id == backend.id) {
+                    n += 1;
+                    backend.id = format!("{base}-{n}");
+                }
+            }
+            let body =
+                json!({"id": backend.id, "hostname": backend.hostname, "port": backend.port, "weight": backend.weight});
+            commit(Change::AddBackend { key: route.key.clone(), backend }, ApiResponse::json(201, body))
+        }
+        ("DELETE", ["routes", v, "backends", id]) => match (route_key(v), percent_decode(id)) {
+            (Some(key), Some(id)) => commit(Change::DeleteBackend { key, id }, ApiResponse::json(204, Value::Null)),
+            _ => err(404, "notFound", None, "no such backend"),
+        },
+        (m @ ("POST" | "DELETE"), ["routes", v, "backends", id, "dead"]) => match (route_key(v), percent_decode(id)) {
+            (Some(key), Some(id)) => {
+                let dead = m == "POST";
+                let body = json!({"vHost": key, "id": id, "maintenance": dead});
+                commit(Change::Maintenance { key, id, dead }, ApiResponse::json(200, body))
+            }
+            _ => err(404, "notFound", None, "no such backend"),
+        },
+        ("GET", ["config"]) => {
+            let mut cfg = ctx.static_config.clone();
+            if let Value::Object(m) = &mut cfg {
+                m.insert("generation".into(), json!(state.generation));
+                m.insert("routes".into(), Value::Array(state.routes.iter().map(route_json).collect()));
+                m.insert(
+                    "maintenance".into(),
+                    Value::Array(state.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect()),
+                );
+            }
+            Outcome::Reply(ApiResponse { status: 200, body: cfg, etag: Some(state.generation) })
+        }
+        (_, ["routes"]) => err(405, "methodNotAllowed", None, "use GET or POST"),
+        (_, ["routes", _]) => err(405, "methodNotAllowed", None, "use GET, PUT or DELETE"),
+        (_, ["routes", _, "backends"]) => err(405, "methodNotAllowed", None, "use POST"),
+        (_, ["routes", _, "backends", _]) => err(405, "methodNotAllowed", None, "use DELETE"),
+        (_, ["routes", _, "backends", _, "dead"]) => err(405, "methodNotAllowed", None, "use POST or DELETE"),
+        (_, ["config"]) => err(405, "methodNotAllowed", None, "use GET"),
+        _ => err(404, "notFound", None, format!("no such path {:?}", req.path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_config;
+
+    fn call(state: &State, method: &str, path: &str, body: &str) -> Outcome {
+        let defaults = RouteDefaults::of(&parse_config("{}").expect("valid"));
+        let sc = json!({});
+        let ctx = ApiContext { defaults: &defaults, static_config: &sc };
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        handle(
+            state,
+            &ctx,
+            &ApiRequest {
+                method,
+                path,
+                query,
+                body: body.as_bytes(),
+                content_type: Some("application/json"),
+                if_match: None,
+            },
+        )
+    }
+
+    fn status(o: &Outcome) -> u16 {
+        match o {
+            Outcome::Reply(r) => r.status,
+            Outcome::Commit { reply, .. } => reply.status,
+        }
+    }
+
+    #[test]
+    fn create_then_conflict() {
+        let body = r#"{"vHost":"a.com","backends":[{"hostname":"127.0.0.1","port":8080}]}"#;
+        let s = State::default();
+        let Outcome::Commit { next, reply, .. } = call(&s, "POST", "/api/v1/routes", body) else {
+            panic!("expected a commit")
+        };
+        assert_eq!(reply.status, 201);
+        assert_eq!(status(&call(&next, "POST", "/api/v1/routes", body)), 409);
+        assert_eq!(status(&call(&next, "GET", "/api/v1/routes/A.com", "")), 200);
+        assert_eq!(status(&call(&next, "GET", "/api/v1/routes/b.com", "")), 404);
+        assert_eq!(status(&call(&next, "PATCH", "/api/v1/routes/a.com", "")), 405);
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        let s = State::default();
+        let o = call(
+            &s,
+            "POST",
+            "/api/v1/routes",
+            r#"{"vHost":"a.com","backends":[{"hostname":"h","port":1},{"hostname":"h","port":70000}]}"#,
+        );
+        let Outcome::Reply(r) = o else { panic!("no commit expected") };
+        assert_eq!((r.status, r.body["field"].as_str()), (400, Some("backends[1].port")));
+        let Outcome::Reply(r) = call(&s, "POST", "/api/v1/routes", "{") else { panic!() };
+        assert_eq!((r.status, r.body["error"].as_str()), (400, Some("invalidJson")));
+        let Outcome::Reply(r) = call(&s, "POST", "/api/v1/routes", r#"{"vHost":"a","strategy":"X"}"#) else { panic!() };
+        assert_eq!(r.body["field"].as_str(), Some("strategy"));
+    }
+
+    #[test]
+    fn dry_run_commits_nothing() {
+        let body = r#"{"vHost":"a.com"}"#;
+        let o = call(&State::default(), "POST", "/api/v1/routes?dryRun=true", body);
+        let Outcome::Reply(r) = o else { panic!("dry run must not commit") };
+        assert_eq!((r.status, r.body["dryRun"].as_bool()), (200, Some(true)));
+    }
+}
