@@ -34,6 +34,10 @@ struct Exchange {
     bytes: u64,
     backend: Option<std::sync::Arc<str>>,
     started: Instant,
+    route: Option<Rc<RouteRt>>,
+    retries: u32,
+    timeouts: u32,
+    rejected: bool,
 }
 
 /// What the connection does after a request.
@@ -161,9 +165,32 @@ pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAdd
         let mut b = bufs.take().unwrap_or_else(|| w.take_bufs());
         let head_deadline = if first { accepted } else { Instant::now() } + timeouts.client_head;
         first = false;
-        let mut ex = Exchange { status: 0, bytes: 0, backend: None, started: Instant::now() };
+        let mut ex = Exchange {
+            status: 0,
+            bytes: 0,
+            backend: None,
+            started: Instant::now(),
+            route: None,
+            retries: 0,
+            timeouts: 0,
+            rejected: false,
+        };
         b.log.clear();
         let next = handle_request(w, &mut client, peer, &mut b, head_deadline, &mut ex).await;
+        if ex.status != 0 {
+            let outcome = crate::worker::stats::Outcome {
+                status: ex.status,
+                bytes: ex.bytes,
+                retries: ex.retries,
+                timeouts: ex.timeouts,
+                rejected: ex.rejected,
+                duration_us: ex.started.elapsed().as_micros() as u64,
+            };
+            match &ex.route {
+                Some(r) => r.stats.record(&outcome),
+                None => w.unrouted.record(&outcome),
+            }
+        }
         if let Some(log) = &w.log {
             if ex.status != 0 {
                 if b.log.is_empty() {
@@ -268,7 +295,10 @@ async fn handle_request(
     let has_body = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
     // 2. Route.
     let route = match active.router.lookup(req.host.map(|s| span(&b.rbuf, s))) {
-        Some(r) => r.clone(),
+        Some(r) => {
+            ex.route = Some(r.clone());
+            r.clone()
+        }
         None => {
             return fail(client, b, ex, &req, ProxyError::new(Kind::NoRoute, "no route for host"), !has_body, idle)
                 .await
@@ -334,6 +364,7 @@ async fn handle_request(
     let _permit = match route.admission.acquire(route.cfg.queue).await {
         Some(p) => p,
         None => {
+            ex.rejected = true;
             let err = ProxyError::new(Kind::Overloaded, "admission queue full or wait expired");
             return fail(client, b, ex, &req, err, held.complete, idle).await;
         }
@@ -366,11 +397,16 @@ async fn handle_request(
         match result {
             Ok((next, rtt)) => {
                 backend.node.finish(rtt, now);
+                backend.stats.record(true, rtt.as_micros() as u64);
                 ex.backend = Some(backend.key.backend.clone());
                 return next;
             }
             Err(e) => {
                 backend.node.finish(now - started, now);
+                backend.stats.record(false, 0);
+                if matches!(e.kind, Kind::ConnectTimeout | Kind::ResponseTimeout) {
+                    ex.timeouts += 1;
+                }
                 if e.is_passive_failure() {
                     w.passive_failure(&backend);
                 }
@@ -382,6 +418,7 @@ async fn handle_request(
                     break;
                 }
                 attempts += 1;
+                ex.retries += 1;
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod messages;
 pub mod model;
 pub mod raw;
 pub mod state;
+pub mod stats;
 
 #[cfg(test)]
 mod tests;

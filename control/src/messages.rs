@@ -57,6 +57,11 @@ pub enum ControlMsg {
         /// Up or down now.
         up: bool,
     },
+    /// Send a `Stats` event now, tagged with `id`.
+    FlushStats {
+        /// Echoed in the answer.
+        id: u64,
+    },
     /// Stop accepting, finish in-flight requests within `drain`, exit.
     Shutdown {
         /// Drain budget.
@@ -87,6 +92,15 @@ pub enum WorkerEvent {
         worker: usize,
         /// Why.
         reason: String,
+    },
+    /// Counters since the last flush.
+    Stats {
+        /// Worker index.
+        worker: usize,
+        /// The `FlushStats` id answered, if any.
+        id: Option<u64>,
+        /// The delta.
+        delta: Box<crate::stats::StatsDelta>,
     },
     /// The worker finished draining and is exiting.
     Exited {

@@ -82,6 +82,12 @@ pub struct Controller {
     targets: Option<Sender<Vec<Target>>>,
     /// New name lists for the resolver go here.
     names_tx: Option<Sender<Vec<(String, u16)>>>,
+    /// Merged statistics.
+    stats: control::stats::StatsStore,
+    /// Time base for the stats windows.
+    started: Instant,
+    /// Id of the last stats flush asked of the workers.
+    flush_id: u64,
 }
 
 fn each_backend(route: &Route) -> impl Iterator<Item = &Backend> {
@@ -116,6 +122,9 @@ impl Controller {
             rest_until: HashMap::new(),
             targets: None,
             names_tx: None,
+            stats: control::stats::StatsStore::default(),
+            started: Instant::now(),
+            flush_id: 0,
         }
     }
 
@@ -302,9 +311,80 @@ impl Controller {
         })
     }
 
+    /// Asks every worker for its counters and merges the answers (bounded),
+    /// so totals are exact for every request completed before the call.
+    fn flush_stats(&mut self) {
+        self.flush_id += 1;
+        let id = self.flush_id;
+        self.broadcast(ControlMsg::FlushStats { id });
+        let mut answered = 0;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while answered < self.workers.len() {
+            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(WorkerEvent::Stats { worker, id: got, delta }) => {
+                    let now = self.started.elapsed().as_secs();
+                    self.stats.merge(worker, &delta, now);
+                    if got == Some(id) {
+                        answered += 1;
+                    }
+                }
+                Ok(other) => self.on_event(other),
+                Err(_) => break,
+            }
+        }
+        let routes: Vec<String> = self.state.routes.iter().map(|r| r.key.clone()).collect();
+        let backends = self.backend_keys();
+        self.stats.retain(&routes, &backends);
+    }
+
+    fn backend_keys(&self) -> Vec<BackendKey> {
+        self.state.routes.iter().flat_map(|r| each_backend(r).map(move |b| Self::key(r, b))).collect()
+    }
+
+    fn stats_reply(&mut self, path: &str) -> AdminReply {
+        self.flush_stats();
+        let now = self.started.elapsed().as_secs();
+        let keys = self.backend_keys();
+        let view = StateView { health: &self.health, maintenance: &self.state.maintenance };
+        if path == "/metrics" {
+            let text = self.stats.prometheus(&keys, &view);
+            return AdminReply {
+                status: 200,
+                body: text.into_bytes(),
+                content_type: "text/plain; version=0.0.4",
+                etag: None,
+            };
+        }
+        match path.strip_prefix("/api/v1/stats").map(|r| r.trim_matches('/')) {
+            Some("") => AdminReply::json(200, &self.stats.json(now, &keys, &view)),
+            Some(v) => match VHost::parse(v).map(|h| h.key()).filter(|k| self.state.route(k).is_some()) {
+                Some(k) => AdminReply::json(200, &self.stats.route_json(&k, now, &keys, &view)),
+                None => AdminReply::json(
+                    404,
+                    &serde_json::json!({"error": "notFound", "field": null, "message": format!("no route {v:?}")}),
+                ),
+            },
+            None => AdminReply::json(
+                404,
+                &serde_json::json!({"error": "notFound", "field": null, "message": "no such path"}),
+            ),
+        }
+    }
+
     fn on_admin(&mut self, call: AdminCall) {
         let r = &call.request;
-        let reply = if r.path == "/health" {
+        let live_view = r.path == "/metrics" || r.path == "/api/v1/stats" || r.path.starts_with("/api/v1/stats/");
+        let reply = if live_view {
+            if r.method == "GET" {
+                let path = r.path.clone();
+                self.stats_reply(&path)
+            } else {
+                AdminReply::json(
+                    405,
+                    &serde_json::json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}),
+                )
+            }
+        } else if r.path == "/health" {
             if r.method == "GET" || r.method == "HEAD" {
                 let (status, body) = self.health_json();
                 AdminReply::json(status, &body)
@@ -372,6 +452,10 @@ impl Controller {
                 if let Some((false, rest)) = active_checks {
                     self.rest_until.insert(key, Instant::now() + rest);
                 }
+            }
+            WorkerEvent::Stats { worker, delta, .. } => {
+                let now = self.started.elapsed().as_secs();
+                self.stats.merge(worker, &delta, now);
             }
             WorkerEvent::Ack { .. } | WorkerEvent::Exited { .. } => {}
             WorkerEvent::Failed { worker, reason } => tracing::error!(worker, %reason, "worker failed"),
@@ -545,5 +629,23 @@ fn change_name(c: &Change) -> &'static str {
         Change::DeleteBackend { .. } => "deleteBackend",
         Change::Maintenance { .. } => "maintenance",
         Change::ReplaceRoutes { .. } => "replaceRoutes",
+    }
+}
+
+/// The backend states the stats view reports.
+struct StateView<'a> {
+    health: &'a HashMap<BackendKey, HealthState>,
+    maintenance: &'a std::collections::BTreeSet<(String, String)>,
+}
+
+impl control::stats::BackendState for StateView<'_> {
+    fn state_of(&self, key: &BackendKey) -> &'static str {
+        if self.maintenance.contains(&(key.route.to_string(), key.backend.to_string())) {
+            "maintenance"
+        } else if self.health.get(key).is_some_and(|h| !h.is_up()) {
+            "down"
+        } else {
+            "up"
+        }
     }
 }

@@ -111,6 +111,8 @@ pub struct Backend {
     pub local_down_since: Cell<Option<Instant>>,
     /// The worker's pool for `addr`.
     pub pool: Option<Rc<ConnPool>>,
+    /// Counters for the stats pipeline.
+    pub stats: crate::worker::stats::BackendStats,
 }
 
 impl crate::balance::AsNode for Backend {
@@ -136,7 +138,7 @@ impl Backend {
         if addr.is_none() {
             node.set_up(false);
         }
-        Backend { node, key, addr, weight, local_down_since: Cell::new(None), pool }
+        Backend { node, key, addr, weight, local_down_since: Cell::new(None), pool, stats: Default::default() }
     }
 
     /// Returns a reusable connection to the pool.

@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod inbox;
 pub mod signal;
+pub mod stats;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -75,6 +76,8 @@ pub struct RouteRt {
     pub headers: Vec<crate::http::HeaderPair>,
     /// Active/queued limits (carried across snapshots by route key).
     pub admission: Rc<Admission>,
+    /// Counters (carried across snapshots by route key).
+    pub stats: Rc<stats::RouteStats>,
 }
 
 impl RouteRt {
@@ -152,6 +155,9 @@ pub struct Worker {
     pub log: Option<WorkerLog>,
     active: RefCell<Rc<Active>>,
     admissions: RefCell<HashMap<Arc<str>, Rc<Admission>>>,
+    route_stats: RefCell<HashMap<Arc<str>, Rc<stats::RouteStats>>>,
+    /// Requests answered before a route was known (400s, 404s).
+    pub unrouted: stats::RouteStats,
     backends: RefCell<HashMap<BackendKey, Rc<Backend>>>,
     pools: RefCell<HashMap<SocketAddr, Rc<ConnPool>>>,
     /// Set once shutdown starts.
@@ -213,6 +219,8 @@ impl Worker {
             workers,
             log: log.map(WorkerLog::new),
             admissions: RefCell::new(HashMap::new()),
+            route_stats: RefCell::new(HashMap::new()),
+            unrouted: stats::RouteStats::default(),
             active: RefCell::new(Rc::new(Active {
                 generation: 0,
                 router: Router::default(),
@@ -326,6 +334,8 @@ impl Worker {
             };
         let mut admissions = self.admissions.borrow_mut();
         let mut next_adm = HashMap::new();
+        let mut route_stats = self.route_stats.borrow_mut();
+        let mut next_stats = HashMap::new();
         let routes: Vec<Rc<RouteRt>> = snap
             .routes
             .iter()
@@ -346,7 +356,9 @@ impl Worker {
                 let admission = admissions.get(&key).cloned().unwrap_or_default();
                 admission.set_limits(r.req_active, r.req_queue, self.workers);
                 next_adm.insert(key.clone(), admission.clone());
-                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission })
+                let stats = route_stats.get(&key).cloned().unwrap_or_default();
+                next_stats.insert(key.clone(), stats.clone());
+                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission, stats })
             })
             .collect();
         // Addresses no backend uses any more: close their idle connections
@@ -359,6 +371,7 @@ impl Worker {
         *pools = next_pools;
         *old = next;
         *admissions = next_adm;
+        *route_stats = next_stats;
         *self.active.borrow_mut() = Rc::new(Active {
             generation: snap.generation,
             router: Router::new(&routes),
@@ -393,6 +406,45 @@ impl Worker {
     pub fn open_connections(&self) -> usize {
         self.open.get()
     }
+
+    /// Whether any counter moved since the last delta.
+    fn stats_dirty(&self) -> bool {
+        self.backends.borrow().values().any(|b| b.stats.dirty.get() || b.node.inflight() > 0)
+            || self.route_stats.borrow().values().any(|r| r.latency_dirty())
+            || self.unrouted.latency_dirty()
+    }
+
+    /// Everything counted since the last delta (zeroes the counters).
+    pub fn stats_delta(&self) -> control::stats::StatsDelta {
+        let mut d = control::stats::StatsDelta::default();
+        for (key, r) in self.route_stats.borrow().iter() {
+            if let Some((counters, latency)) = r.take() {
+                d.routes.push(control::stats::RouteDelta { key: key.clone(), counters, latency });
+            }
+        }
+        if let Some((c, _)) = self.unrouted.take() {
+            d.unrouted = c;
+        }
+        for b in self.backends.borrow().values() {
+            let inflight = b.node.inflight();
+            if b.stats.dirty.replace(false) || inflight > 0 {
+                d.backends.push(control::stats::BackendDelta {
+                    key: b.key.clone(),
+                    requests: b.stats.requests.replace(0),
+                    errors: b.stats.errors.replace(0),
+                    inflight,
+                    latency: b.stats.latency.take(),
+                });
+            }
+        }
+        d.open_connections = self.open.get() as u64;
+        d
+    }
+
+    fn send_stats(&self, id: Option<u64>) {
+        let delta = Box::new(self.stats_delta());
+        let _ = self.events.send(WorkerEvent::Stats { worker: self.index, id, delta });
+    }
 }
 
 /// Everything a worker thread needs to start.
@@ -423,12 +475,14 @@ pub async fn run(setup: WorkerSetup) {
     if worker.log.is_some() {
         monoio::spawn(flush_log(worker.clone()));
     }
+    monoio::spawn(flush_stats(worker.clone()));
     // 1. First snapshot.
     let first = loop {
         match inbox.recv().await {
             Some(ControlMsg::Apply(s)) => break s,
             Some(ControlMsg::Shutdown { .. }) | None => return,
             Some(ControlMsg::Health { .. }) => {}
+            Some(ControlMsg::FlushStats { id }) => worker.send_stats(Some(id)),
         }
     };
     worker.apply(&first);
@@ -456,6 +510,7 @@ pub async fn run(setup: WorkerSetup) {
                 let _ = events.send(WorkerEvent::Ack { worker: index, generation: s.generation });
             }
             Some(ControlMsg::Health { key, up }) => worker.set_health(&key, up),
+            Some(ControlMsg::FlushStats { id }) => worker.send_stats(Some(id)),
             Some(ControlMsg::Shutdown { drain }) => break drain,
             None => break Duration::ZERO,
         }
@@ -520,6 +575,16 @@ async fn flush_log(worker: Rc<Worker>) {
         monoio::time::sleep(Duration::from_millis(100)).await;
         if let Some(log) = &worker.log {
             log.flush();
+        }
+    }
+}
+
+/// Ships counters to the control thread once a second while they move.
+async fn flush_stats(worker: Rc<Worker>) {
+    while !worker.drain.is_fired() {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        if worker.stats_dirty() {
+            worker.send_stats(None);
         }
     }
 }
