@@ -662,6 +662,16 @@ pub fn set(mut cfg: Value, section: &str, key: &str, value: Value) -> Value {
     cfg
 }
 
+/// `cfg` with an admin listener on a free loopback port (and `token`, if any).
+pub fn with_admin(mut cfg: Value, token: Option<&str>) -> Value {
+    let mut admin = json!({"listen": "127.0.0.1:0"});
+    if let Some(t) = token {
+        admin["token"] = json!(t);
+    }
+    cfg["admin"] = admin;
+    cfg
+}
+
 // ---------------------------------------------------------------------------
 // The ringway process
 // ---------------------------------------------------------------------------
@@ -689,9 +699,28 @@ pub fn ringway_bin() -> &'static str {
 pub struct Ringway {
     child: Child,
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     config_path: std::path::PathBuf,
     log_path: std::path::PathBuf,
+    /// Whether the config file (and the state file beside it) is ours to delete.
+    owns_config: bool,
     exited: Option<ExitStatus>,
+}
+
+/// Why ringway did not come up.
+#[derive(Debug)]
+pub struct StartFailure {
+    /// The exit status, when it exited (within the wait).
+    pub status: Option<ExitStatus>,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+/// Where ringway keeps the state file for `config_path` when the config
+/// names none: `NAME.json` → `NAME.state.json`, beside it.
+pub fn state_file_of(config_path: &std::path::Path) -> std::path::PathBuf {
+    let stem = config_path.file_stem().unwrap().to_string_lossy().into_owned();
+    config_path.with_file_name(format!("{stem}.state.json"))
 }
 
 impl Ringway {
@@ -708,12 +737,35 @@ impl Ringway {
     /// `start_workers` with `RINGWAY_LOG` set to `level` (see `log()`).
     pub fn start_logging(cfg: Value, workers: usize, level: &str) -> Ringway {
         let config_path = write_config(&cfg);
+        let mut rw = Ringway::try_start_at(&config_path, workers, level, &[])
+            .unwrap_or_else(|f| panic!("ringway did not start ({:?}); stderr:\n{}", f.status, f.stderr));
+        rw.owns_config = true;
+        rw
+    }
+
+    /// Starts ringway on an existing config file (left in place on drop,
+    /// as is its state file), with extra `run` arguments such as
+    /// `--reset-state`.
+    pub fn start_at(config_path: &std::path::Path, workers: usize, extra: &[&str]) -> Ringway {
+        Ringway::try_start_at(config_path, workers, "warn", extra)
+            .unwrap_or_else(|f| panic!("ringway did not start ({:?}); stderr:\n{}", f.status, f.stderr))
+    }
+
+    /// Like `start_at`, but a ringway that exits (or prints no `listening`
+    /// line within 20 s) is an `Err` with its exit status and stderr.
+    pub fn try_start_at(
+        config_path: &std::path::Path,
+        workers: usize,
+        level: &str,
+        extra: &[&str],
+    ) -> Result<Ringway, StartFailure> {
         let log_path = temp_path("log", "txt");
         let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new(ringway_bin())
             .args(["run", "--config"])
-            .arg(&config_path)
+            .arg(config_path)
             .args(["--workers", &workers.to_string()])
+            .args(extra)
             .env("RINGWAY_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -735,28 +787,75 @@ impl Ringway {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
+        let fail = |child: &mut Child, log_path: &std::path::Path| {
+            // Stdout closed (it exited) or the deadline passed: collect the
+            // exit status within 5 s, else kill it.
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut status = None;
+            while Instant::now() < until {
+                if let Ok(Some(s)) = child.try_wait() {
+                    status = Some(s);
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            if status.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let stderr = std::fs::read_to_string(log_path).unwrap_or_default();
+            let _ = std::fs::remove_file(log_path);
+            StartFailure { status, stderr }
+        };
+        let (addr, admin) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("listening proxy=") {
-                        let a = rest.split([' ', ',']).next().unwrap();
-                        break a.parse::<SocketAddr>().unwrap_or_else(|_| panic!("bad listening line {line:?}"));
+                        let mut words = rest.split(' ');
+                        let proxy = words.next().unwrap_or("");
+                        let a = proxy.split(',').next().unwrap();
+                        let a = a.parse::<SocketAddr>().unwrap_or_else(|_| panic!("bad listening line {line:?}"));
+                        let admin = words.find_map(|w| w.strip_prefix("admin=")).and_then(|w| {
+                            if w == "-" {
+                                None
+                            } else {
+                                Some(w.parse::<SocketAddr>().unwrap_or_else(|_| panic!("bad listening line {line:?}")))
+                            }
+                        });
+                        break (a, admin);
                     }
                 }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    panic!("ringway printed no `listening` line within 20 s; stderr:\n{log}");
-                }
+                Err(_) => return Err(fail(&mut child, &log_path)),
             }
         };
-        Ringway { child, addr, config_path, log_path, exited: None }
+        Ok(Ringway {
+            child,
+            addr,
+            admin,
+            config_path: config_path.to_path_buf(),
+            log_path,
+            owns_config: false,
+            exited: None,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address; panics when the config has none.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("ringway runs no admin listener (no `admin` in the config)")
+    }
+
+    /// A client for the admin API, without a token.
+    pub fn api(&self) -> Api {
+        Api::new(self.admin_addr())
+    }
+
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
     }
 
     pub fn pid(&self) -> u32 {
@@ -770,7 +869,19 @@ impl Ringway {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, …) to this process.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+    }
+
+    /// SIGTERM, then waits (10 s) for a clean exit; panics otherwise.
+    pub fn stop(&mut self) {
+        self.terminate();
+        let exit = self.wait_exit(Duration::from_secs(10));
+        assert!(exit.is_some_and(|s| s.success()), "ringway did not exit cleanly after SIGTERM: {exit:?}");
     }
 
     /// Waits for the process to exit; `None` after `timeout`.
@@ -801,8 +912,40 @@ impl Drop for Ringway {
                 let _ = self.child.wait();
             }
         }
-        let _ = std::fs::remove_file(&self.config_path);
+        if self.owns_config {
+            let state = state_file_of(&self.config_path);
+            let tmp = state.with_file_name(format!(".{}.tmp", state.file_name().unwrap().to_string_lossy()));
+            let _ = std::fs::remove_file(&state);
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&self.config_path);
+        }
         let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+/// A fresh directory in the temp dir, removed with everything in it on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = temp_path(tag, "d");
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// `self/name`.
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -955,4 +1098,141 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> Response {
 /// Counts how many of `backends` saw each request, keyed by backend name.
 pub fn counts(backends: &[&BackendHandle]) -> HashMap<String, usize> {
     backends.iter().map(|b| (b.name().to_string(), b.request_count())).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Admin API client (JSON over HTTP/1.1, one connection per call)
+// ---------------------------------------------------------------------------
+
+/// An admin API answer.
+#[derive(Clone, Debug)]
+pub struct ApiReply {
+    pub status: u16,
+    /// The body as JSON (`Null` when empty).
+    pub json: Value,
+    /// The ETag header, verbatim.
+    pub etag: Option<String>,
+    pub response: Response,
+}
+
+impl ApiReply {
+    /// The `error` code of an error body.
+    pub fn error(&self) -> Option<&str> {
+        self.json["error"].as_str()
+    }
+
+    /// The `field` of an error body.
+    pub fn field(&self) -> Option<&str> {
+        self.json["field"].as_str()
+    }
+
+    /// Panics with the exchange unless the status is `status`.
+    pub fn expect(self, status: u16, what: &str) -> ApiReply {
+        assert_eq!(self.status, status, "{what}: {}{}", self.response.head, self.response.text());
+        self
+    }
+}
+
+/// A client for ringway's admin API.
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub addr: SocketAddr,
+    /// Sent as `Authorization: Bearer TOKEN` when set.
+    pub token: Option<String>,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api { addr, token: None }
+    }
+
+    pub fn with_token(mut self, token: &str) -> Api {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// One request on a fresh connection. `headers` override the defaults
+    /// (`Host: ADDR`, the bearer token); `body` is sent as
+    /// `Content-Type: application/json` unless `headers` name another.
+    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> ApiReply {
+        let named = |n: &str| headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(n));
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        if !named("host") {
+            req.push_str(&format!("Host: {}\r\n", self.addr));
+        }
+        if let (Some(t), false) = (&self.token, named("authorization")) {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (n, v) in headers {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            if !named("content-type") {
+                req.push_str("Content-Type: application/json\r\n");
+            }
+            if !named("content-length") {
+                req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+            }
+        } else if matches!(method, "POST" | "PUT" | "PATCH") && !named("content-length") {
+            req.push_str("Content-Length: 0\r\n");
+        }
+        req.push_str("Connection: close\r\n\r\n");
+        let mut c = Client::connect(self.addr);
+        let mut bytes = req.into_bytes();
+        if let Some(b) = body {
+            bytes.extend_from_slice(b);
+        }
+        c.send(&bytes);
+        let response =
+            c.read_response(method == "HEAD").unwrap_or_else(|e| panic!("{method} {path}: reading the answer: {e}"));
+        let json = if response.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+                panic!("{method} {path}: answer is not JSON ({e}):\n{}{}", response.head, response.text())
+            })
+        };
+        let etag = response.header("etag").map(str::to_string);
+        ApiReply { status: response.status, json, etag, response }
+    }
+
+    /// A JSON request (`body` serialised) with extra headers.
+    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> ApiReply {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+        self.raw(method, path, headers, bytes.as_deref())
+    }
+
+    pub fn get(&self, path: &str) -> ApiReply {
+        self.call("GET", path, &[], None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> ApiReply {
+        self.call("POST", path, &[], Some(body))
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> ApiReply {
+        self.call("PUT", path, &[], Some(body))
+    }
+
+    pub fn delete(&self, path: &str) -> ApiReply {
+        self.call("DELETE", path, &[], None)
+    }
+
+    /// The current routes (GET /api/v1/routes), which must answer 200.
+    pub fn routes(&self) -> Vec<Value> {
+        let r = self.get("/api/v1/routes").expect(200, "GET /api/v1/routes");
+        r.json.as_array().unwrap_or_else(|| panic!("GET /api/v1/routes is not an array: {}", r.json)).clone()
+    }
+
+    /// The vHosts of the current routes, in order.
+    pub fn vhosts(&self) -> Vec<String> {
+        self.routes().iter().map(|r| r["vHost"].as_str().unwrap_or("?").to_string()).collect()
+    }
+
+    /// GET /api/v1/config, which must answer 200 with an ETag.
+    pub fn config(&self) -> (String, Value) {
+        let r = self.get("/api/v1/config").expect(200, "GET /api/v1/config");
+        let etag = r.etag.clone().unwrap_or_else(|| panic!("GET /api/v1/config has no ETag:\n{}", r.response.head));
+        (etag, r.json)
+    }
 }
