@@ -16,22 +16,27 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        LIVE.fetch_add(l.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(n as u64, Ordering::Relaxed);
+        LIVE.fetch_add(n as u64, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.realloc(p, l, n) }
     }
@@ -116,6 +121,25 @@ fn main() {
         a1 - a0,
         b1 - b0
     );
+    // Heap held per idle keep-alive client connection (one request each).
+    let idle_conns = if bench { 1000 } else { 50 };
+    let live0 = LIVE.load(Ordering::Relaxed);
+    let mut held = Vec::with_capacity(idle_conns);
+    for _ in 0..idle_conns {
+        let mut k = TcpStream::connect(addr).expect("connect");
+        k.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        k.write_all(REQUEST).expect("write");
+        assert!(read_message(&mut k, &mut buf, 12), "no complete response");
+        held.push(k);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let live1 = LIVE.load(Ordering::Relaxed);
+    let held_bytes = live1.saturating_sub(live0) as f64 - (idle_conns * std::mem::size_of::<TcpStream>()) as f64;
+    println!(
+        "heap held per idle client connection ({idle_conns} connections): {:.0} bytes",
+        held_bytes / idle_conns as f64
+    );
+    drop(held);
     drop(c);
     running.shutdown();
     // A few stray allocations (a timer wheel level, a log line) are noise;

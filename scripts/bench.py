@@ -307,13 +307,84 @@ unset multiplot
             print(f"bench: no chart for {scenario}: {e}", file=sys.stderr)
 
 
+def idle_memory(subjects, conns):
+    """RSS growth per idle keep-alive client connection: open `conns`
+    connections, one request each, keep them open, measure."""
+    import selectors
+    tmp = tempfile.mkdtemp(prefix="ringway-idle-")
+    backend = Backend(tmp)
+    rows = []
+    req = b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n"
+    try:
+        for subject in subjects:
+            driver = "epoll" if subject == "ringway-epoll" else "uring"
+            proc, port = start_subject(subject, tmp, backend.port, 1, driver)
+            socks = []
+            try:
+                # Warm the proxy (pools, first buffers) before the baseline.
+                for _ in range(20):
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                        c.sendall(req)
+                        c.recv(4096)
+                time.sleep(0.3)
+                before = rss_kb(proc.pid)
+                for _ in range(conns):
+                    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+                    c.sendall(req)
+                    socks.append(c)
+                sel = selectors.DefaultSelector()
+                pending = {c.fileno(): c for c in socks}
+                for c in socks:
+                    c.setblocking(False)
+                    sel.register(c, selectors.EVENT_READ)
+                deadline = time.time() + 60
+                while pending and time.time() < deadline:
+                    for key, _ in sel.select(timeout=1):
+                        data = key.fileobj.recv(4096)
+                        if data.startswith(b"HTTP/1.1 200") or not data:
+                            sel.unregister(key.fileobj)
+                            pending.pop(key.fileobj.fileno(), None)
+                if pending:
+                    raise SystemExit(f"idle-memory: {subject}: {len(pending)} connections got no response")
+                time.sleep(1.0)
+                after = rss_kb(proc.pid)
+                per = (after - before) * 1024 / conns
+                rows.append({"subject": subject, "connections": conns, "rss_before_kb": before,
+                             "rss_after_kb": after, "bytes_per_connection": per})
+                print(f"  {subject:13} {per:8.0f} bytes per idle connection ({before} -> {after} KiB)", flush=True)
+            finally:
+                for c in socks:
+                    c.close()
+                stop(proc)
+    finally:
+        backend.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = next((r for r in rows if r["subject"] == "nginx"), None)
+    for r in rows:
+        r["vs_nginx"] = r["bytes_per_connection"] / base["bytes_per_connection"] if base and base["bytes_per_connection"] else None
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(os.path.join(OUT_DIR, "idle-memory.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    print()
+    print("| subject | bytes per idle connection | ÷ nginx |")
+    print("|---|---:|---:|")
+    for r in rows:
+        ratio = f"{r['vs_nginx']:.2f}" if r["vs_nginx"] else "-"
+        print(f"| {r['subject']} | {r['bytes_per_connection']:.0f} | {ratio} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--idle-memory", type=int, default=0, help="measure memory per idle connection with N connections")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--subjects", default=",".join(SUBJECTS + ["ringway-epoll"]))
     args = ap.parse_args()
+    if args.idle_memory:
+        subs = [x for x in args.subjects.split(",") if x and x != "haproxy-tcp"]
+        idle_memory(subs, args.idle_memory)
+        return
     scenarios = [s for s in args.scenarios.split(",") if s]
     subjects = [s for s in args.subjects.split(",") if s]
     for s in scenarios:

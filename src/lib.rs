@@ -13,6 +13,7 @@
 pub mod accesslog;
 pub mod balance;
 pub mod controller;
+pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod http;

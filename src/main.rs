@@ -10,6 +10,7 @@ USAGE:
     ringway run --config FILE [--workers N] [--driver uring|epoll|auto]
     ringway check --config FILE
     ringway demo [--listen ADDR] [--workers N]
+    ringway ctl [--admin ADDR] [--token T] COMMAND   (see ringway ctl --help)
     ringway help
 
 COMMANDS:
@@ -175,6 +176,18 @@ fn serve(config: control::model::Config, config_path: Option<&str>, args: &Args)
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let cmd = argv.get(1).map(String::as_str).unwrap_or("help");
+    if cmd == "ctl" {
+        return match ringway::ctl::run(argv.get(2..).unwrap_or(&[])) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringway ctl: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match parse_args(argv.get(2..).unwrap_or(&[])) {
         Ok(a) => a,
         Err(e) => {

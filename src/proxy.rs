@@ -162,45 +162,13 @@ pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAdd
                 return;
             }
         }
-        let mut b = bufs.take().unwrap_or_else(|| w.take_bufs());
+        let b = bufs.take().unwrap_or_else(|| w.take_bufs());
         let head_deadline = if first { accepted } else { Instant::now() } + timeouts.client_head;
         first = false;
-        let mut ex = Exchange {
-            status: 0,
-            bytes: 0,
-            backend: None,
-            started: Instant::now(),
-            route: None,
-            retries: 0,
-            timeouts: 0,
-            rejected: false,
-        };
-        b.log.clear();
-        let next = handle_request(w, &mut client, peer, &mut b, head_deadline, &mut ex).await;
-        if ex.status != 0 {
-            let outcome = crate::worker::stats::Outcome {
-                status: ex.status,
-                bytes: ex.bytes,
-                retries: ex.retries,
-                timeouts: ex.timeouts,
-                rejected: ex.rejected,
-                duration_us: ex.started.elapsed().as_micros() as u64,
-            };
-            match &ex.route {
-                Some(r) => r.stats.record(&outcome),
-                None => w.unrouted.record(&outcome),
-            }
-        }
-        if let Some(log) = &w.log {
-            if ex.status != 0 {
-                if b.log.is_empty() {
-                    crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), b"-", peer, b"-", b"-");
-                }
-                let us = ex.started.elapsed().as_micros() as u64;
-                crate::accesslog::finish(&mut b.log, ex.status, ex.backend.as_deref(), ex.bytes, us);
-                log.push(&b.log);
-            }
-        }
+        // The request runs in a pooled heap slot: between requests this
+        // connection holds only its socket and a readiness wait.
+        let (c, b, next) = w.slots.run(exchange(w.clone(), client, peer, b, head_deadline)).await;
+        client = c;
         match next {
             Next::KeepAlive => bufs = Some(b),
             Next::Close => {
@@ -209,11 +177,59 @@ pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAdd
             }
             Next::Upgrade(upstream) => {
                 w.put_bufs(b);
-                tunnel(client, upstream, timeouts.idle).await;
+                // Boxed: upgrades are rare, and inline the tunnel would grow
+                // every idle connection's state.
+                Box::pin(tunnel(client, upstream, timeouts.idle)).await;
                 return;
             }
         }
     }
+}
+
+/// One request/response exchange, owning what it works on (so that it can
+/// live in a pooled slot); counts it and logs it.
+async fn exchange(
+    w: Rc<Worker>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    mut b: Bufs,
+    head_deadline: Instant,
+) -> (TcpStream, Bufs, Next) {
+    let mut ex = Exchange {
+        status: 0,
+        bytes: 0,
+        backend: None,
+        started: Instant::now(),
+        route: None,
+        retries: 0,
+        timeouts: 0,
+        rejected: false,
+    };
+    b.log.clear();
+    let next = handle_request(&w, &mut client, peer, &mut b, head_deadline, &mut ex).await;
+    if ex.status != 0 {
+        let outcome = crate::worker::stats::Outcome {
+            status: ex.status,
+            bytes: ex.bytes,
+            retries: ex.retries,
+            timeouts: ex.timeouts,
+            rejected: ex.rejected,
+            duration_us: ex.started.elapsed().as_micros() as u64,
+        };
+        match &ex.route {
+            Some(r) => r.stats.record(&outcome),
+            None => w.unrouted.record(&outcome),
+        }
+        if let Some(log) = &w.log {
+            if b.log.is_empty() {
+                crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), b"-", peer, b"-", b"-");
+            }
+            let us = ex.started.elapsed().as_micros() as u64;
+            crate::accesslog::finish(&mut b.log, ex.status, ex.backend.as_deref(), ex.bytes, us);
+            log.push(&b.log);
+        }
+    }
+    (client, b, next)
 }
 
 /// Answers an error with a short body. Returns whether the write succeeded.

@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod inbox;
 pub mod signal;
+pub mod slot;
 pub mod stats;
 
 use std::cell::{Cell, RefCell};
@@ -125,7 +126,9 @@ pub struct Bufs {
 
 /// Size of each I/O buffer.
 pub const BUF_SIZE: usize = 16 * 1024;
-const MAX_POOLED_BUFS: usize = 512;
+/// Buffer sets kept for reuse; beyond this, returned sets are freed (a
+/// burst of concurrent requests must not pin its peak memory forever).
+const MAX_POOLED_BUFS: usize = 64;
 
 impl Bufs {
     fn new() -> Bufs {
@@ -166,6 +169,8 @@ pub struct Worker {
     all_closed: LocalSignal,
     open: Cell<usize>,
     bufs: RefCell<Vec<Bufs>>,
+    /// Heap slots for connections' active phases.
+    pub slots: slot::Slots,
     rid_prefix: u32,
     rid_counter: Cell<u64>,
 }
@@ -233,6 +238,7 @@ impl Worker {
             all_closed: LocalSignal::default(),
             open: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
+            slots: slot::Slots::default(),
             rid_prefix: seed.wrapping_mul(0x9E37_79B9) ^ (index as u32),
             rid_counter: Cell::new(0),
         }

@@ -1,0 +1,244 @@
+//! `ringway ctl`: a small client for the admin API with readable tables,
+//! for operators who would rather not write curl lines.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// Usage text.
+pub const HELP: &str = "USAGE: ringway ctl [--admin ADDR] [--token TOKEN] COMMAND
+
+ADDR defaults to $RINGWAY_ADMIN or 127.0.0.1:9901; TOKEN to $RINGWAY_TOKEN.
+
+COMMANDS:
+    routes                              list routes and their backends
+    route VHOST                         one route as JSON
+    add-route FILE|-                    create a route from RouteConfig JSON
+    delete-route VHOST
+    add-backend VHOST HOST:PORT [WEIGHT [ID]]
+    delete-backend VHOST ID
+    maintenance VHOST ID on|off         take a backend out (on) or back (off)
+    stats [VHOST]                       requests, rates, latency, backends
+    health
+";
+
+struct Client {
+    admin: String,
+    token: Option<String>,
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+}
+
+impl Client {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
+        let mut s = TcpStream::connect(&self.admin).map_err(|e| format!("cannot reach {}: {e}", self.admin))?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.admin);
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        if body.is_some() {
+            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", payload.len()));
+        }
+        req.push_str("\r\n");
+        req.push_str(&payload);
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed response")?;
+        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("malformed status line")?;
+        let body = if body.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
+        };
+        Ok(Reply { status, body })
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(i, s)| format!("{s:<w$}", w = widths[i])).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn enc(segment: &str) -> String {
+    segment.bytes().map(|b| if b == b'*' { "%2A".to_string() } else { (b as char).to_string() }).collect()
+}
+
+fn show_error(r: &Reply) -> String {
+    let field = r.body.get("field").and_then(Value::as_str).map(|f| format!(" ({f})")).unwrap_or_default();
+    let msg = r.body.get("message").map(s).unwrap_or_else(|| s(&r.body));
+    format!("HTTP {}{field}: {msg}", r.status)
+}
+
+/// Runs `ringway ctl ARGS`; returns the text to print or an error.
+pub fn run(args: &[String]) -> Result<String, String> {
+    let mut admin = std::env::var("RINGWAY_ADMIN").unwrap_or_else(|_| "127.0.0.1:9901".into());
+    let mut token = std::env::var("RINGWAY_TOKEN").ok();
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--admin" => admin = it.next().cloned().ok_or("--admin needs a value")?,
+            "--token" => token = Some(it.next().cloned().ok_or("--token needs a value")?),
+            "--help" | "-h" => return Ok(HELP.to_string()),
+            _ => rest.push(a.as_str()),
+        }
+    }
+    let c = Client { admin, token };
+    let ok = |r: Reply, want: &[u16]| if want.contains(&r.status) { Ok(r) } else { Err(show_error(&r)) };
+    match rest.as_slice() {
+        ["routes"] => {
+            let r = ok(c.call("GET", "/api/v1/routes", None)?, &[200])?;
+            let mut rows = vec![vec!["VHOST".into(), "ID".into(), "STRATEGY".into(), "BACKENDS".into()]];
+            for route in r.body.as_array().into_iter().flatten() {
+                let backends: Vec<String> = route["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| format!("{}={}:{}", s(&b["id"]), s(&b["hostname"]), s(&b["port"])))
+                    .collect();
+                rows.push(vec![s(&route["vHost"]), s(&route["id"]), s(&route["strategy"]), backends.join(" ")]);
+            }
+            Ok(table(&rows))
+        }
+        ["route", v] => {
+            let r = ok(c.call("GET", &format!("/api/v1/routes/{}", enc(v)), None)?, &[200])?;
+            serde_json::to_string_pretty(&r.body).map_err(|e| e.to_string())
+        }
+        ["add-route", file] => {
+            let text = if *file == "-" {
+                let mut t = String::new();
+                std::io::stdin().read_to_string(&mut t).map_err(|e| e.to_string())?;
+                t
+            } else {
+                std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+            };
+            let body: Value = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+            let r = ok(c.call("POST", "/api/v1/routes", Some(&body))?, &[201])?;
+            Ok(format!("created route {}\n", s(&r.body["vHost"])))
+        }
+        ["delete-route", v] => {
+            ok(c.call("DELETE", &format!("/api/v1/routes/{}", enc(v)), None)?, &[204])?;
+            Ok(format!("deleted route {v}\n"))
+        }
+        ["add-backend", v, hostport, extra @ ..] => {
+            let (host, port) = hostport.rsplit_once(':').ok_or("HOST:PORT expected")?;
+            let port: u64 = port.parse().map_err(|_| format!("bad port in {hostport}"))?;
+            let mut body = json!({"hostname": host, "port": port});
+            if let Some(w) = extra.first() {
+                body["weight"] = json!(w.parse::<u64>().map_err(|_| format!("bad weight {w}"))?);
+            }
+            if let Some(id) = extra.get(1) {
+                body["id"] = json!(id);
+            }
+            let r = ok(c.call("POST", &format!("/api/v1/routes/{}/backends", enc(v)), Some(&body))?, &[201])?;
+            Ok(format!("added backend {} to {v}\n", s(&r.body["id"])))
+        }
+        ["delete-backend", v, id] => {
+            ok(c.call("DELETE", &format!("/api/v1/routes/{}/backends/{id}", enc(v)), None)?, &[204])?;
+            Ok(format!("deleted backend {id} from {v}\n"))
+        }
+        ["maintenance", v, id, onoff @ ("on" | "off")] => {
+            let method = if *onoff == "on" { "POST" } else { "DELETE" };
+            ok(c.call(method, &format!("/api/v1/routes/{}/backends/{id}/dead", enc(v)), None)?, &[200])?;
+            Ok(format!("backend {id} of {v}: maintenance {onoff}\n"))
+        }
+        ["stats", tail @ ..] => {
+            let path = match tail.first() {
+                Some(v) => format!("/api/v1/stats/{}", enc(v)),
+                None => "/api/v1/stats".into(),
+            };
+            let r = ok(c.call("GET", &path, None)?, &[200])?;
+            let b = &r.body;
+            let mut out = table(&[
+                vec![
+                    "REQUESTS".into(),
+                    "RPS 1s".into(),
+                    "RPS 10s".into(),
+                    "RPS 60s".into(),
+                    "P50 µs".into(),
+                    "P99 µs".into(),
+                    "MAX µs".into(),
+                    "5XX".into(),
+                    "OPEN".into(),
+                ],
+                vec![
+                    s(&b["requests"]["total"]),
+                    s(&b["requests"]["perSecond"]["1s"]),
+                    s(&b["requests"]["perSecond"]["10s"]),
+                    s(&b["requests"]["perSecond"]["60s"]),
+                    s(&b["latencyUs"]["p50"]),
+                    s(&b["latencyUs"]["p99"]),
+                    s(&b["latencyUs"]["max"]),
+                    s(&b["responses"]["5xx"]),
+                    s(&b["openConnections"]),
+                ],
+            ]);
+            let mut rows = vec![vec![
+                "ROUTE".into(),
+                "BACKEND".into(),
+                "STATE".into(),
+                "IN FLIGHT".into(),
+                "REQUESTS".into(),
+                "ERRORS".into(),
+                "P50 µs".into(),
+                "P99 µs".into(),
+            ]];
+            for be in b["backends"].as_array().into_iter().flatten() {
+                rows.push(vec![
+                    s(&be["route"]),
+                    s(&be["id"]),
+                    s(&be["state"]),
+                    s(&be["inFlight"]),
+                    s(&be["requests"]),
+                    s(&be["errors"]),
+                    s(&be["latencyUs"]["p50"]),
+                    s(&be["latencyUs"]["p99"]),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&table(&rows));
+            Ok(out)
+        }
+        ["health"] => {
+            let r = c.call("GET", "/health", None)?;
+            Ok(format!("{} ({} of {} backends up)\n", s(&r.body["status"]), s(&r.body["healthy"]), s(&r.body["total"])))
+        }
+        _ => Err(format!("unknown or incomplete ctl command\n\n{HELP}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(&[vec!["A".into(), "BB".into()], vec!["ccc".into(), "d".into()]]);
+        assert_eq!(t, "A    BB\nccc  d\n");
+    }
+}
