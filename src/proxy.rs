@@ -155,8 +155,8 @@ pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAdd
             // Wait for the next request without holding a buffer.
             let wait = if first { timeouts.client_head } else { timeouts.idle };
             let ready = monoio::select! {
-                r = monoio::time::timeout(wait, client.readable(false)) => matches!(r, Ok(Ok(()))),
-                _ = w.drain.wait() => false,
+                r = client.readable(false) => r.is_ok(),
+                _ = w.idle.wait(Instant::now() + wait) => false,
             };
             if !ready {
                 return;

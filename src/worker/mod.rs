@@ -9,6 +9,7 @@
 //! budget, exit.
 
 pub mod admission;
+pub mod idle;
 pub mod inbox;
 pub mod signal;
 pub mod slot;
@@ -126,9 +127,8 @@ pub struct Bufs {
 
 /// Size of each I/O buffer.
 pub const BUF_SIZE: usize = 16 * 1024;
-/// Buffer sets kept for reuse; beyond this, returned sets are freed (a
-/// burst of concurrent requests must not pin its peak memory forever).
-const MAX_POOLED_BUFS: usize = 64;
+/// Buffer sets always kept for reuse.
+const MIN_POOLED_BUFS: usize = 8;
 
 impl Bufs {
     fn new() -> Bufs {
@@ -169,8 +169,12 @@ pub struct Worker {
     all_closed: LocalSignal,
     open: Cell<usize>,
     bufs: RefCell<Vec<Bufs>>,
+    bufs_in_use: Cell<usize>,
+    bufs_peak: Cell<usize>,
     /// Heap slots for connections' active phases.
     pub slots: slot::Slots,
+    /// Idle keep-alive deadlines.
+    pub idle: idle::IdleTimers,
     rid_prefix: u32,
     rid_counter: Cell<u64>,
 }
@@ -238,7 +242,10 @@ impl Worker {
             all_closed: LocalSignal::default(),
             open: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
+            bufs_in_use: Cell::new(0),
+            bufs_peak: Cell::new(0),
             slots: slot::Slots::default(),
+            idle: idle::IdleTimers::default(),
             rid_prefix: seed.wrapping_mul(0x9E37_79B9) ^ (index as u32),
             rid_counter: Cell::new(0),
         }
@@ -251,13 +258,21 @@ impl Worker {
 
     /// Lends a set of buffers.
     pub fn take_bufs(&self) -> Bufs {
+        let n = self.bufs_in_use.get() + 1;
+        self.bufs_in_use.set(n);
+        if n > self.bufs_peak.get() {
+            self.bufs_peak.set(n);
+        }
         self.bufs.borrow_mut().pop().unwrap_or_else(Bufs::new)
     }
 
-    /// Returns lent buffers (cleared; oversized ones are shrunk).
+    /// Returns lent buffers (cleared; oversized ones are shrunk). The pool
+    /// keeps as many sets as were in use at the recent peak, so a steady
+    /// load allocates none; `trim_bufs` lets that peak decay.
     pub fn put_bufs(&self, mut b: Bufs) {
+        self.bufs_in_use.set(self.bufs_in_use.get().saturating_sub(1));
         let mut pool = self.bufs.borrow_mut();
-        if pool.len() >= MAX_POOLED_BUFS {
+        if pool.len() + self.bufs_in_use.get() >= self.bufs_peak.get().max(MIN_POOLED_BUFS) {
             return;
         }
         for v in [&mut b.rbuf, &mut b.ubuf] {
@@ -272,7 +287,31 @@ impl Worker {
         pool.push(b);
     }
 
-    /// Writes a fresh request id (32 hex digits) into `out`.
+    /// Lets the buffer pool follow load down: the remembered peak decays by
+    /// an eighth per call (every idle tick) towards what is in use now, and
+    /// the pool drops what the peak no longer covers (a burst of concurrent
+    /// requests must not pin its memory forever).
+    pub fn trim_bufs(&self) {
+        let in_use = self.bufs_in_use.get();
+        let peak = self.bufs_peak.get();
+        let next = in_use.max(peak - peak / 8).max(MIN_POOLED_BUFS);
+        self.bufs_peak.set(if in_use == 0 && peak <= MIN_POOLED_BUFS * 2 { MIN_POOLED_BUFS } else { next });
+        let keep = self.bufs_peak.get().saturating_sub(in_use);
+        let mut pool = self.bufs.borrow_mut();
+        let freed = pool.len().saturating_sub(keep);
+        pool.truncate(keep);
+        drop(pool);
+        if freed >= 8 {
+            // Hand the freed buffers' pages back to the system; glibc keeps
+            // them otherwise. Rare: only when a burst recedes.
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+
+    /// Writes a fresh request id (24 hex digits) into `out`.
     pub fn next_request_id(&self, out: &mut [u8; 24]) {
         let n = self.rid_counter.get().wrapping_add(1);
         self.rid_counter.set(n);
@@ -482,6 +521,7 @@ pub async fn run(setup: WorkerSetup) {
         monoio::spawn(flush_log(worker.clone()));
     }
     monoio::spawn(flush_stats(worker.clone()));
+    monoio::spawn(sweep_idle(worker.clone()));
     // 1. First snapshot.
     let first = loop {
         match inbox.recv().await {
@@ -523,6 +563,7 @@ pub async fn run(setup: WorkerSetup) {
     };
     // 5. Drain.
     worker.drain.fire();
+    worker.idle.close();
     if worker.open_connections() > 0 {
         let _ = monoio::time::timeout(drain_budget, worker.all_closed.wait()).await;
     }
@@ -592,5 +633,14 @@ async fn flush_stats(worker: Rc<Worker>) {
         if worker.stats_dirty() {
             worker.send_stats(None);
         }
+    }
+}
+
+/// Fires expired idle deadlines every tick.
+async fn sweep_idle(worker: Rc<Worker>) {
+    while !worker.drain.is_fired() {
+        monoio::time::sleep(idle::TICK).await;
+        worker.idle.sweep(Instant::now());
+        worker.trim_bufs();
     }
 }
