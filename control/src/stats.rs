@@ -58,6 +58,8 @@ pub struct Counters {
     pub rejected: u64,
     /// Bytes sent to clients.
     pub bytes: u64,
+    /// Sum of request durations, µs (for the Prometheus histogram).
+    pub latency_sum_us: u64,
 }
 
 impl Counters {
@@ -73,6 +75,7 @@ impl Counters {
         self.retries += o.retries;
         self.rejected += o.rejected;
         self.bytes += o.bytes;
+        self.latency_sum_us += o.latency_sum_us;
     }
 }
 
@@ -381,20 +384,27 @@ impl StatsStore {
                 }
             }
             let _ = writeln!(out, "ringway_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {cum}", esc(k));
+            let sum = self.routes[*k].total.latency_sum_us as f64 / 1e6;
+            let _ = writeln!(out, "ringway_request_duration_seconds_sum{{route=\"{}\"}} {sum}", esc(k));
             let _ = writeln!(out, "ringway_request_duration_seconds_count{{route=\"{}\"}} {cum}", esc(k));
         }
+        let labels = |k: &BackendKey| format!("route=\"{}\",backend=\"{}\"", esc(&k.route), esc(&k.backend));
+        let zero = BackendAgg::default();
+        let agg = |k: &BackendKey| self.backends.get(k).unwrap_or(&zero);
         let _ = writeln!(out, "# HELP ringway_backend_requests_total Requests sent to a backend.");
         let _ = writeln!(out, "# TYPE ringway_backend_requests_total counter");
+        for k in backends {
+            let _ = writeln!(out, "ringway_backend_requests_total{{{}}} {}", labels(k), agg(k).requests);
+        }
         let _ = writeln!(out, "# HELP ringway_backend_errors_total Failed attempts on a backend.");
         let _ = writeln!(out, "# TYPE ringway_backend_errors_total counter");
+        for k in backends {
+            let _ = writeln!(out, "ringway_backend_errors_total{{{}}} {}", labels(k), agg(k).errors);
+        }
         let _ = writeln!(out, "# HELP ringway_backend_up 1 when the backend takes traffic.");
         let _ = writeln!(out, "# TYPE ringway_backend_up gauge");
         for k in backends {
-            let a = self.backends.get(k).cloned().unwrap_or_default();
-            let labels = format!("route=\"{}\",backend=\"{}\"", esc(&k.route), esc(&k.backend));
-            let _ = writeln!(out, "ringway_backend_requests_total{{{labels}}} {}", a.requests);
-            let _ = writeln!(out, "ringway_backend_errors_total{{{labels}}} {}", a.errors);
-            let _ = writeln!(out, "ringway_backend_up{{{labels}}} {}", u8::from(states.state_of(k) == "up"));
+            let _ = writeln!(out, "ringway_backend_up{{{}}} {}", labels(k), u8::from(states.state_of(k) == "up"));
         }
         let _ = writeln!(out, "# HELP ringway_open_connections Open client connections.");
         let _ = writeln!(out, "# TYPE ringway_open_connections gauge");

@@ -78,6 +78,7 @@ impl RouteStats {
         c.timeouts += u64::from(o.timeouts);
         c.rejected += u64::from(o.rejected);
         c.bytes += o.bytes;
+        c.latency_sum_us += o.duration_us;
         drop(c);
         self.latency.record(o.duration_us);
     }
