@@ -26,7 +26,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RINGWAY = os.path.join(ROOT, "target", "release", "ringway")
+RINGWAY = os.environ.get("RINGWAY_BIN") or os.path.join(ROOT, "target", "release", "ringway")
 WRK_DIR = os.path.join(ROOT, "scripts", "wrk")
 OUT_DIR = os.path.join(ROOT, "bench-results")
 TICK = os.sysconf("SC_CLK_TCK")

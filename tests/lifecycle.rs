@@ -70,3 +70,34 @@ fn two_workers_serve_requests() {
     }
     assert_eq!(b.request_count(), 40);
 }
+
+/// utime+stime of a process, in clock ticks (1/100 s here).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
+}
+
+#[test]
+fn an_idle_ringway_does_not_spin() {
+    // Regression: a closed channel in the control thread's select made it
+    // busy-loop on a whole core, halving proxy throughput.
+    let b = Backend::respond(200, "ok").start();
+    for admin in [false, true] {
+        let mut cfg = catch_all("ROUND_ROBIN", &[&b]);
+        if admin {
+            cfg["admin"] = json!({"listen": "127.0.0.1:0"});
+        }
+        let rw = Ringway::start_workers(cfg, 2);
+        assert_eq!(get(rw.addr(), "x", "/").status, 200);
+        let before = cpu_ticks(rw.pid());
+        let started = Instant::now();
+        // Bounded: the idle window is one second of wall time.
+        while started.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let used = cpu_ticks(rw.pid()) - before;
+        // A spinning thread would use ~100 ticks in that second.
+        assert!(used < 30, "ringway used {used} ticks of CPU while idle (admin: {admin})");
+    }
+}

@@ -512,7 +512,7 @@ impl Controller {
         if let Err(e) = &resolver {
             tracing::error!(error = %e, "resolver did not start");
         }
-        let (admin_tx, admin_rx) = crossbeam_channel::bounded::<AdminCall>(64);
+        let (admin_tx, mut admin_rx) = crossbeam_channel::bounded::<AdminCall>(64);
         if let Some((listener, settings)) = self.admin.take() {
             let spawned = std::thread::Builder::new()
                 .name("ringway-admin".into())
@@ -523,8 +523,12 @@ impl Controller {
                 return;
             }
         } else {
+            // No listener: a closed channel would make `select!` spin.
             drop(admin_tx);
+            admin_rx = crossbeam_channel::never();
         }
+        let mut probe_rx = probe_rx;
+        let mut resolved_rx = resolved_rx;
         let _ = ready.send(Ok(()));
         loop {
             let wait = self
@@ -537,10 +541,19 @@ impl Controller {
                     Ok(ev) => self.on_event(ev),
                     Err(_) => break,
                 },
-                recv(probe_rx) -> r => if let Ok(r) = r { self.on_probe(r) },
-                recv(admin_rx) -> call => if let Ok(call) = call { self.on_admin(call) },
-                recv(resolved_rx) -> r => if let Ok(r) = r {
-                    if r != self.resolved {
+                // A helper thread that ended closes its channel: stop
+                // selecting on it (a closed channel is always ready).
+                recv(probe_rx) -> r => match r {
+                    Ok(r) => self.on_probe(r),
+                    Err(_) => probe_rx = crossbeam_channel::never(),
+                },
+                recv(admin_rx) -> call => match call {
+                    Ok(call) => self.on_admin(call),
+                    Err(_) => admin_rx = crossbeam_channel::never(),
+                },
+                recv(resolved_rx) -> r => match r {
+                    Err(_) => resolved_rx = crossbeam_channel::never(),
+                    Ok(r) if r != self.resolved => {
                         tracing::info!("backend addresses changed: publishing");
                         self.resolved = r;
                         if let Err(e) = self.publish() {
@@ -550,6 +563,7 @@ impl Controller {
                             let _ = tx.send(self.probe_targets());
                         }
                     }
+                    Ok(_) => {}
                 },
                 recv(self.cmds) -> cmd => match cmd {
                     Ok(ControlCmd::Reload(routes)) => self.on_reload(routes),

@@ -129,6 +129,8 @@ pub struct Bufs {
 pub const BUF_SIZE: usize = 16 * 1024;
 /// Buffer sets always kept for reuse.
 const MIN_POOLED_BUFS: usize = 8;
+/// Idle ticks over which the buffer pool remembers its peak use.
+const PEAK_TICKS: usize = 8;
 
 impl Bufs {
     fn new() -> Bufs {
@@ -170,7 +172,11 @@ pub struct Worker {
     open: Cell<usize>,
     bufs: RefCell<Vec<Bufs>>,
     bufs_in_use: Cell<usize>,
+    /// Most sets in use at once during the current tick.
     bufs_peak: Cell<usize>,
+    /// That figure for the last `PEAK_TICKS` ticks.
+    bufs_ring: RefCell<[usize; PEAK_TICKS]>,
+    bufs_tick: Cell<usize>,
     /// Heap slots for connections' active phases.
     pub slots: slot::Slots,
     /// Idle keep-alive deadlines.
@@ -244,6 +250,8 @@ impl Worker {
             bufs: RefCell::new(Vec::new()),
             bufs_in_use: Cell::new(0),
             bufs_peak: Cell::new(0),
+            bufs_ring: RefCell::new([0; PEAK_TICKS]),
+            bufs_tick: Cell::new(0),
             slots: slot::Slots::default(),
             idle: idle::IdleTimers::default(),
             rid_prefix: seed.wrapping_mul(0x9E37_79B9) ^ (index as u32),
@@ -272,7 +280,8 @@ impl Worker {
     pub fn put_bufs(&self, mut b: Bufs) {
         self.bufs_in_use.set(self.bufs_in_use.get().saturating_sub(1));
         let mut pool = self.bufs.borrow_mut();
-        if pool.len() + self.bufs_in_use.get() >= self.bufs_peak.get().max(MIN_POOLED_BUFS) {
+        let cap = self.bufs_ring.borrow().iter().copied().max().unwrap_or(0).max(self.bufs_peak.get());
+        if pool.len() + self.bufs_in_use.get() >= cap.max(MIN_POOLED_BUFS) {
             return;
         }
         for v in [&mut b.rbuf, &mut b.ubuf] {
@@ -287,23 +296,28 @@ impl Worker {
         pool.push(b);
     }
 
-    /// Lets the buffer pool follow load down: the remembered peak decays by
-    /// an eighth per call (every idle tick) towards what is in use now, and
-    /// the pool drops what the peak no longer covers (a burst of concurrent
-    /// requests must not pin its memory forever).
+    /// Lets the buffer pool follow load down. Called every idle tick: the
+    /// pool's cap is the most sets in use at once over the last
+    /// `PEAK_TICKS` ticks, so a steady load keeps its sets (no churn) and a
+    /// receding burst gives its memory back about two seconds later.
     pub fn trim_bufs(&self) {
         let in_use = self.bufs_in_use.get();
-        let peak = self.bufs_peak.get();
-        let next = in_use.max(peak - peak / 8).max(MIN_POOLED_BUFS);
-        self.bufs_peak.set(if in_use == 0 && peak <= MIN_POOLED_BUFS * 2 { MIN_POOLED_BUFS } else { next });
-        let keep = self.bufs_peak.get().saturating_sub(in_use);
+        let mut ring = self.bufs_ring.borrow_mut();
+        let tick = self.bufs_tick.get();
+        ring[tick % PEAK_TICKS] = self.bufs_peak.get();
+        self.bufs_tick.set(tick.wrapping_add(1));
+        // The next tick's window starts with what is in use now.
+        self.bufs_peak.set(in_use);
+        let cap = ring.iter().copied().max().unwrap_or(0).max(MIN_POOLED_BUFS);
+        drop(ring);
+        let keep = cap.saturating_sub(in_use);
         let mut pool = self.bufs.borrow_mut();
         let freed = pool.len().saturating_sub(keep);
         pool.truncate(keep);
         drop(pool);
-        if freed >= 8 {
+        if freed >= 8 && cap == MIN_POOLED_BUFS {
             // Hand the freed buffers' pages back to the system; glibc keeps
-            // them otherwise. Rare: only when a burst recedes.
+            // them otherwise. Rare: only when a burst has fully receded.
             // SAFETY: malloc_trim has no preconditions.
             unsafe {
                 libc::malloc_trim(0);
