@@ -149,9 +149,13 @@ class Backend:
         self.port = free_port()
         root = os.path.join(tmp, "www")
         os.makedirs(root, exist_ok=True)
+        # nginx workers run as an unprivileged user: the files must be readable.
+        os.chmod(tmp, 0o755)
+        os.chmod(root, 0o755)
         for name, size in (("4k", 4096), ("64k", 65536)):
             with open(os.path.join(root, name), "wb") as f:
                 f.write(b"x" * size)
+            os.chmod(os.path.join(root, name), 0o644)
         conf = os.path.join(tmp, "backend.conf")
         with open(conf, "w") as f:
             f.write(f"""worker_processes 1; daemon off; pid {tmp}/backend.pid; error_log {tmp}/backend.err warn;

@@ -20,5 +20,6 @@ pub mod http;
 pub mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;
 pub mod worker;

@@ -488,3 +488,70 @@ fn sighup_applies_the_config_files_routes() {
     }
     assert_eq!(served(&rw, "z.example", "/"), "a");
 }
+
+/// A self-signed certificate and key from the openssl command line
+/// (scripts/test.sh installs openssl).
+fn openssl_cert(dir: &std::path::Path, name: &str, cn: &str) -> (String, String) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.crt"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+        .arg("-subj")
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs (scripts/test.sh installs it)");
+    assert!(status.success(), "openssl failed");
+    (std::fs::read_to_string(cert).unwrap(), std::fs::read_to_string(key).unwrap())
+}
+
+#[test]
+fn certificates_are_validated_stored_and_never_shown() {
+    let dir = TempDir::new("certs");
+    let (cert_a, key_a) = openssl_cert(dir.path(), "a", "a.example");
+    let (cert_b, key_b) = openssl_cert(dir.path(), "b", "b.example");
+    let cfg_path = dir.join("edge.json");
+    let cfg = admin_config(vec![route("a.example", "ROUND_ROBIN", vec![])]);
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let mut rw = Ringway::start_at(&cfg_path, 1, &[]);
+    let api = rw.api();
+
+    let r = api
+        .post("/api/v1/certificates", &json!({"domain": "A.example", "cert": cert_a, "key": key_a}))
+        .expect(201, "a valid certificate");
+    assert_eq!(r.json["domain"], "a.example");
+    assert!(r.json["notAfter"].as_i64().unwrap_or(0) > 0, "{}", r.json);
+    // The wrong key, garbage, a bad domain, unknown fields: 400 naming the field.
+    let r = api
+        .post("/api/v1/certificates", &json!({"domain": "b.example", "cert": cert_b, "key": key_a}))
+        .expect(400, "a key that does not match");
+    assert_eq!(r.json["field"], "key", "{}", r.json);
+    let r = api
+        .post("/api/v1/certificates", &json!({"domain": "b.example", "cert": "junk", "key": key_b}))
+        .expect(400, "not a certificate");
+    assert_eq!(r.json["field"], "cert", "{}", r.json);
+    let r = api
+        .post("/api/v1/certificates", &json!({"domain": "bad domain", "cert": cert_b, "key": key_b}))
+        .expect(400, "a bad domain");
+    assert_eq!(r.json["field"], "domain", "{}", r.json);
+    api.post("/api/v1/certificates", &json!({"domain": "b.example", "cert": cert_b, "key": key_b, "x": 1}))
+        .expect(400, "an unknown field");
+    // Listed without keys; the key never appears in any response.
+    let list = api.get("/api/v1/certificates").expect(200, "list");
+    assert_eq!(list.json.as_array().map(Vec::len), Some(1), "{}", list.json);
+    for path in ["/api/v1/certificates", "/api/v1/config"] {
+        let body = api.get(path).json.to_string();
+        assert!(!body.contains("PRIVATE KEY"), "{path} shows a private key");
+    }
+    // Kept across a restart (in the 0600 state file), and removable.
+    rw.stop();
+    let rw = Ringway::start_at(&cfg_path, 1, &[]);
+    let api = rw.api();
+    assert_eq!(api.get("/api/v1/certificates").json[0]["domain"], "a.example");
+    api.delete("/api/v1/certificates/a.example").expect(204, "delete");
+    api.delete("/api/v1/certificates/a.example").expect(404, "delete again");
+}

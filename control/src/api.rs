@@ -70,12 +70,31 @@ pub enum Outcome {
     },
 }
 
+/// Checks a certificate (parses, key matches, not expired): its expiry in
+/// seconds since the epoch, or what is wrong and with which field.
+pub type CertCheck<'a> = &'a dyn Fn(&str, &str) -> Result<i64, (&'static str, String)>;
+
 /// What the handler needs besides the state.
 pub struct ApiContext<'a> {
     /// What routes inherit.
     pub defaults: &'a RouteDefaults,
     /// The static part of the config (listeners, limits…), secrets redacted.
     pub static_config: &'a Value,
+    /// The certificate check (crypto lives outside this crate).
+    pub check_certificate: CertCheck<'a>,
+}
+
+/// `POST /certificates` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    domain: String,
+    key: String,
+    cert: String,
+}
+
+fn certificates_json(state: &State) -> Value {
+    Value::Array(state.certificates.iter().map(|(d, c)| json!({"domain": d, "notAfter": c.not_after})).collect())
 }
 
 fn err(status: u16, error: &'static str, field: Option<String>, message: impl Into<String>) -> Outcome {
@@ -269,11 +288,49 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
             }
             _ => err(404, "notFound", None, "no such backend"),
         },
+        ("GET", ["certificates"]) => Outcome::Reply(ApiResponse::json(200, certificates_json(state))),
+        ("POST", ["certificates"]) => {
+            let raw: RawCertificate = match parse_body(req) {
+                Ok(r) => r,
+                Err(o) => return o,
+            };
+            let domain = raw.domain.trim_end_matches('.').to_ascii_lowercase();
+            let valid_domain = match domain.strip_prefix("*.") {
+                Some(rest) => crate::model::valid_dns_name(rest),
+                None => crate::model::valid_dns_name(&domain),
+            };
+            if !valid_domain {
+                return err(
+                    400,
+                    "invalidField",
+                    Some("domain".into()),
+                    format!("{:?} is not a domain name", raw.domain),
+                );
+            }
+            match (ctx.check_certificate)(&raw.cert, &raw.key) {
+                Err((field, message)) => err(400, "invalidField", Some(field.into()), message),
+                Ok(not_after) => {
+                    let certificate = crate::state::Certificate { cert_pem: raw.cert, key_pem: raw.key, not_after };
+                    let body = json!({"domain": domain, "notAfter": not_after});
+                    commit(Change::PutCertificate { domain, certificate }, ApiResponse::json(201, body))
+                }
+            }
+        }
+        ("DELETE", ["certificates", d]) => match percent_decode(d) {
+            Some(d) => commit(
+                Change::DeleteCertificate { domain: d.trim_end_matches('.').to_ascii_lowercase() },
+                ApiResponse::json(204, Value::Null),
+            ),
+            None => err(404, "notFound", None, "no such certificate"),
+        },
+        (_, ["certificates"]) => err(405, "methodNotAllowed", None, "use GET or POST"),
+        (_, ["certificates", _]) => err(405, "methodNotAllowed", None, "use DELETE"),
         ("GET", ["config"]) => {
             let mut cfg = ctx.static_config.clone();
             if let Value::Object(m) = &mut cfg {
                 m.insert("generation".into(), json!(state.generation));
                 m.insert("routes".into(), Value::Array(state.routes.iter().map(route_json).collect()));
+                m.insert("certificates".into(), certificates_json(state));
                 m.insert(
                     "maintenance".into(),
                     Value::Array(state.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect()),
@@ -299,7 +356,8 @@ mod tests {
     fn call(state: &State, method: &str, path: &str, body: &str) -> Outcome {
         let defaults = RouteDefaults::of(&parse_config("{}").expect("valid"));
         let sc = json!({});
-        let ctx = ApiContext { defaults: &defaults, static_config: &sc };
+        let no_certs = |_: &str, _: &str| -> Result<i64, (&'static str, String)> { Err(("cert", "no".into())) };
+        let ctx = ApiContext { defaults: &defaults, static_config: &sc, check_certificate: &no_certs };
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         handle(
             state,

@@ -4,7 +4,7 @@
 //! state rebuilds the same state (a property tested below), and the state
 //! file is this state serialised.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
@@ -81,6 +81,18 @@ pub enum Change {
         /// Maintenance on.
         dead: bool,
     },
+    /// Store (or replace) the certificate for a domain.
+    PutCertificate {
+        /// Domain (`example.com` or `*.example.com`), lowercased.
+        domain: String,
+        /// The validated certificate.
+        certificate: Certificate,
+    },
+    /// Remove a domain's certificate.
+    DeleteCertificate {
+        /// Domain.
+        domain: String,
+    },
     /// Replace every route (SIGHUP: the config file's routes).
     ReplaceRoutes {
         /// The new routes.
@@ -97,6 +109,26 @@ pub struct State {
     pub routes: Vec<Route>,
     /// Backends in maintenance: (route key, backend id).
     pub maintenance: BTreeSet<(String, String)>,
+    /// Certificates by domain (validated when added).
+    pub certificates: BTreeMap<String, Certificate>,
+}
+
+/// A stored certificate: PEM chain, PEM key (a secret: never in responses
+/// or logs), and its expiry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// Certificate chain, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM.
+    pub key_pem: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate").field("not_after", &self.not_after).field("key_pem", &"<redacted>").finish()
+    }
 }
 
 fn has_backend(r: &Route, id: &str) -> bool {
@@ -111,7 +143,7 @@ pub fn all_backends(r: &Route) -> impl Iterator<Item = &Backend> {
 impl State {
     /// A state holding `routes` at generation 0.
     pub fn new(routes: Vec<Route>) -> State {
-        State { generation: 0, routes, maintenance: BTreeSet::new() }
+        State { generation: 0, routes, maintenance: BTreeSet::new(), certificates: BTreeMap::new() }
     }
 
     /// The route with this key.
@@ -189,6 +221,14 @@ impl State {
                     self.maintenance.remove(&(key.clone(), id.clone()));
                 }
             }
+            Change::PutCertificate { domain, certificate } => {
+                self.certificates.insert(domain.clone(), certificate.clone());
+            }
+            Change::DeleteCertificate { domain } => {
+                if self.certificates.remove(domain).is_none() {
+                    return Err(ApiError::not_found(format!("no certificate for {domain:?}")));
+                }
+            }
             Change::ReplaceRoutes { routes } => {
                 self.routes = routes.clone();
                 let live: BTreeSet<(String, String)> = self
@@ -211,6 +251,8 @@ impl State {
             "generation": self.generation,
             "routes": self.routes.iter().map(route_json).collect::<Vec<_>>(),
             "maintenance": self.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect::<Vec<_>>(),
+            "certificates": self.certificates.iter().map(|(d, c)| json!({"domain": d, "cert": c.cert_pem,
+                "key": c.key_pem, "notAfter": c.not_after})).collect::<Vec<_>>(),
         })
     }
 
@@ -231,6 +273,13 @@ impl State {
                 (m.get("vHost").and_then(Value::as_str), m.get("backend").and_then(Value::as_str))
             {
                 state.maintenance.insert((k.to_string(), id.to_string()));
+            }
+        }
+        for c in v.get("certificates").and_then(Value::as_array).into_iter().flatten() {
+            let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+            if let (Some(d), Some(cert_pem), Some(key_pem)) = (field("domain"), field("cert"), field("key")) {
+                let not_after = c.get("notAfter").and_then(Value::as_i64).unwrap_or(0);
+                state.certificates.insert(d, Certificate { cert_pem, key_pem, not_after });
             }
         }
         state.generation = v.get("generation").and_then(Value::as_u64).unwrap_or(0);

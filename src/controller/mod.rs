@@ -397,7 +397,11 @@ impl Controller {
         } else {
             let defaults = RouteDefaults::of(&self.config);
             let static_config = self.static_config();
-            let ctx = ApiContext { defaults: &defaults, static_config: &static_config };
+            let ctx = ApiContext {
+                defaults: &defaults,
+                static_config: &static_config,
+                check_certificate: &crate::tls::check_certificate,
+            };
             let req = ApiRequest {
                 method: &r.method,
                 path: &r.path,
@@ -642,6 +646,8 @@ fn change_name(c: &Change) -> &'static str {
         Change::AddBackend { .. } => "addBackend",
         Change::DeleteBackend { .. } => "deleteBackend",
         Change::Maintenance { .. } => "maintenance",
+        Change::PutCertificate { .. } => "putCertificate",
+        Change::DeleteCertificate { .. } => "deleteCertificate",
         Change::ReplaceRoutes { .. } => "replaceRoutes",
     }
 }
