@@ -432,6 +432,16 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     meta = {"machine": f"{os.cpu_count()} cores, {os.uname().release}", "rounds": args.rounds,
             "duration_s": args.duration, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    # Keep earlier results for scenarios this run did not measure, so a
+    # partial re-run (--scenarios) refreshes only what it ran.
+    try:
+        with open(os.path.join(OUT_DIR, "summary.json")) as f:
+            old = json.load(f).get("results", [])
+        kept = [r for r in old if r.get("scenario") not in scenarios]
+        order = list(SCENARIOS)
+        results = sorted(kept + results, key=lambda r: order.index(r["scenario"]) if r["scenario"] in order else 99)
+    except (OSError, ValueError):
+        pass
     with open(os.path.join(OUT_DIR, "summary.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     cols = ["scenario", "subject", "rps", "p50_us", "p99_us", "cpu_us_per_req", "rss_kb", "core0_util",

@@ -677,6 +677,20 @@ async fn stream_response(
             send(client, ex, &mut b.scratch, 0, end, client_deadline()).await
         }
         BodyKind::Length(n) => {
+            // A small body that arrived apart from its head (a backend that
+            // writes head and file separately): gather it first, so the
+            // client gets one write instead of two.
+            let whole = extra_start.saturating_add(n as usize);
+            if b.ubuf.len() < whole && whole <= b.ubuf.capacity() {
+                while b.ubuf.len() < whole {
+                    if !matches!(read_more(&mut up.stream, &mut b.ubuf, whole, up_deadline()).await, Read::Data) {
+                        // Nothing reached the client yet, but the backend
+                        // broke off: a truncated answer is worse than none.
+                        ex.status = 502;
+                        return Next::Close;
+                    }
+                }
+            }
             let first = (b.ubuf.len() - extra_start).min(n as usize);
             reusable &= b.ubuf.len() - extra_start == first;
             b.scratch.extend_from_slice(&b.ubuf[extra_start..extra_start + first]);
