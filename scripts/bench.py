@@ -295,6 +295,7 @@ set style fill solid 0.6
 set boxwidth 0.6
 set yrange [0:*]
 set grid ytics
+set xtics font ",8"
 set title "requests/s (higher is better)"
 plot "{dat}" using 0:2:xtic(1) with boxes notitle
 set title "proxy CPU us per request (lower is better)"
