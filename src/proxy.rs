@@ -216,10 +216,7 @@ async fn exchange(
             rejected: ex.rejected,
             duration_us: ex.started.elapsed().as_micros() as u64,
         };
-        match &ex.route {
-            Some(r) => r.stats.record(&outcome),
-            None => w.unrouted.record(&outcome),
-        }
+        w.record_exchange(ex.route.as_deref(), &outcome);
         if let Some(log) = &w.log {
             if b.log.is_empty() {
                 crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), b"-", peer, b"-", b"-");
@@ -413,13 +410,13 @@ async fn handle_request(
         match result {
             Ok((next, rtt)) => {
                 backend.node.finish(rtt, now);
-                backend.stats.record(true, rtt.as_micros() as u64);
+                w.record_attempt(&backend, true, rtt.as_micros() as u64);
                 ex.backend = Some(backend.key.backend.clone());
                 return next;
             }
             Err(e) => {
                 backend.node.finish(now - started, now);
-                backend.stats.record(false, 0);
+                w.record_attempt(&backend, false, 0);
                 if matches!(e.kind, Kind::ConnectTimeout | Kind::ResponseTimeout) {
                     ex.timeouts += 1;
                 }

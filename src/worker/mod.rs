@@ -163,6 +163,11 @@ pub struct Worker {
     route_stats: RefCell<HashMap<Arc<str>, Rc<stats::RouteStats>>>,
     /// Requests answered before a route was known (400s, 404s).
     pub unrouted: stats::RouteStats,
+    /// Routes and backends counted since their last delta, in order: the
+    /// periodic flush takes a bounded batch, so 10,000 busy routes never
+    /// stall the worker at once.
+    dirty_routes: RefCell<std::collections::VecDeque<(Arc<str>, Rc<stats::RouteStats>)>>,
+    dirty_backends: RefCell<std::collections::VecDeque<Rc<Backend>>>,
     backends: RefCell<HashMap<BackendKey, Rc<Backend>>>,
     pools: RefCell<HashMap<SocketAddr, Rc<ConnPool>>>,
     /// Set once shutdown starts.
@@ -236,6 +241,8 @@ impl Worker {
             admissions: RefCell::new(HashMap::new()),
             route_stats: RefCell::new(HashMap::new()),
             unrouted: stats::RouteStats::default(),
+            dirty_routes: RefCell::new(std::collections::VecDeque::new()),
+            dirty_backends: RefCell::new(std::collections::VecDeque::new()),
             active: RefCell::new(Rc::new(Active {
                 generation: 0,
                 router: Router::default(),
@@ -466,34 +473,69 @@ impl Worker {
         self.open.get()
     }
 
+    /// Counts a finished exchange on its route (or as unrouted).
+    pub fn record_exchange(&self, route: Option<&RouteRt>, o: &stats::Outcome) {
+        match route {
+            Some(r) => {
+                if r.stats.record(o) {
+                    self.dirty_routes.borrow_mut().push_back((r.key.clone(), r.stats.clone()));
+                }
+            }
+            None => {
+                self.unrouted.record(o);
+            }
+        }
+    }
+
+    /// Counts one attempt on a backend.
+    pub fn record_attempt(&self, b: &Rc<Backend>, ok: bool, head_us: u64) {
+        if b.stats.record(ok, head_us) {
+            self.dirty_backends.borrow_mut().push_back(b.clone());
+        }
+    }
+
     /// Whether any counter moved since the last delta.
     fn stats_dirty(&self) -> bool {
-        self.backends.borrow().values().any(|b| b.stats.dirty.get() || b.node.inflight() > 0)
-            || self.route_stats.borrow().values().any(|r| r.latency_dirty())
+        !self.dirty_routes.borrow().is_empty()
+            || !self.dirty_backends.borrow().is_empty()
             || self.unrouted.latency_dirty()
     }
 
-    /// Everything counted since the last delta (zeroes the counters).
-    pub fn stats_delta(&self) -> control::stats::StatsDelta {
+    /// What was counted since the last delta, at most `batch` routes and
+    /// backends of it (zeroes what it takes). With `all`, everything, plus
+    /// the in-flight level of every busy backend.
+    pub fn stats_delta(&self, batch: usize, all: bool) -> control::stats::StatsDelta {
         let mut d = control::stats::StatsDelta::default();
-        for (key, r) in self.route_stats.borrow().iter() {
+        let mut routes = self.dirty_routes.borrow_mut();
+        let n = if all { routes.len() } else { batch.min(routes.len()) };
+        for (key, r) in routes.drain(..n) {
             if let Some((counters, latency)) = r.take() {
-                d.routes.push(control::stats::RouteDelta { key: key.clone(), counters, latency });
+                d.routes.push(control::stats::RouteDelta { key, counters, latency });
             }
         }
+        drop(routes);
         if let Some((c, _)) = self.unrouted.take() {
             d.unrouted = c;
         }
-        for b in self.backends.borrow().values() {
-            let inflight = b.node.inflight();
-            if b.stats.dirty.replace(false) || inflight > 0 {
-                d.backends.push(control::stats::BackendDelta {
-                    key: b.key.clone(),
-                    requests: b.stats.requests.replace(0),
-                    errors: b.stats.errors.replace(0),
-                    inflight,
-                    latency: b.stats.latency.take(),
-                });
+        let backend_delta = |b: &Backend| control::stats::BackendDelta {
+            key: b.key.clone(),
+            requests: b.stats.requests.replace(0),
+            errors: b.stats.errors.replace(0),
+            inflight: b.node.inflight(),
+            latency: b.stats.latency.take(),
+        };
+        let mut backends = self.dirty_backends.borrow_mut();
+        let n = if all { backends.len() } else { batch.min(backends.len()) };
+        for b in backends.drain(..n) {
+            b.stats.dirty.set(false);
+            d.backends.push(backend_delta(&b));
+        }
+        drop(backends);
+        if all {
+            for b in self.backends.borrow().values() {
+                if b.node.inflight() > 0 && !d.backends.iter().any(|x| x.key == b.key) {
+                    d.backends.push(backend_delta(b));
+                }
             }
         }
         d.open_connections = self.open.get() as u64;
@@ -501,7 +543,8 @@ impl Worker {
     }
 
     fn send_stats(&self, id: Option<u64>) {
-        let delta = Box::new(self.stats_delta());
+        // On demand (an id): everything, so totals are exact; periodic: a batch.
+        let delta = Box::new(self.stats_delta(STATS_BATCH, id.is_some()));
         let _ = self.events.send(WorkerEvent::Stats { worker: self.index, id, delta });
     }
 }
@@ -640,10 +683,14 @@ async fn flush_log(worker: Rc<Worker>) {
     }
 }
 
-/// Ships counters to the control thread once a second while they move.
+/// Routes (and backends) per periodic stats delta.
+const STATS_BATCH: usize = 2000;
+
+/// Ships counters to the control thread in bounded batches, four times a
+/// second while they move.
 async fn flush_stats(worker: Rc<Worker>) {
     while !worker.drain.is_fired() {
-        monoio::time::sleep(Duration::from_secs(1)).await;
+        monoio::time::sleep(Duration::from_millis(250)).await;
         if worker.stats_dirty() {
             worker.send_stats(None);
         }

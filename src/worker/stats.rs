@@ -60,9 +60,10 @@ pub struct Outcome {
 }
 
 impl RouteStats {
-    /// Counts one finished exchange.
-    pub fn record(&self, o: &Outcome) {
-        self.dirty.set(true);
+    /// Counts one finished exchange; `true` when this made it dirty (the
+    /// caller queues it for the next delta).
+    pub fn record(&self, o: &Outcome) -> bool {
+        let newly = !self.dirty.replace(true);
         let mut c = self.c.borrow_mut();
         c.requests += 1;
         if (100..600).contains(&o.status) {
@@ -81,6 +82,7 @@ impl RouteStats {
         c.latency_sum_us += o.duration_us;
         drop(c);
         self.latency.record(o.duration_us);
+        newly
     }
 
     /// Whether anything was counted since the last take.
@@ -111,14 +113,15 @@ pub struct BackendStats {
 }
 
 impl BackendStats {
-    /// Counts one attempt.
-    pub fn record(&self, ok: bool, head_us: u64) {
-        self.dirty.set(true);
+    /// Counts one attempt; `true` when this made it dirty.
+    pub fn record(&self, ok: bool, head_us: u64) -> bool {
+        let newly = !self.dirty.replace(true);
         self.requests.set(self.requests.get() + 1);
         if ok {
             self.latency.record(head_us);
         } else {
             self.errors.set(self.errors.get() + 1);
         }
+        newly
     }
 }
