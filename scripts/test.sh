@@ -27,5 +27,15 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "== clippy is not installed: lint skipped" >&2
 fi
-echo "== cargo test"
-cargo test --workspace --all-targets 2>&1
+echo "== cargo test (unit, integration, and every bench in smoke mode)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+echo
+echo "tests: $passed passed, $failed failed"
+exit "$status"
