@@ -7,16 +7,18 @@ use std::cell::{Cell, RefCell};
 use control::stats::{bucket_of, Counters, BUCKETS};
 
 /// A lazily allocated latency histogram (one allocation per route or
-/// backend lifetime, none per request).
+/// backend lifetime, none per request). u32 counts: it is emptied every
+/// stats flush (a quarter second), far below 2^32 requests.
 #[derive(Default)]
-pub struct Latency(RefCell<Option<Box<[u64; BUCKETS]>>>);
+pub struct Latency(RefCell<Option<Box<[u32; BUCKETS]>>>);
 
 impl Latency {
     /// Counts one sample.
     pub fn record(&self, us: u64) {
         let mut h = self.0.borrow_mut();
         let counts = h.get_or_insert_with(|| Box::new([0; BUCKETS]));
-        counts[bucket_of(us)] += 1;
+        let c = &mut counts[bucket_of(us)];
+        *c = c.saturating_add(1);
     }
 
     /// Non-zero buckets since the last take; zeroes them.
@@ -25,7 +27,7 @@ impl Latency {
         if let Some(counts) = self.0.borrow_mut().as_mut() {
             for (i, c) in counts.iter_mut().enumerate() {
                 if *c > 0 {
-                    out.push((i as u16, *c));
+                    out.push((i as u16, u64::from(*c)));
                     *c = 0;
                 }
             }
