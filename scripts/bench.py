@@ -351,7 +351,8 @@ def idle_memory(subjects, conns):
                             pending.pop(key.fileobj.fileno(), None)
                 if pending:
                     raise SystemExit(f"idle-memory: {subject}: {len(pending)} connections got no response")
-                time.sleep(1.0)
+                # Idle means idle: let pools and timers settle before reading RSS.
+                time.sleep(3.0)
                 after = rss_kb(proc.pid)
                 per = (after - before) * 1024 / conns
                 rows.append({"subject": subject, "connections": conns, "rss_before_kb": before,

@@ -139,11 +139,11 @@ fn request_id_of<'a>(buf: &'a [u8], headers: &[crate::http::HeaderSpan]) -> Opti
 /// Serves one client connection until it closes, errs or drains.
 pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
-    let mut bufs: Option<Bufs> = None;
+    // Boxed (pooled boxes): the connection's idle state holds a pointer.
+    let mut bufs: Option<Box<Bufs>> = None;
     let mut first = true;
     let accepted = Instant::now();
     loop {
-        let timeouts = w.active().timeouts;
         let pipelined = bufs.as_ref().is_some_and(|b| !b.rbuf.is_empty());
         if !pipelined {
             if let Some(b) = bufs.take() {
@@ -153,6 +153,7 @@ pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAdd
                 return;
             }
             // Wait for the next request without holding a buffer.
+            let timeouts = w.active().timeouts;
             let wait = if first { timeouts.client_head } else { timeouts.idle };
             let ready = monoio::select! {
                 r = client.readable(false) => r.is_ok(),
@@ -163,7 +164,7 @@ pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAdd
             }
         }
         let b = bufs.take().unwrap_or_else(|| w.take_bufs());
-        let head_deadline = if first { accepted } else { Instant::now() } + timeouts.client_head;
+        let head_deadline = if first { accepted } else { Instant::now() } + w.active().timeouts.client_head;
         first = false;
         // The request runs in a pooled heap slot: between requests this
         // connection holds only its socket and a readiness wait.
@@ -179,7 +180,7 @@ pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAdd
                 w.put_bufs(b);
                 // Boxed: upgrades are rare, and inline the tunnel would grow
                 // every idle connection's state.
-                Box::pin(tunnel(client, upstream, timeouts.idle)).await;
+                Box::pin(tunnel(client, upstream, w.active().timeouts.idle)).await;
                 return;
             }
         }
@@ -192,9 +193,9 @@ async fn exchange(
     w: Rc<Worker>,
     mut client: TcpStream,
     peer: SocketAddr,
-    mut b: Bufs,
+    mut b: Box<Bufs>,
     head_deadline: Instant,
-) -> (TcpStream, Bufs, Next) {
+) -> (TcpStream, Box<Bufs>, Next) {
     let mut ex = Exchange {
         status: 0,
         bytes: 0,

@@ -175,7 +175,7 @@ pub struct Worker {
     /// Fired when draining and the last connection closed.
     all_closed: LocalSignal,
     open: Cell<usize>,
-    bufs: RefCell<Vec<Bufs>>,
+    bufs: RefCell<Vec<Box<Bufs>>>,
     bufs_in_use: Cell<usize>,
     /// Most sets in use at once during the current tick.
     bufs_peak: Cell<usize>,
@@ -272,19 +272,19 @@ impl Worker {
     }
 
     /// Lends a set of buffers.
-    pub fn take_bufs(&self) -> Bufs {
+    pub fn take_bufs(&self) -> Box<Bufs> {
         let n = self.bufs_in_use.get() + 1;
         self.bufs_in_use.set(n);
         if n > self.bufs_peak.get() {
             self.bufs_peak.set(n);
         }
-        self.bufs.borrow_mut().pop().unwrap_or_else(Bufs::new)
+        self.bufs.borrow_mut().pop().unwrap_or_else(|| Box::new(Bufs::new()))
     }
 
     /// Returns lent buffers (cleared; oversized ones are shrunk). The pool
     /// keeps as many sets as were in use at the recent peak, so a steady
     /// load allocates none; `trim_bufs` lets that peak decay.
-    pub fn put_bufs(&self, mut b: Bufs) {
+    pub fn put_bufs(&self, mut b: Box<Bufs>) {
         self.bufs_in_use.set(self.bufs_in_use.get().saturating_sub(1));
         let mut pool = self.bufs.borrow_mut();
         let cap = self.bufs_ring.borrow().iter().copied().max().unwrap_or(0).max(self.bufs_peak.get());
