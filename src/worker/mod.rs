@@ -175,6 +175,9 @@ pub struct Worker {
     /// Fired when draining and the last connection closed.
     all_closed: LocalSignal,
     open: Cell<usize>,
+    // Boxed on purpose: sets are lent out by pointer so that an idle
+    // connection's state stays small.
+    #[allow(clippy::vec_box)]
     bufs: RefCell<Vec<Box<Bufs>>>,
     bufs_in_use: Cell<usize>,
     /// Most sets in use at once during the current tick.
