@@ -314,12 +314,12 @@ async fn handle_request(
             r.clone()
         }
         None => {
-            return fail(client, b, ex, &req, ProxyError::new(Kind::NoRoute, "no route for host"), !has_body, idle)
-                .await
+            let keep = (!has_body).then_some(req.head_len);
+            return fail(client, b, ex, &req, ProxyError::new(Kind::NoRoute, "no route for host"), keep, idle).await;
         }
     };
     if req.method == Method::Connect {
-        return fail(client, b, ex, &req, ProxyError::new(Kind::MethodNotAllowed, "CONNECT"), false, idle).await;
+        return fail(client, b, ex, &req, ProxyError::new(Kind::MethodNotAllowed, "CONNECT"), None, idle).await;
     }
     let max_body = route.cfg.max_body_bytes;
     if let BodyKind::Length(n) = req.body {
@@ -330,7 +330,7 @@ async fn handle_request(
                 ex,
                 &req,
                 ProxyError::new(Kind::BodyTooLarge, "content-length over limit"),
-                false,
+                None,
                 idle,
             )
             .await;
@@ -349,7 +349,7 @@ async fn handle_request(
                     decoder = Some(d);
                     Held { len: used, complete: done }
                 }
-                Err(e) => return fail(client, b, ex, &req, chunk_error(e), false, idle).await,
+                Err(e) => return fail(client, b, ex, &req, chunk_error(e), None, idle).await,
             }
         }
     };
@@ -380,7 +380,8 @@ async fn handle_request(
         None => {
             ex.rejected = true;
             let err = ProxyError::new(Kind::Overloaded, "admission queue full or wait expired");
-            return fail(client, b, ex, &req, err, held.complete, idle).await;
+            let keep = held.complete.then_some(req.head_len + held.len);
+            return fail(client, b, ex, &req, err, keep, idle).await;
         }
     };
     b.out.clear();
@@ -438,7 +439,8 @@ async fn handle_request(
     }
     let err = last.unwrap_or(ProxyError::new(Kind::NoBackend, "no backend is up"));
     // The body was consumed (held or streamed): keep-alive only if it was all here.
-    fail(client, b, ex, &req, err, held.complete, idle).await
+    // The request's bytes already left rbuf (they were copied to `out`).
+    fail(client, b, ex, &req, err, held.complete.then_some(0), idle).await
 }
 
 fn parse_status(e: &ParseError) -> u16 {
@@ -459,14 +461,23 @@ async fn fail(
     ex: &mut Exchange,
     req: &RequestHead,
     err: ProxyError,
-    keep: bool,
+    keep: Option<usize>,
     idle: Duration,
 ) -> Next {
-    let keep = keep && req.keep_alive && req.version_minor == 1;
-    if !respond_error(client, b, ex, err.status(), !keep, idle).await || !keep {
+    // `keep`: how many bytes of `rbuf` this request used, when the
+    // connection may stay open (the body was wholly in the buffer). They are
+    // dropped so that the next parse starts at the next request.
+    let keep = keep.filter(|_| req.keep_alive && req.version_minor == 1);
+    if !respond_error(client, b, ex, err.status(), keep.is_none(), idle).await {
         return Next::Close;
     }
-    Next::KeepAlive
+    match keep {
+        Some(used) => {
+            b.rbuf.drain(..used.min(b.rbuf.len()));
+            Next::KeepAlive
+        }
+        None => Next::Close,
+    }
 }
 
 /// One attempt on one backend. `Err` only while nothing has reached the

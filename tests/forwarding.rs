@@ -369,3 +369,34 @@ fn websocket_upgrade_tunnels_bytes_both_ways() {
     assert_eq!(seen[0].header("upgrade").as_deref(), Some("websocket"));
     assert!(seen[0].header("connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")));
 }
+
+#[test]
+fn an_error_on_a_keep_alive_connection_is_answered_once() {
+    // Regression: a 404 (or an admission 503) kept the connection open but
+    // left the request in the buffer, so it was answered again and again.
+    let b = Backend::respond(200, "ok").start();
+    let rw = Ringway::start(config(vec![route("known.example", "ROUND_ROBIN", vec![b.config()])]));
+    let mut c = Client::connect(rw.addr());
+    assert_eq!(c.get("unknown.example", "/").status, 404);
+    let r = c.get("known.example", "/");
+    assert_eq!((r.status, r.text()), (200, "ok".to_string()), "the next request on the connection");
+    assert_eq!(c.get("unknown.example", "/again").status, 404);
+    assert_eq!(c.get("known.example", "/").status, 200);
+}
+
+#[test]
+fn an_admission_refusal_keeps_the_connection_usable() {
+    let slow = Backend::respond(200, "slow").delayed(std::time::Duration::from_millis(400)).start();
+    let mut cfg = config(vec![route("q.example", "ROUND_ROBIN", vec![slow.config()])]);
+    cfg["routes"][0]["reqActiveLength"] = json!(1);
+    cfg["routes"][0]["reqQueueLength"] = json!(0);
+    let rw = Ringway::start_workers(cfg, 1);
+    let addr = rw.addr();
+    let first = std::thread::spawn(move || get(addr, "q.example", "/first").status);
+    slow.wait_for_requests(1, std::time::Duration::from_secs(5));
+    let mut c = Client::connect(rw.addr());
+    assert_eq!(c.get("q.example", "/refused").status, 503);
+    assert_eq!(first.join().unwrap(), 200);
+    let r = c.get("q.example", "/after");
+    assert_eq!((r.status, r.text()), (200, "slow".to_string()), "the same connection serves the next request");
+}
