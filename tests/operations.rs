@@ -135,7 +135,8 @@ fn try_get(addr: std::net::SocketAddr) -> Option<Response> {
 #[test]
 fn connections_over_max_connections_are_closed_at_once() {
     let b = Backend::respond(200, "ok").start();
-    let rw = Ringway::start(set(catch_all("ROUND_ROBIN", &[&b]), "limits", "maxConnections", json!(3)));
+    let cfg = with_admin(set(catch_all("ROUND_ROBIN", &[&b]), "limits", "maxConnections", json!(3)), None);
+    let rw = Ringway::start(cfg);
     let mut open: Vec<Client> = (0..3)
         .map(|i| {
             let mut c = Client::connect(rw.addr());
@@ -148,6 +149,9 @@ fn connections_over_max_connections_are_closed_at_once() {
     let t0 = Instant::now();
     assert!(fourth.closed_within(Duration::from_secs(2)), "a 4th connection was not closed within 2 s");
     assert!(t0.elapsed() < Duration::from_secs(2));
+    // Counted (the admin listener is not subject to the proxy's limit).
+    let stats = rw.api().get("/api/v1/stats").expect(200, "stats");
+    assert!(stats.json["rejectedConnections"].as_u64().unwrap_or(0) >= 1, "{}", stats.json);
     // The three admitted connections still work.
     for (i, c) in open.iter_mut().enumerate() {
         assert_eq!(c.get("x", &format!("/still-{i}")).status, 200, "connection {i} after the 4th was refused");

@@ -72,7 +72,7 @@ pub struct Controller {
     workers: Vec<InboxSender>,
     events: Receiver<WorkerEvent>,
     cmds: Receiver<ControlCmd>,
-    #[allow(dead_code)]
+    /// Cross-worker counters (connections refused by maxConnections).
     shared: Arc<Shared>,
     health: HashMap<BackendKey, HealthState>,
     resolved: Vec<(String, u16, SocketAddr)>,
@@ -356,7 +356,12 @@ impl Controller {
             };
         }
         match path.strip_prefix("/api/v1/stats").map(|r| r.trim_matches('/')) {
-            Some("") => AdminReply::json(200, &self.stats.json(now, &keys, &view)),
+            Some("") => {
+                let mut v = self.stats.json(now, &keys, &view);
+                v["rejectedConnections"] =
+                    serde_json::json!(self.shared.rejected_connections.load(std::sync::atomic::Ordering::Relaxed));
+                AdminReply::json(200, &v)
+            }
             Some(v) => match VHost::parse(v).map(|h| h.key()).filter(|k| self.state.route(k).is_some()) {
                 Some(k) => AdminReply::json(200, &self.stats.route_json(&k, now, &keys, &view)),
                 None => AdminReply::json(

@@ -86,11 +86,6 @@ impl ConnPool {
         idle.push_back((stream, now));
     }
 
-    /// Idle connections held.
-    pub fn idle_count(&self) -> usize {
-        self.idle.borrow().len()
-    }
-
     /// Closes every idle connection.
     pub fn clear_idle(&self) {
         self.idle.borrow_mut().clear();
