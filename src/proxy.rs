@@ -127,6 +127,46 @@ async fn send(
     ok
 }
 
+/// The last bytes of a response after which the connection closes: written
+/// at once from this thread (a non-blocking `send`), then the FIN follows
+/// with `shutdown`, so the client sees the end of the response and the end
+/// of the stream together and this side, not the client, closes first (the
+/// closing side carries the TIME_WAIT work; when the client closed first,
+/// its TIME_WAIT was processed on our core). What the socket does not take
+/// at once goes the usual way.
+async fn send_final(
+    client: &mut TcpStream,
+    ex: &mut Exchange,
+    buf: &mut Vec<u8>,
+    start: usize,
+    end: usize,
+    deadline: Instant,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = client.as_raw_fd();
+    let mut pos = start;
+    while pos < end {
+        let rest = &buf[pos..end];
+        // SAFETY: `fd` is the open socket `client` owns; `rest` is a live slice.
+        let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n > 0 {
+            pos += n as usize;
+            continue;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break;
+    }
+    ex.bytes += (pos - start) as u64;
+    if pos < end && !send(client, ex, buf, pos, end, deadline).await {
+        return false;
+    }
+    // SAFETY: as above; shutting down the write half only sends a FIN.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    true
+}
+
 /// The client's own X-Request-Id value, if it sent one.
 fn request_id_of<'a>(buf: &'a [u8], headers: &[crate::http::HeaderSpan]) -> Option<&'a [u8]> {
     headers
@@ -244,8 +284,12 @@ async fn respond_error(
     b.scratch.clear();
     write_error_response(&mut b.scratch, status, close, extra);
     let end = b.scratch.len();
-    ex.bytes = end as u64;
-    write_range(client, &mut b.scratch, 0, end, Instant::now() + idle).await
+    ex.bytes = 0;
+    if close {
+        send_final(client, ex, &mut b.scratch, 0, end, Instant::now() + idle).await
+    } else {
+        send(client, ex, &mut b.scratch, 0, end, Instant::now() + idle).await
+    }
 }
 
 fn span(buf: &[u8], s: (u32, u32)) -> &[u8] {
@@ -683,7 +727,11 @@ async fn stream_response(
         BodyKind::None => {
             reusable &= b.ubuf.len() == extra_start;
             let end = b.scratch.len();
-            send(client, ex, &mut b.scratch, 0, end, client_deadline()).await
+            if close {
+                send_final(client, ex, &mut b.scratch, 0, end, client_deadline()).await
+            } else {
+                send(client, ex, &mut b.scratch, 0, end, client_deadline()).await
+            }
         }
         BodyKind::Length(n) => {
             // A small body that arrived apart from its head (a backend that
@@ -704,8 +752,12 @@ async fn stream_response(
             reusable &= b.ubuf.len() - extra_start == first;
             b.scratch.extend_from_slice(&b.ubuf[extra_start..extra_start + first]);
             let end = b.scratch.len();
-            let mut ok = send(client, ex, &mut b.scratch, 0, end, client_deadline()).await;
             let mut remaining = n - first as u64;
+            let mut ok = if close && remaining == 0 {
+                send_final(client, ex, &mut b.scratch, 0, end, client_deadline()).await
+            } else {
+                send(client, ex, &mut b.scratch, 0, end, client_deadline()).await
+            };
             while ok && remaining > 0 {
                 b.ubuf.clear();
                 match read_more(&mut up.stream, &mut b.ubuf, usize::MAX, up_deadline()).await {
