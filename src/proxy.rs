@@ -26,7 +26,7 @@ use crate::http::{
     ChunkedDecoder, ForwardCtx, HeadLimits, Method, ParseError, RequestHead, ResponseHead,
 };
 use crate::upstream::{Backend, Upstream};
-use crate::worker::{Bufs, RouteRt, Worker};
+use crate::worker::{Bufs, ConnGuard, RouteRt, Worker};
 
 /// What one exchange came to (for the access log and stats).
 struct Exchange {
@@ -176,52 +176,65 @@ fn request_id_of<'a>(buf: &'a [u8], headers: &[crate::http::HeaderSpan]) -> Opti
         .filter(|v| !v.is_empty())
 }
 
-/// Serves one client connection until it closes, errs or drains.
-pub async fn serve_client(w: &Rc<Worker>, mut client: TcpStream, peer: SocketAddr) {
-    let _ = client.set_nodelay(true);
-    // Boxed (pooled boxes): the connection's idle state holds a pointer.
-    let mut bufs: Option<Box<Bufs>> = None;
-    let mut first = true;
-    let accepted = Instant::now();
-    loop {
-        let pipelined = bufs.as_ref().is_some_and(|b| !b.rbuf.is_empty());
-        if !pipelined {
-            if let Some(b) = bufs.take() {
-                w.put_bufs(b);
+/// Serves one client connection until it closes, errs or drains; the
+/// guard (which counts the connection) drops with it.
+///
+/// Not an `async fn`: an async fn keeps its arguments twice in its state
+/// machine (once as captured, once moved into its body's locals; rustc
+/// #62958), and this state is what every idle connection holds. The
+/// `async move` block below works on its captures in place.
+pub fn serve_client(
+    guard: ConnGuard,
+    mut client: TcpStream,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let w = guard.worker();
+        let _ = client.set_nodelay(true);
+        // Boxed (pooled boxes): the connection's idle state holds a pointer.
+        let mut bufs: Option<Box<Bufs>> = None;
+        let mut first = true;
+        let accepted = Instant::now();
+        loop {
+            let pipelined = bufs.as_ref().is_some_and(|b| !b.rbuf.is_empty());
+            if !pipelined {
+                if let Some(b) = bufs.take() {
+                    w.put_bufs(b);
+                }
+                if w.drain.is_fired() {
+                    return;
+                }
+                // Wait for the next request without holding a buffer.
+                let timeouts = w.active().timeouts;
+                let wait = if first { timeouts.client_head } else { timeouts.idle };
+                let ready = monoio::select! {
+                    r = client.readable(false) => r.is_ok(),
+                    _ = w.idle.wait(Instant::now() + wait) => false,
+                };
+                if !ready {
+                    return;
+                }
             }
-            if w.drain.is_fired() {
-                return;
-            }
-            // Wait for the next request without holding a buffer.
-            let timeouts = w.active().timeouts;
-            let wait = if first { timeouts.client_head } else { timeouts.idle };
-            let ready = monoio::select! {
-                r = client.readable(false) => r.is_ok(),
-                _ = w.idle.wait(Instant::now() + wait) => false,
-            };
-            if !ready {
-                return;
-            }
-        }
-        let b = bufs.take().unwrap_or_else(|| w.take_bufs());
-        let head_deadline = if first { accepted } else { Instant::now() } + w.active().timeouts.client_head;
-        first = false;
-        // The request runs in a pooled heap slot: between requests this
-        // connection holds only its socket and a readiness wait.
-        let (c, b, next) = w.slots.run(exchange(w.clone(), client, peer, b, head_deadline)).await;
-        client = c;
-        match next {
-            Next::KeepAlive => bufs = Some(b),
-            Next::Close => {
-                w.put_bufs(b);
-                return;
-            }
-            Next::Upgrade(upstream) => {
-                w.put_bufs(b);
-                // Boxed: upgrades are rare, and inline the tunnel would grow
-                // every idle connection's state.
-                Box::pin(tunnel(client, upstream, w.active().timeouts.idle)).await;
-                return;
+            let b = bufs.take().unwrap_or_else(|| w.take_bufs());
+            let head_deadline = if first { accepted } else { Instant::now() } + w.active().timeouts.client_head;
+            first = false;
+            // The request runs in a pooled heap slot: between requests this
+            // connection holds only its socket and a readiness wait.
+            let (c, b, next) = w.slots.run(exchange(w.clone(), client, peer, b, head_deadline)).await;
+            client = c;
+            match next {
+                Next::KeepAlive => bufs = Some(b),
+                Next::Close => {
+                    w.put_bufs(b);
+                    return;
+                }
+                Next::Upgrade(upstream) => {
+                    w.put_bufs(b);
+                    // Boxed: upgrades are rare, and inline the tunnel would
+                    // grow every idle connection's state.
+                    Box::pin(tunnel(client, upstream, w.active().timeouts.idle)).await;
+                    return;
+                }
             }
         }
     }

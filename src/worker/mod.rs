@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use control::messages::{BackendKey, ControlMsg, Snapshot, WorkerEvent};
 use control::model::{Limits, Route, Timeouts};
 use crossbeam_channel::Sender;
-use monoio::net::{TcpListener, TcpStream};
+use monoio::net::TcpListener;
 
 use crate::accesslog::{LogSink, WorkerLog};
 use crate::balance::{Balancer, Strategy as BalStrategy};
@@ -196,6 +196,13 @@ pub struct Worker {
 /// Decrements the connection counts when a connection ends.
 pub struct ConnGuard {
     worker: Rc<Worker>,
+}
+
+impl ConnGuard {
+    /// The worker the connection runs on.
+    pub fn worker(&self) -> &Rc<Worker> {
+        &self.worker
+    }
 }
 
 impl Drop for ConnGuard {
@@ -657,7 +664,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
                 let max = worker.active().limits.max_connections;
                 match worker.admit_connection(max) {
                     Some(guard) => {
-                        monoio::spawn(serve(worker.clone(), stream, peer, guard));
+                        monoio::spawn(crate::proxy::serve_client(guard, stream, peer));
                     }
                     None => drop(stream),
                 }
@@ -669,11 +676,6 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
             }
         }
     }
-}
-
-async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, guard: ConnGuard) {
-    crate::proxy::serve_client(&worker, stream, peer).await;
-    drop(guard);
 }
 
 /// Hands buffered access-log lines to the writer every 100 ms.
