@@ -183,6 +183,7 @@ fn request_id_of<'a>(buf: &'a [u8], headers: &[crate::http::HeaderSpan]) -> Opti
 /// machine (once as captured, once moved into its body's locals; rustc
 /// #62958), and this state is what every idle connection holds. The
 /// `async move` block below works on its captures in place.
+#[allow(clippy::manual_async_fn)]
 pub fn serve_client(
     guard: ConnGuard,
     mut client: TcpStream,
