@@ -26,6 +26,7 @@ use crate::http::{
     ChunkedDecoder, ForwardCtx, HeadLimits, Method, ParseError, RequestHead, ResponseHead,
 };
 use crate::upstream::{Backend, Upstream};
+use crate::worker::idle::{before, IdleTimers};
 use crate::worker::{Bufs, ConnGuard, RouteRt, Worker};
 
 /// What one exchange came to (for the access log and stats).
@@ -54,13 +55,21 @@ enum Read {
     Failed,
 }
 
-fn mono(t: Instant) -> monoio::time::Instant {
-    monoio::time::Instant::from_std(t)
+/// A deadline on the worker's operation timers (see `worker::idle`).
+#[derive(Clone, Copy)]
+struct Due<'a> {
+    timers: &'a IdleTimers,
+    at: Instant,
+}
+
+/// `d` from now.
+fn due(w: &Worker, d: Duration) -> Due<'_> {
+    Due { timers: &w.timers, at: Instant::now() + d }
 }
 
 /// Reads more bytes onto the end of `buf`, growing it to at most `max`
 /// bytes of capacity. On a timeout the buffer is lost (the caller closes).
-async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, max: usize, deadline: Instant) -> Read {
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, max: usize, deadline: Due<'_>) -> Read {
     if buf.len() >= buf.capacity() {
         let extra = buf.capacity().max(4096).min(max.saturating_sub(buf.len()));
         if extra == 0 {
@@ -71,9 +80,9 @@ async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, max: usize, deadline: I
     let len = buf.len();
     loop {
         let v = std::mem::take(buf);
-        let (res, slice) = match monoio::time::timeout_at(mono(deadline), s.read(v.slice_mut(len..))).await {
-            Ok(x) => x,
-            Err(_) => return Read::TimedOut,
+        let (res, slice) = match before(deadline.timers, deadline.at, s.read(v.slice_mut(len..))).await {
+            Some(x) => x,
+            None => return Read::TimedOut,
         };
         *buf = slice.into_inner();
         return match res {
@@ -88,16 +97,16 @@ async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, max: usize, deadline: I
 
 /// Writes `buf[range]` fully within `deadline`; the buffer comes back
 /// unless the write timed out.
-async fn write_range(s: &mut TcpStream, buf: &mut Vec<u8>, start: usize, end: usize, deadline: Instant) -> bool {
+async fn write_range(s: &mut TcpStream, buf: &mut Vec<u8>, start: usize, end: usize, deadline: Due<'_>) -> bool {
     if start >= end {
         return true;
     }
     let mut v = std::mem::take(buf);
     let mut pos = start;
     while pos < end {
-        let (res, slice) = match monoio::time::timeout_at(mono(deadline), s.write(v.slice(pos..end))).await {
-            Ok(x) => x,
-            Err(_) => return false,
+        let (res, slice) = match before(deadline.timers, deadline.at, s.write(v.slice(pos..end))).await {
+            Some(x) => x,
+            None => return false,
         };
         v = slice.into_inner();
         match res {
@@ -118,7 +127,7 @@ async fn send(
     buf: &mut Vec<u8>,
     start: usize,
     end: usize,
-    deadline: Instant,
+    deadline: Due<'_>,
 ) -> bool {
     let ok = write_range(client, buf, start, end, deadline).await;
     if ok {
@@ -140,7 +149,7 @@ async fn send_final(
     buf: &mut Vec<u8>,
     start: usize,
     end: usize,
-    deadline: Instant,
+    deadline: Due<'_>,
 ) -> bool {
     use std::os::fd::AsRawFd;
     let fd = client.as_raw_fd();
@@ -217,11 +226,12 @@ pub fn serve_client(
                 }
             }
             let b = bufs.take().unwrap_or_else(|| w.take_bufs());
-            let head_deadline = if first { accepted } else { Instant::now() } + w.active().timeouts.client_head;
+            let now = Instant::now();
+            let head_deadline = if first { accepted } else { now } + w.active().timeouts.client_head;
             first = false;
             // The request runs in a pooled heap slot: between requests this
             // connection holds only its socket and a readiness wait.
-            let (c, b, next) = w.slots.run(exchange(w.clone(), client, peer, b, head_deadline)).await;
+            let (c, b, next) = w.slots.run(exchange(w.clone(), client, peer, b, now, head_deadline)).await;
             client = c;
             match next {
                 Next::KeepAlive => bufs = Some(b),
@@ -248,35 +258,28 @@ async fn exchange(
     mut client: TcpStream,
     peer: SocketAddr,
     mut b: Box<Bufs>,
+    started: Instant,
     head_deadline: Instant,
 ) -> (TcpStream, Box<Bufs>, Next) {
-    let mut ex = Exchange {
-        status: 0,
-        bytes: 0,
-        backend: None,
-        started: Instant::now(),
-        route: None,
-        retries: 0,
-        timeouts: 0,
-        rejected: false,
-    };
+    let mut ex =
+        Exchange { status: 0, bytes: 0, backend: None, started, route: None, retries: 0, timeouts: 0, rejected: false };
     b.log.clear();
     let next = handle_request(&w, &mut client, peer, &mut b, head_deadline, &mut ex).await;
     if ex.status != 0 {
+        let us = ex.started.elapsed().as_micros() as u64;
         let outcome = crate::worker::stats::Outcome {
             status: ex.status,
             bytes: ex.bytes,
             retries: ex.retries,
             timeouts: ex.timeouts,
             rejected: ex.rejected,
-            duration_us: ex.started.elapsed().as_micros() as u64,
+            duration_us: us,
         };
         w.record_exchange(ex.route.as_deref(), &outcome);
         if let Some(log) = &w.log {
             if b.log.is_empty() {
                 crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), b"-", peer, b"-", b"-");
             }
-            let us = ex.started.elapsed().as_micros() as u64;
             crate::accesslog::finish(&mut b.log, ex.status, ex.backend.as_deref(), ex.bytes, us);
             log.push(&b.log);
         }
@@ -291,7 +294,7 @@ async fn respond_error(
     ex: &mut Exchange,
     status: u16,
     close: bool,
-    idle: Duration,
+    deadline: Due<'_>,
 ) -> bool {
     ex.status = status;
     let extra: &[u8] = if status == 503 { b"retry-after: 1\r\n" } else { b"" };
@@ -300,9 +303,9 @@ async fn respond_error(
     let end = b.scratch.len();
     ex.bytes = 0;
     if close {
-        send_final(client, ex, &mut b.scratch, 0, end, Instant::now() + idle).await
+        send_final(client, ex, &mut b.scratch, 0, end, deadline).await
     } else {
-        send(client, ex, &mut b.scratch, 0, end, Instant::now() + idle).await
+        send(client, ex, &mut b.scratch, 0, end, deadline).await
     }
 }
 
@@ -335,20 +338,22 @@ async fn handle_request(
             Ok(Some(r)) => break r,
             Ok(None) => {}
             Err(e) => {
-                respond_error(client, b, ex, parse_status(&e), true, idle).await;
+                respond_error(client, b, ex, parse_status(&e), true, due(w, idle)).await;
                 return Next::Close;
             }
         }
         let had = !b.rbuf.is_empty();
-        match read_more(client, &mut b.rbuf, limits.max_head_bytes + 1, head_deadline).await {
+        match read_more(client, &mut b.rbuf, limits.max_head_bytes + 1, Due { timers: &w.timers, at: head_deadline })
+            .await
+        {
             Read::Data => {}
             Read::TimedOut if had => {
-                respond_error(client, b, ex, 408, true, idle).await;
+                respond_error(client, b, ex, 408, true, due(w, idle)).await;
                 return Next::Close;
             }
             Read::Failed if had => {
                 // The buffer is full: the head cannot complete.
-                respond_error(client, b, ex, 431, true, idle).await;
+                respond_error(client, b, ex, 431, true, due(w, idle)).await;
                 return Next::Close;
             }
             _ => return Next::Close,
@@ -373,11 +378,12 @@ async fn handle_request(
         }
         None => {
             let keep = (!has_body).then_some(req.head_len);
-            return fail(client, b, ex, &req, ProxyError::new(Kind::NoRoute, "no route for host"), keep, idle).await;
+            return fail(client, b, ex, &req, ProxyError::new(Kind::NoRoute, "no route for host"), keep, due(w, idle))
+                .await;
         }
     };
     if req.method == Method::Connect {
-        return fail(client, b, ex, &req, ProxyError::new(Kind::MethodNotAllowed, "CONNECT"), None, idle).await;
+        return fail(client, b, ex, &req, ProxyError::new(Kind::MethodNotAllowed, "CONNECT"), None, due(w, idle)).await;
     }
     let max_body = route.cfg.max_body_bytes;
     if let BodyKind::Length(n) = req.body {
@@ -389,7 +395,7 @@ async fn handle_request(
                 &req,
                 ProxyError::new(Kind::BodyTooLarge, "content-length over limit"),
                 None,
-                idle,
+                due(w, idle),
             )
             .await;
         }
@@ -407,7 +413,7 @@ async fn handle_request(
                     decoder = Some(d);
                     Held { len: used, complete: done }
                 }
-                Err(e) => return fail(client, b, ex, &req, chunk_error(e), None, idle).await,
+                Err(e) => return fail(client, b, ex, &req, chunk_error(e), None, due(w, idle)).await,
             }
         }
     };
@@ -416,7 +422,7 @@ async fn handle_request(
         cont.clear();
         cont.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         let end = cont.len();
-        if !write_range(client, &mut cont, 0, end, Instant::now() + idle).await {
+        if !write_range(client, &mut cont, 0, end, due(w, idle)).await {
             return Next::Close;
         }
         b.scratch = cont;
@@ -439,7 +445,7 @@ async fn handle_request(
             ex.rejected = true;
             let err = ProxyError::new(Kind::Overloaded, "admission queue full or wait expired");
             let keep = held.complete.then_some(req.head_len + held.len);
-            return fail(client, b, ex, &req, err, keep, idle).await;
+            return fail(client, b, ex, &req, err, keep, due(w, idle)).await;
         }
     };
     b.out.clear();
@@ -465,16 +471,17 @@ async fn handle_request(
         let backend = pool.backends[i].clone();
         let started = Instant::now();
         backend.node.start();
-        let result = forward(w, client, b, ex, &req, &route, &backend, &held, &mut decoder, &mut body_sent).await;
-        let now = Instant::now();
+        let result =
+            forward(w, client, b, ex, &req, &route, &backend, &held, &mut decoder, &mut body_sent, started).await;
         match result {
             Ok((next, rtt)) => {
-                backend.node.finish(rtt, now);
+                backend.node.finish(rtt, started + rtt);
                 w.record_attempt(&backend, true, rtt.as_micros() as u64);
                 ex.backend = Some(backend.key.backend.clone());
                 return next;
             }
             Err(e) => {
+                let now = Instant::now();
                 backend.node.finish(now - started, now);
                 w.record_attempt(&backend, false, 0);
                 if matches!(e.kind, Kind::ConnectTimeout | Kind::ResponseTimeout) {
@@ -498,7 +505,7 @@ async fn handle_request(
     let err = last.unwrap_or(ProxyError::new(Kind::NoBackend, "no backend is up"));
     // The body was consumed (held or streamed): keep-alive only if it was all here.
     // The request's bytes already left rbuf (they were copied to `out`).
-    fail(client, b, ex, &req, err, held.complete.then_some(0), idle).await
+    fail(client, b, ex, &req, err, held.complete.then_some(0), due(w, idle)).await
 }
 
 fn parse_status(e: &ParseError) -> u16 {
@@ -520,13 +527,13 @@ async fn fail(
     req: &RequestHead,
     err: ProxyError,
     keep: Option<usize>,
-    idle: Duration,
+    deadline: Due<'_>,
 ) -> Next {
     // `keep`: how many bytes of `rbuf` this request used, when the
     // connection may stay open (the body was wholly in the buffer). They are
     // dropped so that the next parse starts at the next request.
     let keep = keep.filter(|_| req.keep_alive && req.version_minor == 1);
-    if !respond_error(client, b, ex, err.status(), keep.is_none(), idle).await {
+    if !respond_error(client, b, ex, err.status(), keep.is_none(), deadline).await {
         return Next::Close;
     }
     match keep {
@@ -553,10 +560,10 @@ async fn forward(
     held: &Held,
     decoder: &mut Option<ChunkedDecoder>,
     body_sent: &mut bool,
+    t0: Instant,
 ) -> Result<(Next, Duration), ProxyError> {
     let cfg = &route.cfg;
-    let t0 = Instant::now();
-    let mut up = backend.connect(cfg.connect).await?;
+    let mut up = backend.connect(cfg.connect, t0).await?;
     let resp = loop {
         match send_and_read_head(w, client, b, req, cfg, &mut up, held, decoder, body_sent).await {
             Err(e) if e.kind == Kind::StaleConnection && up.reused && !*body_sent => {
@@ -579,12 +586,12 @@ async fn forward(
         write_response_head(&mut b.scratch, &b.ubuf, &resp, &b.uheaders, false, false);
         b.scratch.extend_from_slice(&b.ubuf[resp.head_len..]);
         let end = b.scratch.len();
-        if !write_range(client, &mut b.scratch, 0, end, Instant::now() + idle).await {
+        if !write_range(client, &mut b.scratch, 0, end, due(w, idle)).await {
             return Ok((Next::Close, rtt));
         }
         // Client bytes that followed the upgrade request go to the backend.
         let end = b.rbuf.len();
-        if !write_range(&mut up.stream, &mut b.rbuf, 0, end, Instant::now() + cfg.upstream).await {
+        if !write_range(&mut up.stream, &mut b.rbuf, 0, end, due(w, cfg.upstream)).await {
             return Ok((Next::Close, rtt));
         }
         b.rbuf.clear();
@@ -617,9 +624,12 @@ async fn send_and_read_head(
             ProxyError::new(kind, ctx)
         }
     };
-    let upstream_deadline = || Instant::now() + cfg.upstream;
+    // One deadline for the request write and the whole response head
+    // (renewed after a streamed body): a backend that drips its head a
+    // byte at a time does not extend it.
+    let mut head_due = due(w, cfg.upstream);
     let end = b.out.len();
-    if !write_range(&mut up.stream, &mut b.out, 0, end, upstream_deadline()).await {
+    if !write_range(&mut up.stream, &mut b.out, 0, end, head_due).await {
         if b.out.is_empty() {
             return Err(ProxyError::new(Kind::ResponseTimeout, "request write timed out"));
         }
@@ -628,6 +638,7 @@ async fn send_and_read_head(
     if !held.complete {
         *body_sent = true;
         stream_request_body(w, client, b, req, cfg, up, held, decoder).await?;
+        head_due = due(w, cfg.upstream);
     }
     // Response head.
     let active = w.active();
@@ -644,7 +655,7 @@ async fn send_and_read_head(
             Err(_) => return Err(ProxyError::new(Kind::BadResponse, "malformed response head")),
         }
         let fresh = b.ubuf.is_empty();
-        match read_more(&mut up.stream, &mut b.ubuf, limits.max_head_bytes + 1, upstream_deadline()).await {
+        match read_more(&mut up.stream, &mut b.ubuf, limits.max_head_bytes + 1, head_due).await {
             Read::Data => {}
             Read::TimedOut => return Err(ProxyError::new(Kind::ResponseTimeout, "no response head in time")),
             Read::Eof | Read::Failed if fresh => {
@@ -676,13 +687,13 @@ async fn stream_request_body(
             while remaining > 0 {
                 if b.rbuf.is_empty() {
                     b.rbuf.reserve(super::worker::BUF_SIZE);
-                    match read_more(client, &mut b.rbuf, usize::MAX, Instant::now() + idle).await {
+                    match read_more(client, &mut b.rbuf, usize::MAX, due(w, idle)).await {
                         Read::Data => {}
                         _ => return Err(client_err),
                     }
                 }
                 let take = (remaining.min(b.rbuf.len() as u64)) as usize;
-                if !write_range(&mut up.stream, &mut b.rbuf, 0, take, Instant::now() + cfg.upstream).await {
+                if !write_range(&mut up.stream, &mut b.rbuf, 0, take, due(w, cfg.upstream)).await {
                     return Err(up_err);
                 }
                 b.rbuf.drain(..take);
@@ -697,13 +708,13 @@ async fn stream_request_body(
             while !d.is_done() {
                 if b.rbuf.is_empty() {
                     b.rbuf.reserve(super::worker::BUF_SIZE);
-                    match read_more(client, &mut b.rbuf, usize::MAX, Instant::now() + idle).await {
+                    match read_more(client, &mut b.rbuf, usize::MAX, due(w, idle)).await {
                         Read::Data => {}
                         _ => return Err(client_err),
                     }
                 }
                 let (used, _) = d.feed(&b.rbuf, &mut |_| {}).map_err(chunk_error)?;
-                if !write_range(&mut up.stream, &mut b.rbuf, 0, used, Instant::now() + cfg.upstream).await {
+                if !write_range(&mut up.stream, &mut b.rbuf, 0, used, due(w, cfg.upstream)).await {
                     return Err(up_err);
                 }
                 b.rbuf.drain(..used);
@@ -733,8 +744,8 @@ async fn stream_response(
     let close = !req.keep_alive || req.version_minor == 0 || w.drain.is_fired() || resp.body == BodyKind::UntilClose;
     b.scratch.clear();
     write_response_head(&mut b.scratch, &b.ubuf, resp, &b.uheaders, close, dechunk);
-    let client_deadline = || Instant::now() + idle;
-    let up_deadline = || Instant::now() + cfg.upstream;
+    let client_deadline = || due(w, idle);
+    let up_deadline = || due(w, cfg.upstream);
     let mut reusable = resp.keep_alive;
     let extra_start = resp.head_len;
     let done = match resp.body {
@@ -893,7 +904,7 @@ async fn relay<R: AsyncReadRent, W: AsyncWriteRentExt>(
     loop {
         let deadline = last.get() + idle;
         let v = std::mem::take(&mut buf);
-        match monoio::time::timeout_at(mono(deadline), r.read(v)).await {
+        match monoio::time::timeout_at(monoio::time::Instant::from_std(deadline), r.read(v)).await {
             Err(_) => {
                 if last.get() + idle <= Instant::now() {
                     return;

@@ -150,9 +150,9 @@ impl Backend {
         }
     }
 
-    /// A pooled connection, or a fresh one within `timeout`.
-    pub async fn connect(&self, timeout: Duration) -> Result<Upstream, ProxyError> {
-        if let Some(stream) = self.pool.as_ref().and_then(|p| p.take_idle(Instant::now())) {
+    /// A pooled connection (as of `now`), or a fresh one within `timeout`.
+    pub async fn connect(&self, timeout: Duration, now: Instant) -> Result<Upstream, ProxyError> {
+        if let Some(stream) = self.pool.as_ref().and_then(|p| p.take_idle(now)) {
             return Ok(Upstream { stream, reused: true });
         }
         self.connect_fresh(timeout).await

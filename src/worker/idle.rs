@@ -1,10 +1,13 @@
-//! Coarse timers for idle keep-alive connections.
+//! Table timers: idle keep-alive waits and per-operation deadlines.
 //!
-//! A monoio `Sleep` carries a timer-wheel entry of a few hundred bytes; an
-//! idle connection would hold one for its whole wait. Here an idle wait is
-//! a slot in one per-worker table (deadline + waker) and a sweeper task
-//! fires expired slots every `TICK`, so idle timeouts are up to one tick
-//! late and cost a few bytes each. Draining fires every slot at once.
+//! A monoio `Sleep` carries a 512-byte, cache-aligned timer-wheel entry and
+//! a wheel insert and remove; an idle connection would hold one for its
+//! whole wait, and a request would set up and cancel four or more. Here a
+//! wait is a slot in a per-worker table (deadline + waker) and a sweeper
+//! task fires expired slots every tick (`TICK` for idle waits, `OP_TICK`
+//! for socket operations), so a timeout is up to one tick late and costs a
+//! few bytes. The sweeper parks while its table is empty. Draining fires
+//! every idle wait at once.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -12,8 +15,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// Sweep period (the idle timeout's granularity).
+/// Sweep period of idle waits (the idle timeout's granularity).
 pub const TICK: Duration = Duration::from_millis(250);
+
+/// Sweep period of socket-operation deadlines.
+pub const OP_TICK: Duration = Duration::from_millis(10);
 
 struct Entry {
     deadline: Instant,
@@ -27,6 +33,10 @@ pub struct IdleTimers {
     entries: RefCell<Vec<Option<Entry>>>,
     free: RefCell<Vec<usize>>,
     closed: Cell<bool>,
+    /// Slots in use.
+    live: Cell<usize>,
+    /// The sweeper, parked while nothing waits.
+    sweeper: Cell<Option<Waker>>,
 }
 
 impl IdleTimers {
@@ -56,6 +66,18 @@ impl IdleTimers {
             w.wake();
         }
         pending
+    }
+
+    /// Resolves once some wait is registered (the sweeper parks on it).
+    pub fn busy(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.live.get() > 0 {
+                Poll::Ready(())
+            } else {
+                self.sweeper.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
     }
 
     /// Fires every wait, now and later (drain).
@@ -93,9 +115,8 @@ impl Future for IdleWait<'_> {
                 None => Poll::Ready(()),
             },
             None => {
-                if self.deadline <= Instant::now() {
-                    return Poll::Ready(());
-                }
+                // No clock read here: a deadline already past fires at
+                // the next sweep.
                 let entry = Entry { deadline: self.deadline, waker: Some(cx.waker().clone()), fired: false };
                 let i = match t.free.borrow_mut().pop() {
                     Some(i) => {
@@ -109,6 +130,10 @@ impl Future for IdleWait<'_> {
                 };
                 drop(entries);
                 self.slot = Some(i);
+                t.live.set(t.live.get() + 1);
+                if let Some(w) = t.sweeper.take() {
+                    w.wake();
+                }
                 Poll::Pending
             }
         }
@@ -122,6 +147,36 @@ impl Drop for IdleWait<'_> {
                 *e = None;
             }
             self.timers.free.borrow_mut().push(i);
+            self.timers.live.set(self.timers.live.get().saturating_sub(1));
+        }
+    }
+}
+
+/// Future of [`before`].
+pub struct Before<'a, F> {
+    fut: F,
+    wait: IdleWait<'a>,
+}
+
+/// Runs `fut` until `deadline` (one `OP_TICK` late at most): `None` when
+/// the deadline came first.
+pub fn before<F: Future>(timers: &IdleTimers, deadline: Instant, fut: F) -> Before<'_, F> {
+    Before { fut, wait: timers.wait(deadline) }
+}
+
+impl<F: Future> Future for Before<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        // SAFETY: structural pinning: neither field is moved out of `self`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: `fut` is pinned with `self` (never moved, dropped in place).
+        if let Poll::Ready(v) = unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match Pin::new(&mut this.wait).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -149,5 +204,33 @@ mod tests {
         assert!(w.as_mut().poll(&mut cx).is_pending());
         t.close();
         assert!(w.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn the_sweeper_parks_until_a_wait_registers() {
+        let t = IdleTimers::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut busy = std::pin::pin!(t.busy());
+        assert!(busy.as_mut().poll(&mut cx).is_pending());
+        let mut w = std::pin::pin!(t.wait(Instant::now()));
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        assert!(busy.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(t.sweep(Instant::now()), 0);
+        assert!(w.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn before_gives_the_value_or_none_at_the_deadline() {
+        let t = IdleTimers::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let now = Instant::now();
+        let mut ready = std::pin::pin!(before(&t, now, std::future::ready(7)));
+        assert_eq!(ready.as_mut().poll(&mut cx), Poll::Ready(Some(7)));
+        let mut never = std::pin::pin!(before(&t, now, std::future::pending::<u8>()));
+        assert!(never.as_mut().poll(&mut cx).is_pending());
+        t.sweep(now);
+        assert_eq!(never.as_mut().poll(&mut cx), Poll::Ready(None));
     }
 }

@@ -8,7 +8,7 @@ use control::stats::{bucket_of, Counters, BUCKETS};
 
 /// A lazily allocated latency histogram (one allocation per route or
 /// backend lifetime, none per request). u32 counts: it is emptied every
-/// stats flush (a quarter second), far below 2^32 requests.
+/// stats flush (a second at most), far below 2^32 requests.
 #[derive(Default)]
 pub struct Latency(RefCell<Option<Box<[u32; BUCKETS]>>>);
 
