@@ -423,10 +423,20 @@ def main():
                     "rss_kb": median(r["rss_kb"] for r in rs),
                     "core0_util": median(r["core0_util"] for r in rs),
                 })
-            base = next((r for r in rows if r["subject"] == "nginx"), None)
+            # Ratios pair each subject with nginx in the same round (they
+            # run back to back), then take the median over rounds: on a VM
+            # whose speed drifts between rounds this is steadier than a
+            # ratio of two medians taken at different moments.
+            base = runs.get("nginx")
             for r in rows:
-                r["rps_vs_nginx"] = r["rps"] / base["rps"] if base else None
-                r["cpu_vs_nginx"] = r["cpu_us_per_req"] / base["cpu_us_per_req"] if base else None
+                rs = runs[r["subject"]]
+                r["cpu_per_round"] = [round(x["cpu_us_per_req"], 2) for x in rs]
+                r["rps_per_round"] = [round(x["rps"]) for x in rs]
+                if base:
+                    r["rps_vs_nginx"] = median(a["rps"] / b["rps"] for a, b in zip(rs, base))
+                    r["cpu_vs_nginx"] = median(a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in zip(rs, base))
+                else:
+                    r["rps_vs_nginx"] = r["cpu_vs_nginx"] = None
             results.extend(rows)
             chart(scenario, rows)
     finally:
@@ -462,7 +472,8 @@ def main():
                      f"{fmt(r['core0_util'] * 100, '.0f')}% | {fmt(r['rps_vs_nginx'], '.2f')} | {fmt(r['cpu_vs_nginx'], '.2f')} |")
     table = "\n".join(lines)
     with open(os.path.join(OUT_DIR, "summary.md"), "w") as f:
-        f.write(f"{meta['time']} · {meta['machine']} · median of {args.rounds} rounds × {args.duration} s\n\n{table}\n")
+        f.write(f"{meta['time']} · {meta['machine']} · medians of {args.rounds} rounds × {args.duration} s "
+                f"(ratios: median over rounds of each round's ratio to nginx)\n\n{table}\n")
     print()
     print(table)
 
