@@ -9,6 +9,7 @@
 //! boundary of the raw path.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use crate::worker::RouteRt;
@@ -17,10 +18,46 @@ use crate::worker::RouteRt;
 const MAX_HOST: usize = 255;
 
 /// The routing table of one snapshot.
+/// A multiply-rotate hash over 8-byte words (FxHash's scheme). The tables
+/// are built from the operator's config and only looked up with request
+/// hosts, never grown by them, so a keyed (SipHash) hasher buys nothing
+/// against collision flooding here; it cost ~3 % of the instructions per
+/// request with 10,000 routes.
+#[derive(Default, Clone, Copy)]
+pub struct HostHasher(u64);
+
+impl Hasher for HostHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w) ^ rest.len() as u64).wrapping_mul(K);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type HostMap = HashMap<Box<[u8]>, Rc<RouteRt>, BuildHasherDefault<HostHasher>>;
+
 #[derive(Default)]
 pub struct Router {
-    exact: HashMap<Box<[u8]>, Rc<RouteRt>>,
-    wildcard: HashMap<Box<[u8]>, Rc<RouteRt>>,
+    exact: HostMap,
+    wildcard: HostMap,
     any: Option<Rc<RouteRt>>,
 }
 

@@ -86,8 +86,9 @@ pub struct RouteDelta {
     pub key: Arc<str>,
     /// Counters.
     pub counters: Counters,
-    /// Latency histogram, sparse (bucket, count).
-    pub latency: Vec<(u16, u64)>,
+    /// Latency histogram: its (bucket, count) pairs in
+    /// `StatsDelta::route_latency`.
+    pub latency: std::ops::Range<u32>,
 }
 
 /// One backend's change since the last flush.
@@ -101,8 +102,9 @@ pub struct BackendDelta {
     pub errors: u64,
     /// In flight on this worker now (a level, not a delta).
     pub inflight: u32,
-    /// Latency to the response head, sparse.
-    pub latency: Vec<(u16, u64)>,
+    /// Latency to the response head: its pairs in
+    /// `StatsDelta::backend_latency`.
+    pub latency: std::ops::Range<u32>,
 }
 
 /// What one worker ships.
@@ -116,36 +118,54 @@ pub struct StatsDelta {
     pub unrouted: Counters,
     /// Open client connections on this worker (a level).
     pub open_connections: u64,
+    /// Every route's latency pairs (and those of unrouted requests, which
+    /// count in the global histogram only), one flat list: one allocation
+    /// per delta, not one per route.
+    pub route_latency: Vec<(u16, u64)>,
+    /// Every backend's latency pairs.
+    pub backend_latency: Vec<(u16, u64)>,
 }
 
-/// A histogram with percentiles, sparse (bucket → count): most routes
-/// touch a handful of buckets, and 10,000 routes × 7 dense windows would
-/// cost tens of megabytes on the control thread.
+fn pairs<'a>(all: &'a [(u16, u64)], r: &std::ops::Range<u32>) -> &'a [(u16, u64)] {
+    all.get(r.start as usize..r.end as usize).unwrap_or(&[])
+}
+
+/// A histogram with percentiles, sparse (sorted bucket → count pairs):
+/// most routes touch a handful of buckets, and 10,000 routes × 7 dense
+/// windows would cost tens of megabytes on the control thread. A sorted
+/// vector rather than a map: merging allocates only when it grows.
 #[derive(Debug, Clone, Default)]
 pub struct Histogram {
-    counts: BTreeMap<u16, u64>,
+    counts: Vec<(u16, u64)>,
     max_us: u64,
 }
 
 impl Histogram {
+    fn bump(&mut self, b: u16, n: u64) {
+        match self.counts.binary_search_by_key(&b, |&(k, _)| k) {
+            Ok(i) => self.counts[i].1 += n,
+            Err(i) => self.counts.insert(i, (b, n)),
+        }
+    }
+
     fn add_sparse(&mut self, s: &[(u16, u64)]) {
         for &(b, n) in s {
             if n > 0 && (b as usize) < BUCKETS {
-                *self.counts.entry(b).or_insert(0) += n;
+                self.bump(b, n);
                 self.max_us = self.max_us.max(bucket_upper(b as usize));
             }
         }
     }
 
     fn add(&mut self, o: &Histogram) {
-        for (b, n) in &o.counts {
-            *self.counts.entry(*b).or_insert(0) += n;
+        for &(b, n) in &o.counts {
+            self.bump(b, n);
         }
         self.max_us = self.max_us.max(o.max_us);
     }
 
     fn count(&self) -> u64 {
-        self.counts.values().sum()
+        self.counts.iter().map(|&(_, n)| n).sum()
     }
 
     /// The value at quantile `q` (upper bucket bound), µs.
@@ -157,7 +177,7 @@ impl Histogram {
         let rank = ((total as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, c) in &self.counts {
-            seen += c;
+            seen += *c;
             if seen >= rank {
                 return bucket_upper(*i as usize).min(self.max_us.max(1));
             }
@@ -270,20 +290,26 @@ impl StatsStore {
     /// Merges one worker's delta at second `now`.
     pub fn merge(&mut self, worker: usize, d: &StatsDelta, now: u64) {
         let mut all = Counters::default();
-        let mut lat: Vec<(u16, u64)> = Vec::new();
         for r in &d.routes {
-            self.routes.entry(r.key.to_string()).or_default().merge(&r.counters, &r.latency, now);
+            let lat = pairs(&d.route_latency, &r.latency);
+            // Look up before inserting: no key allocation for a known route.
+            match self.routes.get_mut(&*r.key) {
+                Some(series) => series.merge(&r.counters, lat, now),
+                None => self.routes.entry(r.key.to_string()).or_default().merge(&r.counters, lat, now),
+            }
             all.add(&r.counters);
-            lat.extend_from_slice(&r.latency);
         }
         all.add(&d.unrouted);
-        self.global.merge(&all, &lat, now);
+        self.global.merge(&all, &d.route_latency, now);
         for b in &d.backends {
-            let agg = self.backends.entry(b.key.clone()).or_default();
+            let agg = match self.backends.get_mut(&b.key) {
+                Some(a) => a,
+                None => self.backends.entry(b.key.clone()).or_default(),
+            };
             agg.requests += b.requests;
             agg.errors += b.errors;
             agg.inflight.insert(worker, b.inflight);
-            agg.latency.add_sparse(&b.latency);
+            agg.latency.add_sparse(pairs(&d.backend_latency, &b.latency));
         }
         self.open.insert(worker, d.open_connections);
     }
@@ -438,8 +464,9 @@ mod tests {
             routes: vec![RouteDelta {
                 key: key.clone(),
                 counters: Counters { requests: n, status: [0, n, 0, 0, 0], ..Default::default() },
-                latency: vec![(bucket_of(1000) as u16, n)],
+                latency: 0..1,
             }],
+            route_latency: vec![(bucket_of(1000) as u16, n)],
             ..Default::default()
         };
         let mut early = StatsStore::default();

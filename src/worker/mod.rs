@@ -522,32 +522,33 @@ impl Worker {
         let mut routes = self.dirty_routes.borrow_mut();
         let n = if all { routes.len() } else { batch.min(routes.len()) };
         for (key, r) in routes.drain(..n) {
-            if let Some((counters, latency)) = r.take() {
+            if let Some((counters, latency)) = r.take(&mut d.route_latency) {
                 d.routes.push(control::stats::RouteDelta { key, counters, latency });
             }
         }
         drop(routes);
-        if let Some((c, _)) = self.unrouted.take() {
+        // Unrouted requests' latency joins the global histogram only.
+        if let Some((c, _)) = self.unrouted.take(&mut d.route_latency) {
             d.unrouted = c;
         }
-        let backend_delta = |b: &Backend| control::stats::BackendDelta {
+        let backend_delta = |b: &Backend, lat: &mut Vec<(u16, u64)>| control::stats::BackendDelta {
             key: b.key.clone(),
             requests: b.stats.requests.replace(0),
             errors: b.stats.errors.replace(0),
             inflight: b.node.inflight(),
-            latency: b.stats.latency.take(),
+            latency: b.stats.latency.take_into(lat),
         };
         let mut backends = self.dirty_backends.borrow_mut();
         let n = if all { backends.len() } else { batch.min(backends.len()) };
         for b in backends.drain(..n) {
             b.stats.dirty.set(false);
-            d.backends.push(backend_delta(&b));
+            d.backends.push(backend_delta(&b, &mut d.backend_latency));
         }
         drop(backends);
         if all {
             for b in self.backends.borrow().values() {
                 if b.node.inflight() > 0 && !d.backends.iter().any(|x| x.key == b.key) {
-                    d.backends.push(backend_delta(b));
+                    d.backends.push(backend_delta(b, &mut d.backend_latency));
                 }
             }
         }

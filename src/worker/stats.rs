@@ -6,33 +6,48 @@ use std::cell::{Cell, RefCell};
 
 use control::stats::{bucket_of, Counters, BUCKETS};
 
+/// Counts per bucket and which buckets are non-zero.
+struct Buckets {
+    counts: [u32; BUCKETS],
+    touched: u128,
+}
+
+const _: () = assert!(BUCKETS <= 128, "one bit per bucket in `touched`");
+
 /// A lazily allocated latency histogram (one allocation per route or
 /// backend lifetime, none per request). u32 counts: it is emptied every
-/// stats flush (a second at most), far below 2^32 requests.
+/// stats flush (a second at most), far below 2^32 requests. A bitmap of
+/// touched buckets lets a flush visit only those (a route with a few
+/// requests a second touches one or two of 128).
 #[derive(Default)]
-pub struct Latency(RefCell<Option<Box<[u32; BUCKETS]>>>);
+pub struct Latency(RefCell<Option<Box<Buckets>>>);
 
 impl Latency {
     /// Counts one sample.
     pub fn record(&self, us: u64) {
         let mut h = self.0.borrow_mut();
-        let counts = h.get_or_insert_with(|| Box::new([0; BUCKETS]));
-        let c = &mut counts[bucket_of(us)];
-        *c = c.saturating_add(1);
+        let b = h.get_or_insert_with(|| Box::new(Buckets { counts: [0; BUCKETS], touched: 0 }));
+        let i = bucket_of(us);
+        b.counts[i] = b.counts[i].saturating_add(1);
+        b.touched |= 1u128 << i;
     }
 
-    /// Non-zero buckets since the last take; zeroes them.
-    pub fn take(&self) -> Vec<(u16, u64)> {
-        let mut out = Vec::new();
-        if let Some(counts) = self.0.borrow_mut().as_mut() {
-            for (i, c) in counts.iter_mut().enumerate() {
-                if *c > 0 {
-                    out.push((i as u16, u64::from(*c)));
-                    *c = 0;
+    /// Appends the non-zero buckets since the last take to `out` and
+    /// zeroes them; returns where in `out` they are.
+    pub fn take_into(&self, out: &mut Vec<(u16, u64)>) -> std::ops::Range<u32> {
+        let start = out.len() as u32;
+        if let Some(b) = self.0.borrow_mut().as_mut() {
+            let mut t = std::mem::take(&mut b.touched);
+            while t != 0 {
+                let i = t.trailing_zeros() as usize;
+                t &= t - 1;
+                let c = std::mem::take(&mut b.counts[i]);
+                if c > 0 {
+                    out.push((i as u16, u64::from(c)));
                 }
             }
         }
-        out
+        start..out.len() as u32
     }
 }
 
@@ -92,12 +107,13 @@ impl RouteStats {
         self.dirty.get()
     }
 
-    /// The counters since the last take, if any; zeroes them.
-    pub fn take(&self) -> Option<(Counters, Vec<(u16, u64)>)> {
+    /// The counters since the last take, if any, with the latency pairs
+    /// appended to `lat`; zeroes them.
+    pub fn take(&self, lat: &mut Vec<(u16, u64)>) -> Option<(Counters, std::ops::Range<u32>)> {
         if !self.dirty.replace(false) {
             return None;
         }
-        Some((std::mem::take(&mut *self.c.borrow_mut()), self.latency.take()))
+        Some((std::mem::take(&mut *self.c.borrow_mut()), self.latency.take_into(lat)))
     }
 }
 
@@ -125,5 +141,27 @@ impl BackendStats {
             self.errors.set(self.errors.get() + 1);
         }
         newly
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_visits_touched_buckets_and_zeroes_them() {
+        let l = Latency::default();
+        let mut out = vec![(0, 0)];
+        assert_eq!(l.take_into(&mut out), 1..1);
+        for us in [3, 3, 5_000, 1_000_000_000] {
+            l.record(us);
+        }
+        let r = l.take_into(&mut out);
+        assert_eq!(r, 1..4);
+        let got = &out[1..];
+        assert_eq!(got[0], (bucket_of(3) as u16, 2));
+        assert_eq!(got[1], (bucket_of(5_000) as u16, 1));
+        assert_eq!(got[2], (bucket_of(1_000_000_000) as u16, 1));
+        assert_eq!(l.take_into(&mut out), 4..4, "zeroed");
     }
 }
