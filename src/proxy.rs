@@ -631,6 +631,9 @@ async fn send_and_read_head(
     let end = b.out.len();
     if !write_range(&mut up.stream, &mut b.out, 0, end, head_due).await {
         if b.out.is_empty() {
+            // The timed-out write kept the request's bytes: another attempt
+            // would have nothing to send, so none is made.
+            *body_sent = true;
             return Err(ProxyError::new(Kind::ResponseTimeout, "request write timed out"));
         }
         return Err(stale_or(up.reused, Kind::UpstreamIo, "request write failed"));

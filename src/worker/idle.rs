@@ -68,10 +68,11 @@ impl IdleTimers {
         pending
     }
 
-    /// Resolves once some wait is registered (the sweeper parks on it).
+    /// Resolves once some wait is registered or the table is closed (the
+    /// sweeper parks on it).
     pub fn busy(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
-            if self.live.get() > 0 {
+            if self.live.get() > 0 || self.closed.get() {
                 Poll::Ready(())
             } else {
                 self.sweeper.set(Some(cx.waker().clone()));
@@ -80,9 +81,17 @@ impl IdleTimers {
         })
     }
 
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
     /// Fires every wait, now and later (drain).
     pub fn close(&self) {
         self.closed.set(true);
+        if let Some(w) = self.sweeper.take() {
+            w.wake();
+        }
         self.sweep(Instant::now() + Duration::from_secs(365 * 86_400));
     }
 }

@@ -642,6 +642,8 @@ pub async fn run(setup: WorkerSetup) {
     if let Some(log) = &worker.log {
         log.flush();
     }
+    // Stops the operation-deadline sweeper (it holds the worker).
+    worker.timers.close();
     tracing::debug!(worker = index, left = worker.open_connections(), "worker drained");
     let _ = events.send(WorkerEvent::Exited { worker: index });
 }
@@ -715,6 +717,9 @@ async fn flush_stats(worker: Rc<Worker>) {
 async fn sweep_ops(worker: Rc<Worker>) {
     loop {
         worker.timers.busy().await;
+        if worker.timers.is_closed() {
+            return;
+        }
         monoio::time::sleep(idle::OP_TICK).await;
         worker.timers.sweep(Instant::now());
     }
