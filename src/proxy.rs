@@ -55,6 +55,10 @@ enum Read {
     Failed,
 }
 
+/// Largest read buffer a response body grows to (the buffer pool keeps
+/// buffers up to 4 × `BUF_SIZE`).
+const BIG_READ: usize = 4 * crate::worker::BUF_SIZE;
+
 /// A deadline on the worker's operation timers (see `worker::idle`).
 #[derive(Clone, Copy)]
 struct Due<'a> {
@@ -788,6 +792,12 @@ async fn stream_response(
             };
             while ok && remaining > 0 {
                 b.ubuf.clear();
+                // A large body moves in reads of up to 64 KiB (fewer socket
+                // operations per byte); the pool keeps such a buffer.
+                let want = remaining.min(BIG_READ as u64) as usize;
+                if b.ubuf.capacity() < want {
+                    b.ubuf.reserve_exact(want);
+                }
                 match read_more(&mut up.stream, &mut b.ubuf, usize::MAX, up_deadline()).await {
                     Read::Data => {}
                     _ => {
