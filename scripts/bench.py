@@ -362,6 +362,12 @@ def idle_memory(subjects, conns):
                 for c in socks:
                     c.close()
                 stop(proc)
+        if args.interleave and "small" in all_runs and "routes10k" in all_runs:
+            for s in all_runs["routes10k"]:
+                pairs = list(zip(all_runs["routes10k"][s], all_runs["small"].get(s, [])))
+                if pairs:
+                    ratio = median(a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs)
+                    print(f"  {s}: CPU per request with 10,000 routes ÷ 1 route, median of paired rounds: {ratio:.3f}")
     finally:
         backend.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -386,6 +392,8 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--subjects", default=",".join(SUBJECTS + ["ringway-epoll"]))
+    ap.add_argument("--interleave", action="store_true",
+                    help="run every scenario in each round (pairs scenarios by round, e.g. small vs routes10k)")
     args = ap.parse_args()
     if args.idle_memory:
         subs = [x for x in args.subjects.split(",") if x and x != "haproxy-tcp"]
@@ -401,16 +409,28 @@ def main():
     results = []
     backend = Backend(tmp)
     try:
-        for scenario in scenarios:
-            subs = [s for s in subjects if not (scenario == "routes10k" and s == "haproxy-tcp")]
-            runs = {s: [] for s in subs}
+        def subjects_of(scenario):
+            return [s for s in subjects if not (scenario == "routes10k" and s == "haproxy-tcp")]
+
+        def measure(scenario, rnd, runs):
+            for s in subjects_of(scenario):
+                driver = "epoll" if s == "ringway-epoll" else "uring"
+                r = run_one(s, scenario, tmp, backend.port, args.duration, driver)
+                runs[s].append(r)
+                print(f"  {scenario:9} round {rnd + 1} {s:13} {r['rps']:9.0f} req/s "
+                      f"{r['cpu_us_per_req']:6.2f} us/req p99 {r['p99_us'] or 0:8.0f} us", flush=True)
+
+        all_runs = {sc: {s: [] for s in subjects_of(sc)} for sc in scenarios}
+        if args.interleave:
             for rnd in range(args.rounds):
-                for s in subs:
-                    driver = "epoll" if s == "ringway-epoll" else "uring"
-                    r = run_one(s, scenario, tmp, backend.port, args.duration, driver)
-                    runs[s].append(r)
-                    print(f"  {scenario:9} round {rnd + 1} {s:13} {r['rps']:9.0f} req/s "
-                          f"{r['cpu_us_per_req']:6.2f} us/req p99 {r['p99_us'] or 0:8.0f} us", flush=True)
+                for scenario in scenarios:
+                    measure(scenario, rnd, all_runs[scenario])
+        for scenario in scenarios:
+            subs = subjects_of(scenario)
+            runs = all_runs[scenario]
+            if not args.interleave:
+                for rnd in range(args.rounds):
+                    measure(scenario, rnd, runs)
             rows = []
             for s in subs:
                 rs = runs[s]
@@ -439,6 +459,12 @@ def main():
                     r["rps_vs_nginx"] = r["cpu_vs_nginx"] = None
             results.extend(rows)
             chart(scenario, rows)
+        if args.interleave and "small" in all_runs and "routes10k" in all_runs:
+            for s in all_runs["routes10k"]:
+                pairs = list(zip(all_runs["routes10k"][s], all_runs["small"].get(s, [])))
+                if pairs:
+                    ratio = median(a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs)
+                    print(f"  {s}: CPU per request with 10,000 routes ÷ 1 route, median of paired rounds: {ratio:.3f}")
     finally:
         backend.stop()
         shutil.rmtree(tmp, ignore_errors=True)
