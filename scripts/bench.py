@@ -362,12 +362,6 @@ def idle_memory(subjects, conns):
                 for c in socks:
                     c.close()
                 stop(proc)
-        if args.interleave and "small" in all_runs and "routes10k" in all_runs:
-            for s in all_runs["routes10k"]:
-                pairs = list(zip(all_runs["routes10k"][s], all_runs["small"].get(s, [])))
-                if pairs:
-                    ratio = median(a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs)
-                    print(f"  {s}: CPU per request with 10,000 routes ÷ 1 route, median of paired rounds: {ratio:.3f}")
     finally:
         backend.stop()
         shutil.rmtree(tmp, ignore_errors=True)
