@@ -140,24 +140,27 @@ async fn send(
     ok
 }
 
-/// The last bytes of a response after which the connection closes: written
-/// at once from this thread (a non-blocking `send`), then the FIN follows
-/// with `shutdown`, so the client sees the end of the response and the end
-/// of the stream together and this side, not the client, closes first (the
-/// closing side carries the TIME_WAIT work; when the client closed first,
-/// its TIME_WAIT was processed on our core). What the socket does not take
-/// at once goes the usual way.
-async fn send_final(
+/// The last bytes of a response. When the connection closes after them
+/// (`close`) they are written at once from this thread (a non-blocking
+/// `send`), then the FIN follows with `shutdown`, so the client sees the
+/// end of the response and the end of the stream together and this side,
+/// not the client, closes first (the closing side carries the TIME_WAIT
+/// work; when the client closed first, its TIME_WAIT was processed on our
+/// core). What the socket does not take at once goes the usual way.
+async fn send_last(
     client: &mut TcpStream,
     ex: &mut Exchange,
     buf: &mut Vec<u8>,
-    start: usize,
     end: usize,
+    close: bool,
     deadline: Due<'_>,
 ) -> bool {
     use std::os::fd::AsRawFd;
+    if !close {
+        return send(client, ex, buf, 0, end, deadline).await;
+    }
     let fd = client.as_raw_fd();
-    let mut pos = start;
+    let mut pos = 0;
     while pos < end {
         let rest = &buf[pos..end];
         // SAFETY: `fd` is the open socket `client` owns; `rest` is a live slice.
@@ -171,7 +174,7 @@ async fn send_final(
         }
         break;
     }
-    ex.bytes += (pos - start) as u64;
+    ex.bytes += pos as u64;
     if pos < end && !send(client, ex, buf, pos, end, deadline).await {
         return false;
     }
@@ -293,12 +296,12 @@ async fn exchange(
 
 /// Answers an error with a short body. Returns whether the write succeeded.
 async fn respond_error(
+    w: &Worker,
     client: &mut TcpStream,
     b: &mut Bufs,
     ex: &mut Exchange,
     status: u16,
     close: bool,
-    deadline: Due<'_>,
 ) -> bool {
     ex.status = status;
     let extra: &[u8] = if status == 503 { b"retry-after: 1\r\n" } else { b"" };
@@ -306,11 +309,7 @@ async fn respond_error(
     write_error_response(&mut b.scratch, status, close, extra);
     let end = b.scratch.len();
     ex.bytes = 0;
-    if close {
-        send_final(client, ex, &mut b.scratch, 0, end, deadline).await
-    } else {
-        send(client, ex, &mut b.scratch, 0, end, deadline).await
-    }
+    send_last(client, ex, &mut b.scratch, end, close, due(w, w.active().timeouts.idle)).await
 }
 
 fn span(buf: &[u8], s: (u32, u32)) -> &[u8] {
@@ -342,7 +341,7 @@ async fn handle_request(
             Ok(Some(r)) => break r,
             Ok(None) => {}
             Err(e) => {
-                respond_error(client, b, ex, parse_status(&e), true, due(w, idle)).await;
+                respond_error(w, client, b, ex, parse_status(&e), true).await;
                 return Next::Close;
             }
         }
@@ -352,12 +351,12 @@ async fn handle_request(
         {
             Read::Data => {}
             Read::TimedOut if had => {
-                respond_error(client, b, ex, 408, true, due(w, idle)).await;
+                respond_error(w, client, b, ex, 408, true).await;
                 return Next::Close;
             }
             Read::Failed if had => {
                 // The buffer is full: the head cannot complete.
-                respond_error(client, b, ex, 431, true, due(w, idle)).await;
+                respond_error(w, client, b, ex, 431, true).await;
                 return Next::Close;
             }
             _ => return Next::Close,
@@ -382,24 +381,23 @@ async fn handle_request(
         }
         None => {
             let keep = (!has_body).then_some(req.head_len);
-            return fail(client, b, ex, &req, ProxyError::new(Kind::NoRoute, "no route for host"), keep, due(w, idle))
-                .await;
+            return fail(w, client, b, ex, &req, ProxyError::new(Kind::NoRoute, "no route for host"), keep).await;
         }
     };
     if req.method == Method::Connect {
-        return fail(client, b, ex, &req, ProxyError::new(Kind::MethodNotAllowed, "CONNECT"), None, due(w, idle)).await;
+        return fail(w, client, b, ex, &req, ProxyError::new(Kind::MethodNotAllowed, "CONNECT"), None).await;
     }
     let max_body = route.cfg.max_body_bytes;
     if let BodyKind::Length(n) = req.body {
         if max_body > 0 && n > max_body {
             return fail(
+                w,
                 client,
                 b,
                 ex,
                 &req,
                 ProxyError::new(Kind::BodyTooLarge, "content-length over limit"),
                 None,
-                due(w, idle),
             )
             .await;
         }
@@ -417,7 +415,7 @@ async fn handle_request(
                     decoder = Some(d);
                     Held { len: used, complete: done }
                 }
-                Err(e) => return fail(client, b, ex, &req, chunk_error(e), None, due(w, idle)).await,
+                Err(e) => return fail(w, client, b, ex, &req, chunk_error(e), None).await,
             }
         }
     };
@@ -449,7 +447,7 @@ async fn handle_request(
             ex.rejected = true;
             let err = ProxyError::new(Kind::Overloaded, "admission queue full or wait expired");
             let keep = held.complete.then_some(req.head_len + held.len);
-            return fail(client, b, ex, &req, err, keep, due(w, idle)).await;
+            return fail(w, client, b, ex, &req, err, keep).await;
         }
     };
     b.out.clear();
@@ -509,7 +507,7 @@ async fn handle_request(
     let err = last.unwrap_or(ProxyError::new(Kind::NoBackend, "no backend is up"));
     // The body was consumed (held or streamed): keep-alive only if it was all here.
     // The request's bytes already left rbuf (they were copied to `out`).
-    fail(client, b, ex, &req, err, held.complete.then_some(0), due(w, idle)).await
+    fail(w, client, b, ex, &req, err, held.complete.then_some(0)).await
 }
 
 fn parse_status(e: &ParseError) -> u16 {
@@ -525,19 +523,19 @@ fn chunk_error(e: ChunkError) -> ProxyError {
 
 /// Answers `err`; keeps the connection only when asked and the client allows.
 async fn fail(
+    w: &Worker,
     client: &mut TcpStream,
     b: &mut Bufs,
     ex: &mut Exchange,
     req: &RequestHead,
     err: ProxyError,
     keep: Option<usize>,
-    deadline: Due<'_>,
 ) -> Next {
     // `keep`: how many bytes of `rbuf` this request used, when the
     // connection may stay open (the body was wholly in the buffer). They are
     // dropped so that the next parse starts at the next request.
     let keep = keep.filter(|_| req.keep_alive && req.version_minor == 1);
-    if !respond_error(client, b, ex, err.status(), keep.is_none(), deadline).await {
+    if !respond_error(w, client, b, ex, err.status(), keep.is_none()).await {
         return Next::Close;
     }
     match keep {
@@ -759,11 +757,7 @@ async fn stream_response(
         BodyKind::None => {
             reusable &= b.ubuf.len() == extra_start;
             let end = b.scratch.len();
-            if close {
-                send_final(client, ex, &mut b.scratch, 0, end, client_deadline()).await
-            } else {
-                send(client, ex, &mut b.scratch, 0, end, client_deadline()).await
-            }
+            send_last(client, ex, &mut b.scratch, end, close, client_deadline()).await
         }
         BodyKind::Length(n) => {
             // A small body that arrived apart from its head (a backend that
@@ -785,11 +779,7 @@ async fn stream_response(
             b.scratch.extend_from_slice(&b.ubuf[extra_start..extra_start + first]);
             let end = b.scratch.len();
             let mut remaining = n - first as u64;
-            let mut ok = if close && remaining == 0 {
-                send_final(client, ex, &mut b.scratch, 0, end, client_deadline()).await
-            } else {
-                send(client, ex, &mut b.scratch, 0, end, client_deadline()).await
-            };
+            let mut ok = send_last(client, ex, &mut b.scratch, end, close && remaining == 0, client_deadline()).await;
             while ok && remaining > 0 {
                 b.ubuf.clear();
                 // A large body moves in reads of up to 64 KiB (fewer socket
