@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use ringway::http::{parse_request, write_request_head, ForwardCtx, HeadLimits, HeaderSpan};
+use ringway::http::{parse_request, write_request_head, ForwardCtx, HeadLimits, HeaderSpan, RequestView};
 
 const ITERS: u32 = 5_000_000;
 /// `cargo test --all-targets` runs benches once without `--bench`: then a
@@ -72,7 +72,7 @@ fn main() {
     let t = Instant::now();
     for _ in 0..iters() {
         out.clear();
-        write_request_head(&mut out, black_box(REQ), &head, &headers, &ctx);
+        write_request_head(&mut out, &RequestView::new(black_box(REQ), &head, &headers), &ctx);
         black_box(&out);
     }
     let el = t.elapsed();
@@ -82,7 +82,7 @@ fn main() {
     for _ in 0..iters() {
         if let Ok(Some(h)) = parse_request(black_box(REQ), &limits, &mut headers) {
             out.clear();
-            write_request_head(&mut out, REQ, &h, &headers, &ctx);
+            write_request_head(&mut out, &RequestView::new(REQ, &h, &headers), &ctx);
             black_box(&out);
         }
     }

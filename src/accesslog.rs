@@ -150,12 +150,37 @@ pub fn begin(line: &mut Vec<u8>, now: SystemTime, request_id: &[u8], client: Soc
     push_json_str(line, path);
 }
 
-/// Ends a line with the outcome.
-pub fn finish(line: &mut Vec<u8>, status: u16, backend: Option<&str>, bytes: u64, duration_us: u64) {
+/// A TLS connection's facts for its log lines: version and SNI.
+#[derive(Clone, Copy, Debug)]
+pub struct TlsFields<'a> {
+    /// "TLSv1.3" or "TLSv1.2".
+    pub version: &'a str,
+    /// The name the client sent, if any.
+    pub sni: Option<&'a str>,
+}
+
+/// Ends a line with the outcome (and, on TLS connections, the version and SNI).
+pub fn finish(
+    line: &mut Vec<u8>,
+    status: u16,
+    backend: Option<&str>,
+    bytes: u64,
+    duration_us: u64,
+    tls: Option<TlsFields<'_>>,
+) {
     let _ = write!(line, ",\"status\":{status},\"backend\":");
     match backend {
         Some(b) => push_json_str(line, b.as_bytes()),
         None => line.extend_from_slice(b"null"),
+    }
+    if let Some(t) = tls {
+        line.extend_from_slice(b",\"tls\":");
+        push_json_str(line, t.version.as_bytes());
+        line.extend_from_slice(b",\"sni\":");
+        match t.sni {
+            Some(n) => push_json_str(line, n.as_bytes()),
+            None => line.extend_from_slice(b"null"),
+        }
     }
     let _ = writeln!(line, ",\"bytes\":{bytes},\"durationUs\":{duration_us}}}");
 }
@@ -170,12 +195,14 @@ mod tests {
         let mut l = Vec::new();
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         begin(&mut l, t, b"abc", "127.0.0.1:5".parse().expect("addr"), b"GET", b"/a\"b");
-        finish(&mut l, 200, Some("n1"), 12, 345);
+        finish(&mut l, 200, Some("n1"), 12, 345, Some(TlsFields { version: "TLSv1.3", sni: Some("a.test") }));
         let v: serde_json::Value = serde_json::from_slice(&l).expect("json");
         assert_eq!(v["time"], "2023-11-14T22:13:20.123Z");
         assert_eq!(v["path"], "/a\"b");
         assert_eq!(v["status"], 200);
         assert_eq!(v["backend"], "n1");
         assert_eq!(v["durationUs"], 345);
+        assert_eq!(v["tls"], "TLSv1.3");
+        assert_eq!(v["sni"], "a.test");
     }
 }

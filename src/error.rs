@@ -1,7 +1,10 @@
-//! The proxy's one error type: what failed, on which side, and whether a
-//! retry on another backend is safe. One function maps it to a response.
+//! The proxy's one error type: what failed, on which side, whether a
+//! retry on another backend is safe, and the I/O cause. Every failure
+//! before the first response byte is one of these; `status` is the one
+//! place that maps it to a response.
 
 use std::fmt;
+use std::io;
 
 /// Which side of the proxy failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,26 @@ pub enum Kind {
     BadResponse,
     /// The client went away or stalled.
     ClientIo,
+    /// The request head is malformed (400), its line too long (414), its
+    /// fields too large (431) or its transfer coding unknown (501).
+    BadRequest(u16),
+    /// The request head did not complete in time (408).
+    HeadTimeout,
+}
+
+/// When a failed attempt may be tried again on another backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Never (the client side failed, or the backend may have acted).
+    Never,
+    /// Always: no connection was made, whatever the method.
+    Always,
+    /// When the request is idempotent and was wholly held: the backend
+    /// failed before sending any response byte.
+    IfIdempotent,
+    /// Only because the connection came from the pool (the backend closed
+    /// it while idle): once more on a fresh connection.
+    IfReused,
 }
 
 /// A classified failure.
@@ -52,12 +75,42 @@ pub struct ProxyError {
     pub kind: Kind,
     /// Static context for logs.
     pub context: &'static str,
+    /// The I/O error behind it, if any.
+    pub cause: Option<io::ErrorKind>,
 }
 
 impl ProxyError {
     /// Builds an error.
     pub const fn new(kind: Kind, context: &'static str) -> Self {
-        ProxyError { kind, context }
+        ProxyError { kind, context, cause: None }
+    }
+
+    /// Records the I/O error behind this one.
+    pub fn caused_by(mut self, e: &io::Error) -> Self {
+        self.cause = Some(e.kind());
+        self
+    }
+
+    /// When a retry on another backend is safe.
+    pub fn retry(&self) -> Retry {
+        match self.kind {
+            Kind::ConnectFailed | Kind::ConnectTimeout => Retry::Always,
+            Kind::StaleConnection => Retry::IfReused,
+            Kind::UpstreamIo | Kind::ResponseTimeout | Kind::BadResponse => Retry::IfIdempotent,
+            _ => Retry::Never,
+        }
+    }
+
+    /// Whether this failure may be retried on another backend, given the
+    /// request (`idempotent_and_held`: idempotent method, whole body held)
+    /// and whether body bytes already streamed to a backend.
+    pub fn retry_safe(&self, idempotent_and_held: bool, body_sent: bool) -> bool {
+        !body_sent
+            && match self.retry() {
+                Retry::Always => true,
+                Retry::IfIdempotent | Retry::IfReused => idempotent_and_held,
+                Retry::Never => false,
+            }
     }
 
     /// Which side failed.
@@ -66,28 +119,9 @@ impl ProxyError {
             Kind::NoRoute | Kind::MethodNotAllowed | Kind::BodyTooLarge | Kind::NoBackend | Kind::Overloaded => {
                 Side::Proxy
             }
-            Kind::BadBody | Kind::ClientIo => Side::Client,
+            Kind::BadBody | Kind::ClientIo | Kind::BadRequest(_) | Kind::HeadTimeout => Side::Client,
             _ => Side::Upstream,
         }
-    }
-
-    /// No connection to the backend was established: a retry elsewhere is
-    /// always safe, whatever the method.
-    pub fn before_connect(&self) -> bool {
-        matches!(self.kind, Kind::ConnectFailed | Kind::ConnectTimeout)
-    }
-
-    /// The backend failed before sending any response byte.
-    pub fn before_response(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::ConnectFailed
-                | Kind::ConnectTimeout
-                | Kind::UpstreamIo
-                | Kind::StaleConnection
-                | Kind::ResponseTimeout
-                | Kind::BadResponse
-        )
     }
 
     /// Counts against the backend's health (passive check).
@@ -106,13 +140,19 @@ impl ProxyError {
             Kind::ConnectFailed | Kind::UpstreamIo | Kind::StaleConnection | Kind::BadResponse => 502,
             Kind::ConnectTimeout | Kind::ResponseTimeout => 504,
             Kind::ClientIo => 400,
+            Kind::BadRequest(status) => status,
+            Kind::HeadTimeout => 408,
         }
     }
 }
 
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} ({:?} side): {}", self.kind, self.side(), self.context)
+        write!(f, "{:?} ({:?} side): {}", self.kind, self.side(), self.context)?;
+        match self.cause {
+            Some(c) => write!(f, ": {c}"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -12,14 +12,18 @@
 
 pub mod accesslog;
 pub mod balance;
+pub mod conn;
 pub mod controller;
 pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod http;
 pub mod proxy;
+pub mod route;
 pub mod router;
 pub mod runtime;
+pub mod serve;
+pub mod stats;
 pub mod tls;
 pub mod upstream;
 pub mod worker;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use crate::worker::RouteRt;
+use crate::route::RouteRt;
 
 /// Longest host name looked up; longer ones match only the catch-all.
 const MAX_HOST: usize = 255;

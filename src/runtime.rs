@@ -14,8 +14,9 @@ use crossbeam_channel::{Receiver, Sender};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::controller::{ControlCmd, Controller};
+use crate::serve::WorkerSetup;
 use crate::worker::inbox::{inbox, InboxSender};
-use crate::worker::{Shared, WorkerSetup};
+use crate::worker::Shared;
 
 /// Which io driver the workers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,11 +139,11 @@ fn run_worker(driver: Driver, setup: WorkerSetup) {
             .with_entries(4096)
             .enable_timer()
             .build()
-            .map(|mut rt| rt.block_on(crate::worker::run(setup))),
+            .map(|mut rt| rt.block_on(crate::serve::run(setup))),
         Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
-            .map(|mut rt| rt.block_on(crate::worker::run(setup))),
+            .map(|mut rt| rt.block_on(crate::serve::run(setup))),
     };
     if let Err(e) = result {
         let _ = events.send(WorkerEvent::Failed { worker: index, reason: format!("runtime: {e}") });

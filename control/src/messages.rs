@@ -9,15 +9,7 @@ use std::time::Duration;
 
 use crate::model::{Limits, Route, Timeouts};
 
-/// Identifies a backend across snapshots: the route key and the backend id
-/// (ids are unique within a route, its paths included).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BackendKey {
-    /// The route's key (lowercased vHost).
-    pub route: Arc<str>,
-    /// The backend's id.
-    pub backend: Arc<str>,
-}
+pub use crate::model::BackendKey;
 
 /// One generation of the running config, as a worker needs it.
 #[derive(Debug)]

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::raw::{RawBackend, RawConfig, RawHealth, RawPath, RawRoute};
@@ -63,6 +64,16 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
 pub fn parse_config(text: &str) -> Result<Config, ConfigErrors> {
     let raw: RawConfig = parse_json(text)?;
     Config::try_from(&raw)
+}
+
+/// Identifies a backend across snapshots: the route key and the backend id
+/// (ids are unique within a route, its paths included).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    /// The route's key (lowercased vHost).
+    pub route: Arc<str>,
+    /// The backend's id.
+    pub backend: Arc<str>,
 }
 
 /// Balancing strategy of a pool.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::messages::BackendKey;
+use crate::model::BackendKey;
 
 /// Buckets of the latency histogram.
 pub const BUCKETS: usize = 16 + 4 * 28;

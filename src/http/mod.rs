@@ -15,7 +15,7 @@ mod rewrite;
 mod tests;
 
 pub use chunked::{ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
-pub use request::{parse_request, RequestHead};
+pub use request::{parse_request, RequestHead, RequestView};
 pub use response::{parse_response, ResponseHead};
 pub use rewrite::{write_error_response, write_request_head, write_response_head, ForwardCtx};
 

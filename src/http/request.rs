@@ -313,3 +313,62 @@ pub fn parse_request(
         connection_tokens: conn.others,
     }))
 }
+
+/// A parsed request as the request path reads it: method, authority,
+/// path and headers through accessors, whatever the wire format. An
+/// HTTP/1.1 head is a view over the read buffer and its header spans; the
+/// upstream head is written from a view (`write_request_head`).
+#[derive(Clone, Copy)]
+pub struct RequestView<'a> {
+    buf: &'a [u8],
+    head: &'a RequestHead,
+    headers: &'a [HeaderSpan],
+}
+
+impl<'a> RequestView<'a> {
+    /// A view of `head`, parsed from `buf` with `headers`.
+    pub fn new(buf: &'a [u8], head: &'a RequestHead, headers: &'a [HeaderSpan]) -> RequestView<'a> {
+        RequestView { buf, head, headers }
+    }
+
+    /// The parsed framing facts (method, version, body kind, keep-alive).
+    pub fn head(&self) -> &'a RequestHead {
+        self.head
+    }
+
+    /// The method's bytes.
+    pub fn method(&self) -> &'a [u8] {
+        slice(self.buf, self.head.method_span)
+    }
+
+    /// The request target as sent.
+    pub fn target(&self) -> &'a [u8] {
+        slice(self.buf, self.head.target)
+    }
+
+    /// The authority: an absolute-form target's host, else the Host header.
+    pub fn authority(&self) -> Option<&'a [u8]> {
+        self.head.host.map(|s| slice(self.buf, s))
+    }
+
+    /// Path and query (see `RequestHead::path_missing_slash`).
+    pub fn path(&self) -> &'a [u8] {
+        slice(self.buf, self.head.path)
+    }
+
+    /// The headers as (name, value) pairs, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let buf = self.buf;
+        self.headers.iter().map(move |h| (slice(buf, h.name), slice(buf, h.value)))
+    }
+
+    /// The first value of a header (name matched case-insensitively).
+    pub fn header(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// The raw parts, for the codec's writer.
+    pub(crate) fn parts(&self) -> (&'a [u8], &'a RequestHead, &'a [HeaderSpan]) {
+        (self.buf, self.head, self.headers)
+    }
+}

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::{
-    classify, is_field_value_byte, is_token, list_items, reason_phrase, slice, BodyKind, HeaderSpan, Hk, RequestHead,
+    classify, is_field_value_byte, is_token, list_items, reason_phrase, slice, BodyKind, HeaderSpan, Hk, RequestView,
     ResponseHead,
 };
 
@@ -157,7 +157,8 @@ fn write_path(out: &mut Vec<u8>, path: &[u8], missing_slash: bool) {
 
 /// Writes "METHOD path HTTP/1.1\r\n" + client headers minus hop-by-hop +
 /// forwarding headers + route headers + "\r\n".
-pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], req: &RequestHead, headers: &[HeaderSpan], ctx: &ForwardCtx) {
+pub fn write_request_head(out: &mut Vec<u8>, view: &RequestView<'_>, ctx: &ForwardCtx) {
+    let (buf, req, headers) = view.parts();
     out.extend_from_slice(slice(buf, req.method_span));
     out.push(b' ');
     match ctx.path_override {

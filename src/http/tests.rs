@@ -646,7 +646,7 @@ fn ctx(extra: &[HeaderPair]) -> ForwardCtx<'_> {
 fn rewrite(raw: &[u8], c: &ForwardCtx) -> String {
     let (r, h) = parse_ok(raw);
     let mut out = Vec::new();
-    write_request_head(&mut out, raw, &r, &h, c);
+    write_request_head(&mut out, &RequestView::new(raw, &r, &h), c);
     String::from_utf8(out).unwrap()
 }
 
@@ -822,7 +822,7 @@ fn rewritten_request_reparses() {
     let raw = b"POST http://a.example/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n";
     let (r, h) = parse_ok(raw);
     let mut out = Vec::new();
-    write_request_head(&mut out, raw, &r, &h, &ctx(&[]));
+    write_request_head(&mut out, &RequestView::new(raw, &r, &h), &ctx(&[]));
     let (r2, _) = parse_ok(&out);
     assert_eq!(r2.body, BodyKind::Chunked);
     assert_eq!(r2.head_len, out.len());

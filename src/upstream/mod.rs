@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use control::messages::BackendKey;
 use monoio::net::TcpStream;
 
+use crate::conn::Stream;
+
 use crate::balance::Node;
 use crate::error::{Kind, ProxyError};
 
@@ -31,20 +33,10 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle longer than this, a pooled connection is checked before reuse.
 const PEEK_AFTER: Duration = Duration::from_millis(500);
 
-/// Whether the backend has not closed (or written on) an idle connection:
-/// a non-blocking peek that finds nothing to read.
-fn still_open(s: &TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut byte = 0u8;
-    // SAFETY: recv into a one-byte local buffer on a socket we own.
-    let n = unsafe { libc::recv(s.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
-}
-
 /// One worker's idle connections to one address.
 pub struct ConnPool {
     addr: SocketAddr,
-    idle: RefCell<VecDeque<(TcpStream, Instant)>>,
+    idle: RefCell<VecDeque<(Stream, Instant)>>,
     /// Connections opened (for tests and stats).
     pub connects: Cell<u64>,
 }
@@ -61,16 +53,16 @@ impl ConnPool {
     }
 
     /// Takes a pooled connection (newest first, expired or closed ones dropped).
-    pub fn take_idle(&self, now: Instant) -> Option<TcpStream> {
+    pub fn take_idle(&self, now: Instant) -> Option<Stream> {
         let mut idle = self.idle.borrow_mut();
-        while let Some((s, since)) = idle.pop_back() {
+        while let Some((mut s, since)) = idle.pop_back() {
             let rested = now.saturating_duration_since(since);
             if rested >= POOL_IDLE_TIMEOUT {
                 continue;
             }
             // A connection reused at once is almost surely alive; one that
             // rested may have been closed by the backend meanwhile: peek.
-            if rested < PEEK_AFTER || still_open(&s) {
+            if rested < PEEK_AFTER || s.still_open() {
                 return Some(s);
             }
         }
@@ -78,7 +70,7 @@ impl ConnPool {
     }
 
     /// Returns a reusable connection (the oldest is dropped when full).
-    pub fn put_idle(&self, stream: TcpStream, now: Instant) {
+    pub fn put_idle(&self, stream: Stream, now: Instant) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() >= MAX_IDLE_PER_BACKEND {
             idle.pop_front();
@@ -107,7 +99,7 @@ pub struct Backend {
     /// The worker's pool for `addr`.
     pub pool: Option<Rc<ConnPool>>,
     /// Counters for the stats pipeline.
-    pub stats: crate::worker::stats::BackendStats,
+    pub stats: crate::stats::BackendStats,
 }
 
 impl crate::balance::AsNode for Backend {
@@ -118,8 +110,8 @@ impl crate::balance::AsNode for Backend {
 
 /// An upstream connection and whether it came from the pool.
 pub struct Upstream {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The connection.
+    pub stream: Stream,
     /// Reused from the pool (a failure before any response byte may be a
     /// stale connection, worth one retry on a fresh one).
     pub reused: bool,
@@ -137,7 +129,7 @@ impl Backend {
     }
 
     /// Returns a reusable connection to the pool.
-    pub fn put_idle(&self, stream: TcpStream, now: Instant) {
+    pub fn put_idle(&self, stream: Stream, now: Instant) {
         if let Some(p) = &self.pool {
             p.put_idle(stream, now);
         }
@@ -169,7 +161,7 @@ impl Backend {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 pool.connects.set(pool.connects.get() + 1);
-                Ok(Upstream { stream, reused: false })
+                Ok(Upstream { stream: Stream::plain(stream), reused: false })
             }
         }
     }

@@ -1,19 +1,13 @@
-//! One worker: a pinned thread with its own monoio runtime, listeners,
-//! routing table, backends, pools and buffers. Nothing here is shared with
-//! another worker except the global connection counter.
-//!
-//! Lifecycle: wait for the first snapshot → apply → listen → ack (the ack
-//! means "applied and accepting") → accept connections and apply later
-//! snapshots and health flips from the inbox → on shutdown, stop accepting,
-//! close idle connections, wait for in-flight requests up to the drain
-//! budget, exit.
+//! One worker's state: a pinned thread's routing table, backends, pools,
+//! buffers, timers and counters, built from snapshots (`apply`). Nothing
+//! here is shared with another worker except the global connection
+//! counter. The thread's body (listen, accept, inbox) is `serve`; the
+//! request path is `proxy`.
 
-pub mod admission;
 pub mod idle;
 pub mod inbox;
 pub mod signal;
 pub mod slot;
-pub mod stats;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -21,20 +15,20 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use control::messages::{BackendKey, ControlMsg, Snapshot, WorkerEvent};
-use control::model::{Limits, Route, Timeouts};
+use control::messages::{BackendKey, Snapshot, WorkerEvent};
+use control::model::{Limits, Timeouts};
 use crossbeam_channel::Sender;
-use monoio::net::TcpListener;
 
 use crate::accesslog::{LogSink, WorkerLog};
 use crate::balance::{Balancer, Strategy as BalStrategy};
 use crate::http::HeaderSpan;
+use crate::route::admission::Admission;
+use crate::route::{PathRt, PoolRt, RouteRt};
 use crate::router::Router;
+use crate::stats;
 use crate::upstream::{Backend, ConnPool};
-use admission::Admission;
-use inbox::Inbox;
 use signal::LocalSignal;
 
 /// State shared by all workers (atomics only, touched per connection).
@@ -44,54 +38,6 @@ pub struct Shared {
     pub open_connections: AtomicUsize,
     /// Connections closed at once because of `limits.maxConnections`.
     pub rejected_connections: AtomicU64,
-}
-
-/// A backend pool as a worker runs it.
-pub struct PoolRt {
-    /// Backends in config order.
-    pub backends: Vec<Rc<Backend>>,
-    /// Strategy state.
-    pub balancer: Balancer,
-}
-
-/// A path rule as a worker runs it.
-pub struct PathRt {
-    /// Prefix bytes.
-    pub prefix: Box<[u8]>,
-    /// Strip the prefix before forwarding.
-    pub strip: bool,
-    /// Its pool.
-    pub pool: PoolRt,
-}
-
-/// A route as a worker runs it.
-pub struct RouteRt {
-    /// The validated config.
-    pub cfg: Route,
-    /// Route key.
-    pub key: Arc<str>,
-    /// Default pool.
-    pub pool: PoolRt,
-    /// Path rules, longest prefix first.
-    pub paths: Vec<PathRt>,
-    /// Headers to set, as bytes.
-    pub headers: Vec<crate::http::HeaderPair>,
-    /// Active/queued limits (carried across snapshots by route key).
-    pub admission: Rc<Admission>,
-    /// Counters (carried across snapshots by route key).
-    pub stats: Rc<stats::RouteStats>,
-}
-
-impl RouteRt {
-    /// The pool for a raw path, and the prefix to strip (if any).
-    pub fn pool_for(&self, path: &[u8]) -> (&PoolRt, Option<&[u8]>) {
-        for p in &self.paths {
-            if crate::router::prefix_matches(&p.prefix, path) {
-                return (&p.pool, p.strip.then_some(&p.prefix[..]));
-            }
-        }
-        (&self.pool, None)
-    }
 }
 
 /// What one snapshot gives a worker.
@@ -173,7 +119,7 @@ pub struct Worker {
     /// Set once shutdown starts.
     pub drain: LocalSignal,
     /// Fired when draining and the last connection closed.
-    all_closed: LocalSignal,
+    pub(crate) all_closed: LocalSignal,
     open: Cell<usize>,
     // Boxed on purpose: sets are lent out by pointer so that an idle
     // connection's state stays small.
@@ -508,7 +454,7 @@ impl Worker {
     }
 
     /// Whether any counter moved since the last delta.
-    fn stats_dirty(&self) -> bool {
+    pub(crate) fn stats_dirty(&self) -> bool {
         !self.dirty_routes.borrow().is_empty()
             || !self.dirty_backends.borrow().is_empty()
             || self.unrouted.latency_dirty()
@@ -556,180 +502,13 @@ impl Worker {
         d
     }
 
-    fn send_stats(&self, id: Option<u64>) {
+    pub(crate) fn send_stats(&self, id: Option<u64>) {
         // On demand (an id): everything, so totals are exact; periodic: a batch.
         let delta = Box::new(self.stats_delta(STATS_BATCH, id.is_some()));
         let _ = self.events.send(WorkerEvent::Stats { worker: self.index, id, delta });
     }
 }
 
-/// Everything a worker thread needs to start.
-pub struct WorkerSetup {
-    /// Index.
-    pub index: usize,
-    /// Bound, not yet listening, sockets (one per proxy listen address).
-    pub sockets: Vec<std::net::TcpListener>,
-    /// Inbox.
-    pub inbox: Inbox,
-    /// To the control thread.
-    pub events: Sender<WorkerEvent>,
-    /// Cross-worker counters.
-    pub shared: Arc<Shared>,
-    /// Number of workers.
-    pub workers: usize,
-    /// Access log sink.
-    pub access_log: Option<LogSink>,
-}
-
-/// Listen backlog of each proxy socket.
-const BACKLOG: i32 = 4096;
-
-/// The body of a worker thread, on an already-built runtime.
-pub async fn run(setup: WorkerSetup) {
-    let WorkerSetup { index, sockets, inbox, events, shared, workers, access_log } = setup;
-    let worker = Rc::new(Worker::new(index, events.clone(), shared, workers, access_log));
-    if worker.log.is_some() {
-        monoio::spawn(flush_log(worker.clone()));
-    }
-    monoio::spawn(flush_stats(worker.clone()));
-    monoio::spawn(sweep_idle(worker.clone()));
-    monoio::spawn(sweep_ops(worker.clone()));
-    // 1. First snapshot.
-    let first = loop {
-        match inbox.recv().await {
-            Some(ControlMsg::Apply(s)) => break s,
-            Some(ControlMsg::Shutdown { .. }) | None => return,
-            Some(ControlMsg::Health { .. }) => {}
-            Some(ControlMsg::FlushStats { id }) => worker.send_stats(Some(id)),
-        }
-    };
-    worker.apply(&first);
-    // 2. Listen.
-    let mut listeners = Vec::new();
-    for s in sockets {
-        match listen(s) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                let _ = events.send(WorkerEvent::Failed { worker: index, reason: format!("listen: {e}") });
-                return;
-            }
-        }
-    }
-    for l in listeners {
-        monoio::spawn(accept_loop(worker.clone(), l));
-    }
-    // 3. Ack: applied and accepting.
-    let _ = events.send(WorkerEvent::Ack { worker: index, generation: first.generation });
-    // 4. Inbox.
-    let drain_budget = loop {
-        match inbox.recv().await {
-            Some(ControlMsg::Apply(s)) => {
-                worker.apply(&s);
-                let _ = events.send(WorkerEvent::Ack { worker: index, generation: s.generation });
-            }
-            Some(ControlMsg::Health { key, up }) => worker.set_health(&key, up),
-            Some(ControlMsg::FlushStats { id }) => worker.send_stats(Some(id)),
-            Some(ControlMsg::Shutdown { drain }) => break drain,
-            None => break Duration::ZERO,
-        }
-    };
-    // 5. Drain.
-    worker.drain.fire();
-    worker.idle.close();
-    if worker.open_connections() > 0 {
-        let _ = monoio::time::timeout(drain_budget, worker.all_closed.wait()).await;
-    }
-    if let Some(log) = &worker.log {
-        log.flush();
-    }
-    // Stops the operation-deadline sweeper (it holds the worker).
-    worker.timers.close();
-    tracing::debug!(worker = index, left = worker.open_connections(), "worker drained");
-    let _ = events.send(WorkerEvent::Exited { worker: index });
-}
-
-fn listen(s: std::net::TcpListener) -> std::io::Result<TcpListener> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: listen(2) on a socket fd we own; no memory is passed.
-    let rc = unsafe { libc::listen(s.as_raw_fd(), BACKLOG) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    s.set_nonblocking(true)?;
-    TcpListener::from_std(s)
-}
-
-async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
-    loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => Some(r),
-            _ = worker.drain.wait() => None,
-        };
-        match accepted {
-            None => break,
-            Some(Ok((stream, peer))) => {
-                let max = worker.active().limits.max_connections;
-                match worker.admit_connection(max) {
-                    Some(guard) => {
-                        monoio::spawn(crate::proxy::serve_client(guard, stream, peer));
-                    }
-                    None => drop(stream),
-                }
-            }
-            Some(Err(e)) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(worker = worker.index, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
-/// Hands buffered access-log lines to the writer every 100 ms.
-async fn flush_log(worker: Rc<Worker>) {
-    while !worker.drain.is_fired() {
-        monoio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(log) = &worker.log {
-            log.flush();
-        }
-    }
-}
-
 /// Routes (and backends) per periodic stats delta: bounds the worker-side
 /// pause; a larger busy set catches up over a few seconds.
-const STATS_BATCH: usize = 4000;
-
-/// Ships counters to the control thread in bounded batches, once a second
-/// while they move (on demand too: GET /stats asks every worker first).
-/// With many routes each busy route costs one delta per flush, so the
-/// period is a CPU cost: 250 ms here cost ~1% with 10,000 busy routes.
-async fn flush_stats(worker: Rc<Worker>) {
-    while !worker.drain.is_fired() {
-        monoio::time::sleep(Duration::from_secs(1)).await;
-        if worker.stats_dirty() {
-            worker.send_stats(None);
-        }
-    }
-}
-
-/// Fires expired operation deadlines every `OP_TICK` while any are set
-/// (in-flight requests keep their timeouts through a drain).
-async fn sweep_ops(worker: Rc<Worker>) {
-    loop {
-        worker.timers.busy().await;
-        if worker.timers.is_closed() {
-            return;
-        }
-        monoio::time::sleep(idle::OP_TICK).await;
-        worker.timers.sweep(Instant::now());
-    }
-}
-
-/// Fires expired idle deadlines every tick.
-async fn sweep_idle(worker: Rc<Worker>) {
-    while !worker.drain.is_fired() {
-        monoio::time::sleep(idle::TICK).await;
-        worker.idle.sweep(Instant::now());
-        worker.trim_bufs();
-    }
-}
+pub(crate) const STATS_BATCH: usize = 4000;

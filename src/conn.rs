@@ -1,0 +1,369 @@
+//! The connection layer: one stream type for both sides of the proxy,
+//! plain TCP or TLS, so the request path never names a socket type.
+//!
+//! Every read and write moves bytes through the caller's reused buffers
+//! (monoio's owned-buffer I/O underneath). The raw-fd tricks live here and
+//! nowhere else: the direct non-blocking final send, the readiness wait of
+//! an idle connection and the pool's liveness peek.
+//!
+//! TLS is rustls driven by hand rather than through monoio-rustls: that
+//! wrapper pins two 16 KiB buffers per connection for its whole life, which
+//! an idle keep-alive connection cannot afford. Here ciphertext lands in
+//! the caller's read buffer (its spare capacity), is handed to rustls, and
+//! the decrypted bytes are copied back into the same buffer; outgoing
+//! ciphertext goes through a small buffer of the stream's own that is freed
+//! when the connection goes idle (`shed`). An idle TLS connection holds the
+//! socket, the rustls state (keys and a small deframer buffer) and nothing
+//! else.
+//!
+//! Readiness: a TLS stream can hold decrypted bytes that the socket no
+//! longer shows, so `readable` answers at once when rustls holds plaintext
+//! (or a close) and only otherwise waits on the socket.
+
+use std::io::{self, BufRead, Write};
+use std::os::fd::AsRawFd;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Most ciphertext read from the socket at once: rustls refuses more input
+/// while it holds over 16 KiB of undelivered plaintext.
+const TLS_READ: usize = 16 * 1024;
+
+/// A connection, plain or TLS.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (boxed: the rustls state is large and plain
+    /// connections should not pay for it).
+    Tls(Box<TlsStream>),
+}
+
+/// A TLS connection: the socket, the rustls state, and outgoing ciphertext.
+pub struct TlsStream {
+    tcp: TcpStream,
+    tls: rustls::Connection,
+    /// Ciphertext on its way to the socket; freed when idle.
+    out: Vec<u8>,
+    /// Ciphertext read but not yet taken by rustls (it was holding too much
+    /// plaintext); rare, fed first on the next read.
+    pending: Vec<u8>,
+}
+
+/// What a TLS connection negotiated (for the access log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// "TLSv1.2" or "TLSv1.3".
+    pub version: &'static str,
+}
+
+fn is_interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+impl Stream {
+    /// Wraps a plain socket.
+    pub fn plain(tcp: TcpStream) -> Stream {
+        Stream::Plain(tcp)
+    }
+
+    /// The underlying socket.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.tcp,
+        }
+    }
+
+    /// Whether this is a TLS connection.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// TLS version, when TLS.
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => Some(TlsInfo { version: version_name(t.tls.protocol_version()) }),
+        }
+    }
+
+    /// The SNI name the client sent (server side of TLS), if any.
+    pub fn sni(&self) -> Option<&str> {
+        match self {
+            Stream::Tls(t) => match &t.tls {
+                rustls::Connection::Server(s) => s.server_name(),
+                rustls::Connection::Client(_) => None,
+            },
+            Stream::Plain(_) => None,
+        }
+    }
+
+    /// Sets TCP_NODELAY.
+    pub fn set_nodelay(&self) {
+        let _ = self.tcp().set_nodelay(true);
+    }
+
+    /// Reads more bytes onto the end of `buf`, into its spare capacity
+    /// (the caller makes sure there is some). `Ok(0)` is the end of the
+    /// stream (a TLS peer that closes without close_notify too: HTTP
+    /// framing, not TLS, decides whether a message was truncated). If the
+    /// future is dropped mid-read, `buf` is left empty.
+    pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => loop {
+                let len = buf.len();
+                let v = std::mem::take(buf);
+                let (res, slice) = s.read(v.slice_mut(len..)).await;
+                *buf = slice.into_inner();
+                match res {
+                    Err(e) if is_interrupted(&e) => continue,
+                    other => return other,
+                }
+            },
+            Stream::Tls(t) => t.read(buf).await,
+        }
+    }
+
+    /// Writes some of `buf[start..end]`; returns how much was taken. If the
+    /// future is dropped mid-write, `buf` is left empty.
+    pub async fn write(&mut self, buf: &mut Vec<u8>, start: usize, end: usize) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => loop {
+                let v = std::mem::take(buf);
+                let (res, slice) = s.write(v.slice(start..end)).await;
+                *buf = slice.into_inner();
+                match res {
+                    Err(e) if is_interrupted(&e) => continue,
+                    other => return other,
+                }
+            },
+            Stream::Tls(t) => t.write(&buf[start..end]).await,
+        }
+    }
+
+    /// Waits until a read would find something: bytes (or a close) on the
+    /// socket, or plaintext a TLS stream already holds. Holds no buffer.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        if let Stream::Tls(t) = self {
+            if t.holds_input() {
+                return Ok(());
+            }
+        }
+        self.tcp().readable(false).await
+    }
+
+    /// Sends what the socket takes at once, without waiting (a direct
+    /// non-blocking `send`); returns how much. Plain only: a TLS stream
+    /// returns 0 and its bytes go the usual way.
+    pub fn send_now(&mut self, data: &[u8]) -> usize {
+        let Stream::Plain(s) = self else { return 0 };
+        let fd = s.as_raw_fd();
+        let mut pos = 0;
+        while pos < data.len() {
+            let rest = &data[pos..];
+            // SAFETY: `fd` is the open socket `s` owns; `rest` is a live slice.
+            let n =
+                unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+            if n > 0 {
+                pos += n as usize;
+                continue;
+            }
+            if n < 0 && is_interrupted(&io::Error::last_os_error()) {
+                continue;
+            }
+            break;
+        }
+        pos
+    }
+
+    /// Ends our side of the stream: a TLS close_notify (best effort), then
+    /// a FIN, so the peer sees the end of the response and of the stream
+    /// together and this side closes first.
+    pub async fn close_write(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.tls.send_close_notify();
+            let _ = t.flush().await;
+        }
+        // SAFETY: shutting down the write half of a socket we own only sends a FIN.
+        unsafe { libc::shutdown(self.tcp().as_raw_fd(), libc::SHUT_WR) };
+    }
+
+    /// Whether the peer has neither closed nor written on an idle
+    /// connection: a non-blocking peek that finds nothing to read.
+    pub fn still_open(&mut self) -> bool {
+        if let Stream::Tls(t) = self {
+            if t.holds_input() {
+                return false;
+            }
+        }
+        let fd = self.tcp().as_raw_fd();
+        let mut byte = 0u8;
+        // SAFETY: recv into a one-byte local buffer on a socket we own.
+        let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+
+    /// Frees what an idle connection does not need (a TLS stream's
+    /// outgoing ciphertext buffer).
+    pub fn shed(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.out = Vec::new();
+        }
+    }
+
+    /// The plain socket, for the upgrade tunnel's split halves.
+    pub fn into_plain(self) -> Result<TcpStream, Stream> {
+        match self {
+            Stream::Plain(s) => Ok(s),
+            other => Err(other),
+        }
+    }
+}
+
+fn version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "-",
+    }
+}
+
+impl TlsStream {
+    /// A stream over `tcp` driven by `tls` (handshake not yet done).
+    pub fn new(tcp: TcpStream, tls: rustls::Connection) -> TlsStream {
+        TlsStream { tcp, tls, out: Vec::new(), pending: Vec::new() }
+    }
+
+    /// Runs the handshake to its end, reading ciphertext through `scratch`
+    /// (a reused buffer; left empty). On a protocol error the alert rustls
+    /// queued is sent before the error returns. The caller bounds the time.
+    pub async fn handshake(&mut self, scratch: &mut Vec<u8>) -> io::Result<()> {
+        scratch.clear();
+        scratch.reserve(TLS_READ);
+        while self.tls.is_handshaking() {
+            if self.tls.wants_write() {
+                self.flush().await?;
+                continue;
+            }
+            let v = std::mem::take(scratch);
+            let end = TLS_READ.min(v.capacity());
+            let (res, slice) = self.tcp.read(v.slice_mut(0..end)).await;
+            *scratch = slice.into_inner();
+            let n = match res {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if is_interrupted(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let fed = self.feed(&scratch[..n]);
+            scratch.clear();
+            if let Err(e) = fed {
+                let _ = self.flush().await;
+                return Err(e);
+            }
+        }
+        // The last flight (and, server side, session tickets).
+        self.flush().await
+    }
+
+    /// rustls holds plaintext, a close_notify or an error to report.
+    fn holds_input(&mut self) -> bool {
+        !self.pending.is_empty()
+            || !matches!(self.tls.reader().fill_buf(), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Hands ciphertext to rustls and processes it. What rustls will not
+    /// take yet (too much plaintext held) waits in `pending`.
+    fn feed(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.tls.read_tls(&mut data) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Other => {
+                    self.pending.extend_from_slice(data);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            self.tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let len = buf.len();
+        loop {
+            match self.tls.reader().fill_buf() {
+                Ok(chunk) if !chunk.is_empty() => {
+                    let room = buf.capacity() - len;
+                    let n = if room == 0 { chunk.len() } else { chunk.len().min(room) };
+                    buf.extend_from_slice(&chunk[..n]);
+                    self.tls.reader().consume(n);
+                    return Ok(n);
+                }
+                Ok(_) => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if !self.pending.is_empty() {
+                let pending = std::mem::take(&mut self.pending);
+                self.feed(&pending)?;
+                continue;
+            }
+            // Ciphertext lands in the buffer's spare capacity, then rustls
+            // copies it in and the plaintext comes back to the same place.
+            if buf.capacity() == len {
+                buf.reserve(TLS_READ);
+            }
+            let end = buf.capacity().min(len + TLS_READ);
+            let v = std::mem::take(buf);
+            let (res, slice) = self.tcp.read(v.slice_mut(len..end)).await;
+            *buf = slice.into_inner();
+            let n = match res {
+                Ok(n) => n,
+                Err(e) if is_interrupted(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                // Marks the TCP end; the reader then reports it.
+                let _ = self.tls.read_tls(&mut &[][..]);
+                continue;
+            }
+            let fed = self.feed(&buf[len..len + n]);
+            buf.truncate(len);
+            if let Err(e) = fed {
+                let _ = self.flush().await;
+                return Err(e);
+            }
+            if self.tls.wants_write() {
+                // A KeyUpdate answer or the like.
+                self.flush().await?;
+            }
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.tls.wants_write() {
+            self.flush().await?;
+        }
+        let n = self.tls.writer().write(data)?;
+        self.flush().await?;
+        Ok(n)
+    }
+
+    /// Sends every queued TLS record.
+    async fn flush(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            self.out.clear();
+            self.tls.write_tls(&mut self.out)?;
+            let v = std::mem::take(&mut self.out);
+            let (res, v) = self.tcp.write_all(v).await;
+            self.out = v;
+            res?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! The phases before a backend is picked: read the head, route it, admit
+//! it, run the route's policies, and write the upstream head.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::wire::{due, read_more, write_range, Due, Read};
+use super::{Ctx, Stop};
+use crate::error::{Kind, ProxyError};
+use crate::http::{
+    parse_request, write_request_head, BodyKind, ChunkError, ChunkedDecoder, ForwardCtx, HeadLimits, Method,
+    RequestHead, RequestView,
+};
+use crate::route::admission::Permit;
+use crate::route::RouteRt;
+
+/// The request body as far as it is already in the buffer.
+pub(super) struct Held {
+    /// Body bytes after the head that belong to this request.
+    pub(super) len: usize,
+    /// The whole body is held (a retry can resend it).
+    pub(super) complete: bool,
+}
+
+/// A routed request, as the later phases see it.
+pub(super) struct Req {
+    pub(super) head: RequestHead,
+    pub(super) route: Rc<RouteRt>,
+    /// The path rule that serves it (`None`: the route's own backends).
+    pub(super) rule: Option<usize>,
+    pub(super) held: Held,
+    /// For a chunked body: the decoder, fed with what is held.
+    pub(super) decoder: Option<ChunkedDecoder>,
+    /// Body bytes streamed to a backend (no retry after that).
+    pub(super) body_sent: bool,
+}
+
+/// Reads until a whole request head is parsed. `Err(None)`: the client
+/// went away (or idled out) before sending anything; close quietly.
+pub(super) async fn read_head(cx: &mut Ctx<'_>, deadline: Instant) -> Result<RequestHead, Option<ProxyError>> {
+    let active = cx.w.active();
+    let limits = HeadLimits { max_head_bytes: active.limits.max_head_bytes, max_headers: active.limits.max_headers };
+    let b = &mut *cx.b;
+    loop {
+        match parse_request(&b.rbuf, &limits, &mut b.headers) {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(e) => return Err(Some(ProxyError::new(Kind::BadRequest(e.status()), e.reason()))),
+        }
+        let had = !b.rbuf.is_empty();
+        let deadline = Due { timers: &cx.w.timers, at: deadline };
+        match read_more(cx.client, &mut b.rbuf, limits.max_head_bytes + 1, deadline).await {
+            Read::Data => {}
+            Read::TimedOut if had => return Err(Some(ProxyError::new(Kind::HeadTimeout, "request head too slow"))),
+            // The buffer is full: the head cannot complete.
+            Read::Failed(None) if had => {
+                return Err(Some(ProxyError::new(Kind::BadRequest(431), "request head over the limit")))
+            }
+            _ => return Err(None),
+        }
+    }
+}
+
+/// Starts the access-log line (when logging) and makes the request id.
+pub(super) fn begin_log(cx: &mut Ctx<'_>, head: &RequestHead) -> [u8; 24] {
+    let mut rid = [0u8; 24];
+    cx.w.next_request_id(&mut rid);
+    if cx.w.log.is_some() {
+        let b = &mut *cx.b;
+        let view = RequestView::new(&b.rbuf, head, &b.headers);
+        let id = view.header(b"x-request-id").filter(|v| !v.is_empty()).unwrap_or(&rid);
+        crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), id, cx.peer, view.method(), view.target());
+    }
+    rid
+}
+
+/// Finds the route and path rule, checks the method and body limits, and
+/// sees how much of the body is already here (and, for chunked, whether
+/// it is sound).
+pub(super) fn route(cx: &mut Ctx<'_>, head: RequestHead) -> Result<Req, (RequestHead, Stop)> {
+    let b = &mut *cx.b;
+    let view = RequestView::new(&b.rbuf, &head, &b.headers);
+    let Some(route) = cx.w.active().router.lookup(view.authority()).cloned() else {
+        let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
+        let keep = (!has_body).then_some(head.head_len);
+        return Err((head, Stop { err: ProxyError::new(Kind::NoRoute, "no route for host"), keep }));
+    };
+    let rule = route.rule_for(view.path());
+    cx.ex.route = Some(route.clone());
+    if head.method == Method::Connect {
+        return Err((head, Stop::close(ProxyError::new(Kind::MethodNotAllowed, "CONNECT"))));
+    }
+    let max_body = route.cfg.max_body_bytes;
+    if let BodyKind::Length(n) = head.body {
+        if max_body > 0 && n > max_body {
+            return Err((head, Stop::close(ProxyError::new(Kind::BodyTooLarge, "content-length over limit"))));
+        }
+    }
+    let avail = b.rbuf.len() - head.head_len;
+    let mut decoder = None;
+    let held = match head.body {
+        BodyKind::None | BodyKind::UntilClose => Held { len: 0, complete: true },
+        BodyKind::Length(n) => Held { len: avail.min(n as usize), complete: avail as u64 >= n },
+        BodyKind::Chunked => {
+            let mut d = ChunkedDecoder::new(max_body);
+            match d.feed(&b.rbuf[head.head_len..], &mut |_| {}) {
+                Ok((used, done)) => {
+                    decoder = Some(d);
+                    Held { len: used, complete: done }
+                }
+                Err(e) => return Err((head, Stop::close(chunk_error(e)))),
+            }
+        }
+    };
+    Ok(Req { head, route, rule, held, decoder, body_sent: false })
+}
+
+/// Answers `Expect: 100-continue` when the body is still to come. False:
+/// the client is gone.
+pub(super) async fn continue_if_expected(cx: &mut Ctx<'_>, req: &Req) -> bool {
+    if !req.head.expect_continue || req.held.complete {
+        return true;
+    }
+    let b = &mut *cx.b;
+    b.scratch.clear();
+    b.scratch.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    let end = b.scratch.len();
+    write_range(cx.client, &mut b.scratch, 0, end, due(cx.w, cx.w.active().timeouts.idle)).await
+}
+
+/// The route's active limit, then its bounded queue.
+pub(super) async fn admit(cx: &mut Ctx<'_>, req: &Req) -> Result<Permit, Stop> {
+    match req.route.admission.acquire(req.route.cfg.queue).await {
+        Some(p) => Ok(p),
+        None => {
+            cx.ex.rejected = true;
+            let err = ProxyError::new(Kind::Overloaded, "admission queue full or wait expired");
+            Err(Stop { err, keep: req.held.complete.then_some(req.head.head_len + req.held.len) })
+        }
+    }
+}
+
+/// The route's policies, in their fixed order (CORS preflight → auth →
+/// rate limit → cache lookup). None exist yet: this is where they plug in,
+/// each answering the client itself (`Err`) or letting the request through.
+pub(super) fn policy(_cx: &mut Ctx<'_>, _req: &Req) -> Result<(), Stop> {
+    Ok(())
+}
+
+/// Writes the head the backends get (and the held body) into `out`, once
+/// for every attempt; the request's bytes then leave the read buffer (what
+/// stays there is pipelined).
+pub(super) fn upstream_head(cx: &mut Ctx<'_>, req: &Req, rid: &[u8]) {
+    let b = &mut *cx.b;
+    let view = RequestView::new(&b.rbuf, &req.head, &b.headers);
+    let strip = req.route.strip_prefix(req.rule);
+    if let Some(prefix) = strip {
+        let path = view.path();
+        b.scratch.clear();
+        let rest = &path[prefix.len().min(path.len())..];
+        if !rest.starts_with(b"/") {
+            b.scratch.push(b'/');
+        }
+        b.scratch.extend_from_slice(rest);
+    }
+    b.out.clear();
+    let ctx = ForwardCtx {
+        client_ip: cx.peer.ip(),
+        proto: if cx.client.is_tls() { "https" } else { "http" },
+        path_override: strip.map(|_| &b.scratch[..]),
+        extra_headers: &req.route.headers,
+        request_id: rid,
+    };
+    write_request_head(&mut b.out, &view, &ctx);
+    let body_start = req.head.head_len;
+    b.out.extend_from_slice(&b.rbuf[body_start..body_start + req.held.len]);
+    b.rbuf.drain(..body_start + req.held.len);
+}
+
+/// A chunked-body error as the proxy's error.
+pub(super) fn chunk_error(e: ChunkError) -> ProxyError {
+    match e {
+        ChunkError::TooLarge => ProxyError::new(Kind::BodyTooLarge, "chunked body over limit"),
+        ChunkError::Malformed(m) => ProxyError::new(Kind::BadBody, m),
+    }
+}

@@ -1,0 +1,206 @@
+//! Relaying a response: the head, then the body by its framing (one
+//! function each), and the upstream connection back to the pool when it
+//! is reusable.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::phases::Req;
+use super::wire::{due, read_more, send, send_last, Read};
+use super::{Ctx, Next};
+use crate::http::{write_response_head, BodyKind, ChunkedDecoder, ResponseHead};
+use crate::upstream::{Backend, Upstream};
+
+/// Largest read buffer a response body grows to (the buffer pool keeps
+/// buffers up to 4 × `BUF_SIZE`).
+const BIG_READ: usize = 4 * crate::worker::BUF_SIZE;
+
+/// How a body relay ended.
+struct Relayed {
+    /// The whole body reached the client.
+    done: bool,
+    /// The upstream connection holds nothing more and may be pooled.
+    reusable: bool,
+}
+
+/// What every body relay works with.
+struct Body<'c, 'a> {
+    cx: &'c mut Ctx<'a>,
+    up: &'c mut Upstream,
+    /// Where the body starts in `ubuf` (after the head).
+    start: usize,
+    /// The connection closes after this response.
+    close: bool,
+    /// HTTP/1.0 client, chunked response: send the decoded bytes.
+    dechunk: bool,
+    upstream: std::time::Duration,
+    idle: std::time::Duration,
+}
+
+/// Sends the response head and the body; pools the upstream connection
+/// when it is reusable.
+pub(super) async fn response(
+    cx: &mut Ctx<'_>,
+    req: &Req,
+    backend: &Rc<Backend>,
+    mut up: Upstream,
+    resp: &ResponseHead,
+) -> Next {
+    let head = &req.head;
+    let dechunk = head.version_minor == 0 && resp.body == BodyKind::Chunked;
+    let close =
+        !head.keep_alive || head.version_minor == 0 || cx.w.drain.is_fired() || resp.body == BodyKind::UntilClose;
+    let b = &mut *cx.b;
+    b.scratch.clear();
+    write_response_head(&mut b.scratch, &b.ubuf, resp, &b.uheaders, close, dechunk);
+    let idle = cx.w.active().timeouts.idle;
+    let mut body =
+        Body { cx, up: &mut up, start: resp.head_len, close, dechunk, upstream: req.route.cfg.upstream, idle };
+    let r = match resp.body {
+        BodyKind::None => no_body(&mut body).await,
+        BodyKind::Length(n) => sized(&mut body, n).await,
+        BodyKind::Chunked => chunked(&mut body).await,
+        BodyKind::UntilClose => until_close(&mut body).await,
+    };
+    if r.done && r.reusable && resp.keep_alive {
+        backend.put_idle(up.stream, Instant::now());
+    }
+    if r.done && !close {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// No body: just the head.
+async fn no_body(x: &mut Body<'_, '_>) -> Relayed {
+    let reusable = x.cx.b.ubuf.len() == x.start;
+    let end = x.cx.b.scratch.len();
+    let d = due(x.cx.w, x.idle);
+    let done = send_last(x.cx.client, x.cx.ex, &mut x.cx.b.scratch, end, x.close, d).await;
+    Relayed { done, reusable }
+}
+
+/// A Content-Length body.
+async fn sized(x: &mut Body<'_, '_>, n: u64) -> Relayed {
+    let start = x.start;
+    // A small body that arrived apart from its head (a backend that writes
+    // head and file separately): gather it first, so the client gets one
+    // write instead of two.
+    let whole = start.saturating_add(n as usize);
+    if x.cx.b.ubuf.len() < whole && whole <= x.cx.b.ubuf.capacity() {
+        while x.cx.b.ubuf.len() < whole {
+            let d = due(x.cx.w, x.upstream);
+            if !matches!(read_more(&mut x.up.stream, &mut x.cx.b.ubuf, whole, d).await, Read::Data) {
+                // Nothing reached the client yet, but the backend broke
+                // off: a truncated answer is worse than none.
+                x.cx.ex.status = 502;
+                return Relayed { done: false, reusable: false };
+            }
+        }
+    }
+    let b = &mut *x.cx.b;
+    let first = (b.ubuf.len() - start).min(n as usize);
+    let mut reusable = b.ubuf.len() - start == first;
+    b.scratch.extend_from_slice(&b.ubuf[start..start + first]);
+    let end = b.scratch.len();
+    let mut remaining = n - first as u64;
+    let d = due(x.cx.w, x.idle);
+    let mut ok = send_last(x.cx.client, x.cx.ex, &mut x.cx.b.scratch, end, x.close && remaining == 0, d).await;
+    while ok && remaining > 0 {
+        let b = &mut *x.cx.b;
+        b.ubuf.clear();
+        // A large body moves in reads of up to 64 KiB (fewer socket
+        // operations per byte); the pool keeps such a buffer.
+        let want = remaining.min(BIG_READ as u64) as usize;
+        if b.ubuf.capacity() < want {
+            b.ubuf.reserve_exact(want);
+        }
+        let d = due(x.cx.w, x.upstream);
+        if !matches!(read_more(&mut x.up.stream, &mut x.cx.b.ubuf, usize::MAX, d).await, Read::Data) {
+            ok = false;
+            break;
+        }
+        let take = remaining.min(x.cx.b.ubuf.len() as u64) as usize;
+        reusable &= take == x.cx.b.ubuf.len();
+        let d = due(x.cx.w, x.idle);
+        ok = send(x.cx.client, x.cx.ex, &mut x.cx.b.ubuf, 0..take, d).await;
+        remaining -= take as u64;
+    }
+    Relayed { done: ok && remaining == 0, reusable }
+}
+
+/// A chunked body: passed through as it is, or decoded for an HTTP/1.0
+/// client. The head goes out with the first piece.
+async fn chunked(x: &mut Body<'_, '_>) -> Relayed {
+    let mut d = ChunkedDecoder::new(0);
+    let mut start = x.start;
+    let mut first = true;
+    let mut reusable = true;
+    loop {
+        let b = &mut *x.cx.b;
+        // Feed what is buffered; pass it through or de-chunk it into scratch.
+        let fed = if x.dechunk {
+            let scratch = &mut b.scratch;
+            d.feed(&b.ubuf[start..], &mut |data| scratch.extend_from_slice(data))
+        } else {
+            d.feed(&b.ubuf[start..], &mut |_| {})
+        };
+        let Ok((used, fin)) = fed else {
+            return Relayed { done: false, reusable: false };
+        };
+        if fin {
+            reusable = start + used == b.ubuf.len();
+        }
+        if !x.dechunk {
+            if first {
+                b.scratch.extend_from_slice(&b.ubuf[start..start + used]);
+            } else {
+                let dl = due(x.cx.w, x.idle);
+                if !send(x.cx.client, x.cx.ex, &mut x.cx.b.ubuf, start..start + used, dl).await {
+                    return Relayed { done: false, reusable: false };
+                }
+            }
+        }
+        if first || x.dechunk {
+            let end = x.cx.b.scratch.len();
+            let dl = due(x.cx.w, x.idle);
+            if !send(x.cx.client, x.cx.ex, &mut x.cx.b.scratch, 0..end, dl).await {
+                return Relayed { done: false, reusable: false };
+            }
+            x.cx.b.scratch.clear();
+        }
+        first = false;
+        if fin {
+            return Relayed { done: true, reusable };
+        }
+        x.cx.b.ubuf.clear();
+        start = 0;
+        let dl = due(x.cx.w, x.upstream);
+        if !matches!(read_more(&mut x.up.stream, &mut x.cx.b.ubuf, usize::MAX, dl).await, Read::Data) {
+            return Relayed { done: false, reusable: false };
+        }
+    }
+}
+
+/// A body that ends when the backend closes (never reusable).
+async fn until_close(x: &mut Body<'_, '_>) -> Relayed {
+    let b = &mut *x.cx.b;
+    b.scratch.extend_from_slice(&b.ubuf[x.start..]);
+    let end = b.scratch.len();
+    let dl = due(x.cx.w, x.idle);
+    let mut ok = send(x.cx.client, x.cx.ex, &mut x.cx.b.scratch, 0..end, dl).await;
+    while ok {
+        x.cx.b.ubuf.clear();
+        let dl = due(x.cx.w, x.upstream);
+        match read_more(&mut x.up.stream, &mut x.cx.b.ubuf, usize::MAX, dl).await {
+            Read::Data => {}
+            Read::Eof => break,
+            _ => return Relayed { done: false, reusable: false },
+        }
+        let end = x.cx.b.ubuf.len();
+        let dl = due(x.cx.w, x.idle);
+        ok = send(x.cx.client, x.cx.ex, &mut x.cx.b.ubuf, 0..end, dl).await;
+    }
+    Relayed { done: ok, reusable: false }
+}

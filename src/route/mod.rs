@@ -1,0 +1,72 @@
+//! A route as one worker runs it: the validated config, its pools of
+//! backends with their balancers, its path rules, its admission limits and
+//! counters. Built per snapshot by the worker (carrying admission, counters
+//! and backends over by key); read by the router and the request path.
+//! Knows nothing of the worker or the request path.
+
+pub mod admission;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use control::model::Route;
+
+use crate::balance::Balancer;
+use crate::upstream::Backend;
+use admission::Admission;
+
+/// A backend pool as a worker runs it.
+pub struct PoolRt {
+    /// Backends in config order.
+    pub backends: Vec<Rc<Backend>>,
+    /// Strategy state.
+    pub balancer: Balancer,
+}
+
+/// A path rule as a worker runs it.
+pub struct PathRt {
+    /// Prefix bytes.
+    pub prefix: Box<[u8]>,
+    /// Strip the prefix before forwarding.
+    pub strip: bool,
+    /// Its pool.
+    pub pool: PoolRt,
+}
+
+/// A route as a worker runs it.
+pub struct RouteRt {
+    /// The validated config.
+    pub cfg: Route,
+    /// Route key.
+    pub key: Arc<str>,
+    /// Default pool.
+    pub pool: PoolRt,
+    /// Path rules, longest prefix first.
+    pub paths: Vec<PathRt>,
+    /// Headers to set, as bytes.
+    pub headers: Vec<crate::http::HeaderPair>,
+    /// Active/queued limits (carried across snapshots by route key).
+    pub admission: Rc<Admission>,
+    /// Counters (carried across snapshots by route key).
+    pub stats: Rc<crate::stats::RouteStats>,
+}
+
+impl RouteRt {
+    /// The path rule serving a raw path (`None`: the route's own pool).
+    pub fn rule_for(&self, path: &[u8]) -> Option<usize> {
+        self.paths.iter().position(|p| crate::router::prefix_matches(&p.prefix, path))
+    }
+
+    /// The pool of a rule (see `rule_for`).
+    pub fn pool(&self, rule: Option<usize>) -> &PoolRt {
+        match rule.and_then(|i| self.paths.get(i)) {
+            Some(p) => &p.pool,
+            None => &self.pool,
+        }
+    }
+
+    /// The prefix to strip for a rule, if it strips.
+    pub fn strip_prefix(&self, rule: Option<usize>) -> Option<&[u8]> {
+        rule.and_then(|i| self.paths.get(i)).filter(|p| p.strip).map(|p| &p.prefix[..])
+    }
+}
