@@ -45,6 +45,7 @@ fn main() {
         path_override: None,
         extra_headers: &route_headers,
         request_id: b"0123456789abcdef",
+        host: ringway::http::HostOut::Client,
     };
     println!("request head: {} bytes", REQ.len());
 

@@ -33,6 +33,7 @@ fn worker_with(routes: usize, wildcard: bool) -> Worker {
         down: Default::default(),
         timeouts: config.timeouts,
         limits: config.limits,
+        tls: None,
     };
     let (tx, _rx) = crossbeam_channel::unbounded();
     let w = Worker::new(0, tx, Arc::new(Shared::default()), 1, None);

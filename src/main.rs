@@ -15,7 +15,7 @@ USAGE:
 
 COMMANDS:
     run     Run the proxy with a JSON config file. Prints one line
-            `listening proxy=ADDR[,ADDR] admin=ADDR|-` once every worker
+            `listening proxy=ADDR[,ADDR] admin=ADDR|- tls=ADDR[,ADDR]|-` once every worker
             accepts. SIGTERM/SIGINT drain and exit 0.
     check   Validate a config file; print every error with its JSON path;
             exit 1 on error.
@@ -96,7 +96,10 @@ fn init_tracing() {
 
 fn load(path: &str) -> Result<control::model::Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    control::model::parse_config(&text).map_err(|e| e.to_string())
+    let mut config = control::model::parse_config(&text).map_err(|e| e.to_string())?;
+    // Certificate files are read and checked here, so `check` reports them too.
+    ringway::tls::prepare(&mut config)?;
+    Ok(config)
 }
 
 /// Blocks the signals we handle in every thread (call before spawning any),
@@ -153,7 +156,9 @@ fn serve(config: control::model::Config, config_path: Option<&str>, args: &Args)
     };
     let proxy: Vec<String> = running.proxy_addrs.iter().map(ToString::to_string).collect();
     let admin = running.admin_addr.map_or("-".to_string(), |a| a.to_string());
-    println!("listening proxy={} admin={}", proxy.join(","), admin);
+    let tls: Vec<String> = running.tls_addrs.iter().map(ToString::to_string).collect();
+    let tls = if tls.is_empty() { "-".to_string() } else { tls.join(",") };
+    println!("listening proxy={} admin={} tls={}", proxy.join(","), admin, tls);
     loop {
         match wait_for_signal(&set) {
             libc::SIGHUP => match config_path.map(load) {

@@ -116,16 +116,10 @@ impl Router {
 
 /// Lowercases `host` without its port and trailing dot into `buf`.
 pub fn normalise_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b [u8]> {
-    let name = if host.first() == Some(&b'[') {
-        // [v6]:port → [v6]
-        let end = host.iter().position(|&b| b == b']')?;
-        &host[..=end]
-    } else {
-        match host.iter().rposition(|&b| b == b':') {
-            Some(i) => &host[..i],
-            None => host,
-        }
-    };
+    if host.first() == Some(&b'[') && !host.contains(&b']') {
+        return None;
+    }
+    let name = crate::http::host_part(host);
     let name = name.strip_suffix(b".").unwrap_or(name);
     if name.is_empty() || name.len() > MAX_HOST {
         return None;

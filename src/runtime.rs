@@ -45,6 +45,8 @@ impl Driver {
 pub struct Running {
     /// Proxy addresses actually bound (port 0 resolved).
     pub proxy_addrs: Vec<SocketAddr>,
+    /// Bound TLS listen addresses (actual ports).
+    pub tls_addrs: Vec<SocketAddr>,
     /// Admin address, if any.
     pub admin_addr: Option<SocketAddr>,
     /// Commands to the control thread.
@@ -170,8 +172,10 @@ pub struct Options {
 }
 
 /// Starts with every option.
-pub fn start_with(config: Config, opts: Options) -> io::Result<Running> {
+pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
     let Options { workers, driver, state_file, reset_state } = opts;
+    // Certificate files become PEM text here, checked; a bad one stops the start.
+    let static_certs = crate::tls::prepare(&mut config).map_err(io::Error::other)?;
     // An existing state file wins over the config's routes (resume where
     // you were); a corrupt one stops the start and is left alone.
     let defaults = control::model::RouteDefaults::of(&config);
@@ -201,6 +205,9 @@ pub fn start_with(config: Config, opts: Options) -> io::Result<Running> {
     let driver = resolve_driver(driver);
     tracing::info!(workers = n, driver = ?driver, "starting");
     let (proxy_addrs, mut sockets) = bind_all(&config.listen, n)?;
+    let tls_listen = config.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+    let (tls_addrs, tls_sockets) = bind_all(&tls_listen, n)?;
+    let mut tls_sockets = tls_sockets.into_iter();
     let shared = Arc::new(Shared::default());
     let access_log = match &config.access_log {
         Some(path) => Some(
@@ -218,6 +225,8 @@ pub fn start_with(config: Config, opts: Options) -> io::Result<Running> {
         let setup = WorkerSetup {
             index: i,
             sockets: socks,
+            tls_sockets: tls_sockets.next().unwrap_or_default(),
+            tls_port: tls_addrs.first().map(|a| a.port()),
             inbox: rx,
             events: ev_tx.clone(),
             shared: shared.clone(),
@@ -237,11 +246,18 @@ pub fn start_with(config: Config, opts: Options) -> io::Result<Running> {
     let admin_addr = admin.as_ref().map(|(_, s)| s.addr);
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    let controller = Controller::new(config, state, state_file, admin, senders, ev_rx, cmd_rx, shared);
+    let channels = crate::controller::Channels { workers: senders, events: ev_rx, cmds: cmd_rx, shared };
+    let controller = Controller::new(config, state, state_file, admin, channels, static_certs);
     let control_thread =
         std::thread::Builder::new().name("ringway-control".into()).spawn(move || controller.run(ready_tx))?;
-    let running =
-        Running { proxy_addrs, admin_addr, control: cmd_tx, workers: handles, control_thread: Some(control_thread) };
+    let running = Running {
+        proxy_addrs,
+        tls_addrs,
+        admin_addr,
+        control: cmd_tx,
+        workers: handles,
+        control_thread: Some(control_thread),
+    };
     match ready_rx.recv_timeout(Duration::from_secs(30)) {
         Ok(Ok(())) => Ok(running),
         Ok(Err(reason)) => {

@@ -21,7 +21,7 @@ use monoio::net::TcpListener;
 use crate::accesslog::LogSink;
 use crate::conn::Stream;
 use crate::worker::inbox::Inbox;
-use crate::worker::{idle, Shared, Worker};
+use crate::worker::{idle, ConnGuard, Shared, Worker};
 
 /// Everything a worker thread needs to start.
 pub struct WorkerSetup {
@@ -29,6 +29,10 @@ pub struct WorkerSetup {
     pub index: usize,
     /// Bound, not yet listening, sockets (one per proxy listen address).
     pub sockets: Vec<std::net::TcpListener>,
+    /// The same for the TLS listen addresses.
+    pub tls_sockets: Vec<std::net::TcpListener>,
+    /// The first TLS listener's port (for `autoHttps` redirects).
+    pub tls_port: Option<u16>,
     /// Inbox.
     pub inbox: Inbox,
     /// To the control thread.
@@ -46,8 +50,10 @@ const BACKLOG: i32 = 4096;
 
 /// The body of a worker thread, on an already-built runtime.
 pub async fn run(setup: WorkerSetup) {
-    let WorkerSetup { index, sockets, inbox, events, shared, workers, access_log } = setup;
-    let worker = Rc::new(Worker::new(index, events.clone(), shared, workers, access_log));
+    let WorkerSetup { index, sockets, tls_sockets, tls_port, inbox, events, shared, workers, access_log } = setup;
+    let mut worker = Worker::new(index, events.clone(), shared, workers, access_log);
+    worker.tls_port = tls_port;
+    let worker = Rc::new(worker);
     if worker.log.is_some() {
         monoio::spawn(flush_log(worker.clone()));
     }
@@ -66,17 +72,18 @@ pub async fn run(setup: WorkerSetup) {
     worker.apply(&first);
     // 2. Listen.
     let mut listeners = Vec::new();
-    for s in sockets {
+    let tls = std::iter::repeat_n(false, sockets.len()).chain(std::iter::repeat(true));
+    for (s, tls) in sockets.into_iter().chain(tls_sockets).zip(tls) {
         match listen(s) {
-            Ok(l) => listeners.push(l),
+            Ok(l) => listeners.push((l, tls)),
             Err(e) => {
                 let _ = events.send(WorkerEvent::Failed { worker: index, reason: format!("listen: {e}") });
                 return;
             }
         }
     }
-    for l in listeners {
-        monoio::spawn(accept_loop(worker.clone(), l));
+    for (l, tls) in listeners {
+        monoio::spawn(accept_loop(worker.clone(), l, tls));
     }
     // 3. Ack: applied and accepting.
     let _ = events.send(WorkerEvent::Ack { worker: index, generation: first.generation });
@@ -119,7 +126,7 @@ fn listen(s: std::net::TcpListener) -> std::io::Result<TcpListener> {
     TcpListener::from_std(s)
 }
 
-async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
@@ -130,6 +137,9 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
             Some(Ok((stream, peer))) => {
                 let max = worker.active().limits.max_connections;
                 match worker.admit_connection(max) {
+                    Some(guard) if tls => {
+                        monoio::spawn(serve_tls(guard, stream, peer));
+                    }
                     Some(guard) => {
                         monoio::spawn(crate::proxy::serve_client(guard, Stream::plain(stream), peer));
                     }
@@ -142,6 +152,24 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
                 monoio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+}
+
+/// A TLS connection: the handshake (bounded by `handshakeMs`, reading
+/// through a pooled buffer), then the same request path as plain HTTP.
+/// Boxed handshake: its state is not part of the connection's idle state.
+async fn serve_tls(guard: ConnGuard, tcp: monoio::net::TcpStream, peer: std::net::SocketAddr) {
+    let w = guard.worker().clone();
+    let Some(tls) = w.tls() else { return };
+    let mut b = w.take_bufs();
+    let deadline = Instant::now() + tls.state.handshake;
+    let handshake = Box::pin(crate::tls::accept(tcp, tls.config.clone(), &tls.state.index, &mut b.rbuf));
+    let done = idle::before(&w.timers, deadline, handshake).await;
+    w.put_bufs(b);
+    match done {
+        Some(Ok(stream)) => crate::proxy::serve_client(guard, stream, peer).await,
+        Some(Err(e)) => tracing::debug!(worker = w.index, %peer, error = %e, "TLS handshake failed"),
+        None => tracing::debug!(worker = w.index, %peer, "TLS handshake timed out"),
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::model::{validate_backend, validate_route, ConfigErrors, RouteDefaults, VHost};
 use crate::raw::{RawBackend, RawRoute};
-use crate::state::{all_backends, route_json, ApiError, Change, State};
+use crate::state::{all_backends, route_json_public as route_json, ApiError, Change, State};
 
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 1 << 20;
@@ -70,9 +70,20 @@ pub enum Outcome {
     },
 }
 
-/// Checks a certificate (parses, key matches, not expired): its expiry in
-/// seconds since the epoch, or what is wrong and with which field.
-pub type CertCheck<'a> = &'a dyn Fn(&str, &str) -> Result<i64, (&'static str, String)>;
+/// What a certificate check learns: expiry, names, issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CertMeta {
+    /// Expiry, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// The leaf's DNS names (subjectAltName).
+    pub sans: Vec<String>,
+    /// The leaf's issuer, as a distinguished name.
+    pub issuer: String,
+}
+
+/// Checks a certificate (parses, chain in order, key matches, valid now):
+/// what it learned, or what is wrong and with which field.
+pub type CertCheck<'a> = &'a dyn Fn(&str, &str) -> Result<CertMeta, (&'static str, String)>;
 
 /// What the handler needs besides the state.
 pub struct ApiContext<'a> {
@@ -82,6 +93,9 @@ pub struct ApiContext<'a> {
     pub static_config: &'a Value,
     /// The certificate check (crypto lives outside this crate).
     pub check_certificate: CertCheck<'a>,
+    /// Certificates from the config file (listed with the API's; their
+    /// names count for `autoHttps`): domain, SANs, notAfter, issuer, default.
+    pub static_certificates: &'a [(CertMeta, bool)],
 }
 
 /// `POST /certificates` body.
@@ -93,8 +107,46 @@ struct RawCertificate {
     cert: String,
 }
 
-fn certificates_json(state: &State) -> Value {
-    Value::Array(state.certificates.iter().map(|(d, c)| json!({"domain": d, "notAfter": c.not_after})).collect())
+fn certificates_json(state: &State, ctx: &ApiContext<'_>) -> Value {
+    let api = state.certificates.iter().map(|(d, c)| {
+        json!({"domain": d, "sans": c.sans, "notAfter": c.not_after, "issuer": c.issuer, "default": false,
+               "source": "api"})
+    });
+    let config = ctx.static_certificates.iter().map(|(m, default)| {
+        json!({"domain": m.sans.first(), "sans": m.sans, "notAfter": m.not_after, "issuer": m.issuer,
+               "default": default, "source": "config"})
+    });
+    Value::Array(api.chain(config).collect())
+}
+
+/// Whether some certificate serves `host`: the route's own, one stored
+/// through the API, or one from the config file.
+fn certificate_covers(state: &State, ctx: &ApiContext<'_>, host: &str) -> bool {
+    let api = state
+        .certificates
+        .iter()
+        .any(|(d, c)| crate::model::name_covers(d, host) || c.sans.iter().any(|n| crate::model::name_covers(n, host)));
+    api || ctx.static_certificates.iter().any(|(m, _)| m.sans.iter().any(|n| crate::model::name_covers(n, host)))
+}
+
+/// Checks what only the data plane can (a route's own certificate) and
+/// what spans routes and certificates (`autoHttps` needs one that serves
+/// the vHost); errors name the field.
+fn check_route_tls(route: &crate::model::Route, state: &State, ctx: &ApiContext<'_>) -> Result<(), ApiError> {
+    if let Some(ssl) = &route.ssl {
+        if let Err((field, message)) = (ctx.check_certificate)(&ssl.cert, &ssl.key) {
+            return Err(ApiError::new(400, "invalidField", Some(format!("ssl.{field}")), message));
+        }
+    }
+    if route.auto_https && route.ssl.is_none() && !certificate_covers(state, ctx, &route.key) {
+        return Err(ApiError::new(
+            400,
+            "invalidField",
+            Some("autoHttps".into()),
+            format!("no certificate serves {:?} (add one, or set ssl)", route.key),
+        ));
+    }
+    Ok(())
 }
 
 fn err(status: u16, error: &'static str, field: Option<String>, message: impl Into<String>) -> Outcome {
@@ -216,10 +268,13 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
             };
             match validate_route(&raw, ctx.defaults) {
                 Err(e) => Outcome::Reply(ApiResponse::error(&first_field_error(&e))),
-                Ok(route) => {
-                    let body = route_json(&route);
-                    commit(Change::PutRoute { route, create: true }, ApiResponse::json(201, body))
-                }
+                Ok(route) => match check_route_tls(&route, state, ctx) {
+                    Err(e) => Outcome::Reply(ApiResponse::error(&e)),
+                    Ok(()) => {
+                        let body = route_json(&route);
+                        commit(Change::PutRoute { route, create: true }, ApiResponse::json(201, body))
+                    }
+                },
             }
         }
         ("GET", ["routes", v]) => match route_key(v).and_then(|k| state.route(&k)) {
@@ -239,12 +294,22 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
                 Some(Some(k)) if k == key => {}
                 Some(_) => return err(400, "invalidField", Some("vHost".into()), "vHost must match the path"),
             }
+            // A route read back through the API shows its key redacted:
+            // putting it back unchanged keeps the stored key.
+            if let (Some(ssl), Some(old)) = (raw.ssl.as_mut(), state.route(&key).and_then(|r| r.ssl.as_ref())) {
+                if ssl.key.as_deref() == Some("<redacted>") {
+                    ssl.key = Some(old.key.clone());
+                }
+            }
             match validate_route(&raw, ctx.defaults) {
                 Err(e) => Outcome::Reply(ApiResponse::error(&first_field_error(&e))),
-                Ok(route) => {
-                    let body = route_json(&route);
-                    commit(Change::PutRoute { route, create: false }, ApiResponse::json(200, body))
-                }
+                Ok(route) => match check_route_tls(&route, state, ctx) {
+                    Err(e) => Outcome::Reply(ApiResponse::error(&e)),
+                    Ok(()) => {
+                        let body = route_json(&route);
+                        commit(Change::PutRoute { route, create: false }, ApiResponse::json(200, body))
+                    }
+                },
             }
         }
         ("DELETE", ["routes", v]) => match route_key(v) {
@@ -288,7 +353,7 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
             }
             _ => err(404, "notFound", None, "no such backend"),
         },
-        ("GET", ["certificates"]) => Outcome::Reply(ApiResponse::json(200, certificates_json(state))),
+        ("GET", ["certificates"]) => Outcome::Reply(ApiResponse::json(200, certificates_json(state, ctx))),
         ("POST", ["certificates"]) => {
             let raw: RawCertificate = match parse_body(req) {
                 Ok(r) => r,
@@ -309,9 +374,16 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
             }
             match (ctx.check_certificate)(&raw.cert, &raw.key) {
                 Err((field, message)) => err(400, "invalidField", Some(field.into()), message),
-                Ok(not_after) => {
-                    let certificate = crate::state::Certificate { cert_pem: raw.cert, key_pem: raw.key, not_after };
-                    let body = json!({"domain": domain, "notAfter": not_after});
+                Ok(meta) => {
+                    let body = json!({"domain": domain, "sans": meta.sans, "notAfter": meta.not_after,
+                                      "issuer": meta.issuer});
+                    let certificate = crate::state::Certificate {
+                        cert_pem: raw.cert,
+                        key_pem: raw.key,
+                        not_after: meta.not_after,
+                        sans: meta.sans,
+                        issuer: meta.issuer,
+                    };
                     commit(Change::PutCertificate { domain, certificate }, ApiResponse::json(201, body))
                 }
             }
@@ -330,7 +402,7 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
             if let Value::Object(m) = &mut cfg {
                 m.insert("generation".into(), json!(state.generation));
                 m.insert("routes".into(), Value::Array(state.routes.iter().map(route_json).collect()));
-                m.insert("certificates".into(), certificates_json(state));
+                m.insert("certificates".into(), certificates_json(state, ctx));
                 m.insert(
                     "maintenance".into(),
                     Value::Array(state.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect()),
@@ -356,8 +428,13 @@ mod tests {
     fn call(state: &State, method: &str, path: &str, body: &str) -> Outcome {
         let defaults = RouteDefaults::of(&parse_config("{}").expect("valid"));
         let sc = json!({});
-        let no_certs = |_: &str, _: &str| -> Result<i64, (&'static str, String)> { Err(("cert", "no".into())) };
-        let ctx = ApiContext { defaults: &defaults, static_config: &sc, check_certificate: &no_certs };
+        let no_certs = |_: &str, _: &str| -> Result<CertMeta, (&'static str, String)> { Err(("cert", "no".into())) };
+        let ctx = ApiContext {
+            defaults: &defaults,
+            static_config: &sc,
+            check_certificate: &no_certs,
+            static_certificates: &[],
+        };
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         handle(
             state,

@@ -11,6 +11,19 @@ use crate::model::{Limits, Route, Timeouts};
 
 pub use crate::model::BackendKey;
 
+/// Data the data plane built for a snapshot that this crate cannot name:
+/// the TLS certificate resolver and upstream TLS settings (this crate does
+/// no crypto). Shared by every worker; the same `Arc` across snapshots
+/// while the certificates are unchanged, so workers rebuild only then.
+#[derive(Clone)]
+pub struct Opaque(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Opaque {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Opaque")
+    }
+}
+
 /// One generation of the running config, as a worker needs it.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -27,6 +40,8 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     /// Global limits.
     pub limits: Limits,
+    /// TLS state built by the data plane's controller (see `Opaque`).
+    pub tls: Option<Opaque>,
 }
 
 impl Snapshot {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::raw::{RawBackend, RawConfig, RawHealth, RawPath, RawRoute};
+use crate::raw::{RawBackend, RawConfig, RawHealth, RawPath, RawRoute, RawSsl, RawTls};
 
 /// One validation failure: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,18 @@ pub struct BackendKey {
     pub route: Arc<str>,
     /// The backend's id.
     pub backend: Arc<str>,
+}
+
+/// Whether a certificate name (`a.example.com` or `*.example.com`) serves
+/// `host` (TLS wildcards cover exactly one label). Case-insensitive.
+pub fn name_covers(name: &str, host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    match name.strip_prefix("*.") {
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && label != "*" && rest.eq_ignore_ascii_case(suffix)),
+        None => name.trim_end_matches('.').eq_ignore_ascii_case(host),
+    }
 }
 
 /// Balancing strategy of a pool.
@@ -141,6 +153,88 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Routes in config order.
     pub routes: Vec<Route>,
+    /// TLS listeners and certificates, if any.
+    pub tls: Option<Tls>,
+}
+
+/// `tls`: listeners, certificates and protocol settings.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// TLS listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Certificates as configured (path or PEM text; the data plane loads them).
+    pub certificates: Vec<CertSource>,
+    /// TLS 1.3 only (`minVersion: "1.3"`); otherwise 1.2 and 1.3.
+    pub tls13_only: bool,
+    /// Longest handshake.
+    pub handshake: Duration,
+}
+
+/// A configured certificate: where its chain and key come from.
+#[derive(Clone)]
+pub struct CertSource {
+    /// Chain (leaf first): a file path or PEM text.
+    pub cert: String,
+    /// Private key: a file path or PEM text.
+    pub key: String,
+    /// Served when nothing else matches.
+    pub default: bool,
+}
+
+impl fmt::Debug for CertSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertSource").field("default", &self.default).field("key", &"<redacted>").finish()
+    }
+}
+
+/// A route's own certificate (PEM text once loaded).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ssl {
+    /// Chain, leaf first.
+    pub cert: String,
+    /// Private key (a secret).
+    pub key: String,
+}
+
+impl fmt::Debug for Ssl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ssl { <redacted> }")
+    }
+}
+
+/// The Host a backend sees.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HostHeader {
+    /// The client's Host, as sent (the default).
+    #[default]
+    Client,
+    /// The backend's hostname (with `:port` unless it is the scheme's default).
+    Backend,
+    /// This literal value.
+    Literal(String),
+}
+
+impl HostHeader {
+    /// Parses the config value.
+    pub fn parse(s: &str) -> Option<HostHeader> {
+        match s {
+            "client" => Some(HostHeader::Client),
+            "backend" => Some(HostHeader::Backend),
+            v if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@') => {
+                Some(HostHeader::Literal(v.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The config value.
+    pub fn name(&self) -> &str {
+        match self {
+            HostHeader::Client => "client",
+            HostHeader::Backend => "backend",
+            HostHeader::Literal(v) => v,
+        }
+    }
 }
 
 /// Admin listener settings.
@@ -316,6 +410,12 @@ pub struct Route {
     pub queue: Duration,
     /// Health settings.
     pub health: Health,
+    /// The route's own certificate.
+    pub ssl: Option<Ssl>,
+    /// Plain-HTTP requests get a 308 to HTTPS.
+    pub auto_https: bool,
+    /// The Host its backends see.
+    pub host_header: HostHeader,
 }
 
 /// A path-prefix rule.
@@ -327,6 +427,8 @@ pub struct PathRule {
     pub strip_prefix: bool,
     /// The rule's pool.
     pub pool: Pool,
+    /// Overrides the route's `host_header`.
+    pub host_header: Option<HostHeader>,
 }
 
 /// A set of backends and how to choose among them.
@@ -349,6 +451,19 @@ pub struct Backend {
     pub port: u16,
     /// Weight >= 1.
     pub weight: u32,
+    /// TLS to this backend, if set.
+    pub tls: Option<BackendTls>,
+}
+
+/// How a backend is reached over TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendTls {
+    /// SNI and verified name; `None` follows the Host choice.
+    pub sni: Option<String>,
+    /// CA bundle to verify with; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Skip verification.
+    pub insecure_skip_verify: bool,
 }
 
 impl Backend {
@@ -492,7 +607,13 @@ impl TryFrom<&RawConfig> for Config {
         let health = health_from(raw.health.as_ref(), &Health::default(), "health", &mut errs);
         let access_log = raw.access_log.as_ref().and_then(|a| a.path.as_ref()).map(PathBuf::from);
         let state_file = raw.state_file.as_ref().map(PathBuf::from);
-        let defaults = RouteDefaults { timeouts, max_body_bytes: limits.max_body_bytes, health: health.clone() };
+        let tls = raw.tls.as_ref().and_then(|t| tls_from(t, &mut errs));
+        let defaults = RouteDefaults {
+            timeouts,
+            max_body_bytes: limits.max_body_bytes,
+            health: health.clone(),
+            tls_listener: tls.as_ref().is_some_and(|t| !t.listen.is_empty()),
+        };
         let mut routes = Vec::new();
         let mut keys = HashSet::new();
         for (i, r) in raw.routes.iter().flatten().enumerate() {
@@ -505,11 +626,74 @@ impl TryFrom<&RawConfig> for Config {
             }
         }
         if errs.list.is_empty() {
-            Ok(Config { listen, workers, admin, timeouts, limits, health, access_log, state_file, routes })
+            Ok(Config { listen, workers, admin, timeouts, limits, health, access_log, state_file, routes, tls })
         } else {
             Err(ConfigErrors(errs.list))
         }
     }
+}
+
+fn tls_from(t: &RawTls, errs: &mut Errs) -> Option<Tls> {
+    let before = errs.list.len();
+    let mut listen = Vec::new();
+    for (i, a) in t.listen.iter().flatten().enumerate() {
+        match a.parse::<SocketAddr>() {
+            Ok(a) => listen.push(a),
+            Err(_) => errs.push(format!("tls.listen[{i}]"), format!("{a:?} is not an IP:port address")),
+        }
+    }
+    let mut certificates = Vec::new();
+    for (i, c) in t.certificates.iter().flatten().enumerate() {
+        let field = format!("tls.certificates[{i}]");
+        match (c.cert.as_deref(), c.key.as_deref()) {
+            (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => certificates.push(CertSource {
+                cert: cert.to_string(),
+                key: key.to_string(),
+                default: c.default.unwrap_or(false),
+            }),
+            (None, _) | (Some(""), _) => errs.push(join(&field, "cert"), "is required (a file path or PEM text)"),
+            _ => errs.push(join(&field, "key"), "is required (a file path or PEM text)"),
+        }
+    }
+    if certificates.iter().filter(|c| c.default).count() > 1 {
+        errs.push("tls.certificates", "at most one certificate may be the default");
+    }
+    if !listen.is_empty() && t.certificates.as_ref().is_none_or(|c| c.is_empty()) {
+        errs.push("tls.certificates", "a TLS listener needs at least one certificate");
+    }
+    let tls13_only = match t.min_version.as_deref() {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
+        Some(v) => {
+            errs.push(
+                "tls.minVersion",
+                format!("{v:?}: expected \"1.2\" or \"1.3\" (older versions are never offered)"),
+            );
+            false
+        }
+    };
+    let handshake = ms(t.handshake_ms, Duration::from_secs(10), "tls.handshakeMs", errs);
+    (errs.list.len() == before).then_some(Tls { listen, certificates, tls13_only, handshake })
+}
+
+fn ssl_from(s: &RawSsl, path: &str, errs: &mut Errs) -> Option<Ssl> {
+    match (s.cert.as_deref(), s.key.as_deref()) {
+        (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => {
+            Some(Ssl { cert: cert.to_string(), key: key.to_string() })
+        }
+        _ => {
+            errs.push(join(path, "ssl"), "needs both cert and key (PEM)");
+            None
+        }
+    }
+}
+
+fn host_header_from(v: Option<&str>, path: &str, errs: &mut Errs) -> Option<HostHeader> {
+    let v = v?;
+    HostHeader::parse(v).or_else(|| {
+        errs.push(join(path, "hostHeader"), "expected \"client\", \"backend\" or a host[:port] value");
+        None
+    })
 }
 
 /// What a route inherits from the global config.
@@ -521,6 +705,8 @@ pub struct RouteDefaults {
     pub max_body_bytes: u64,
     /// Global health settings.
     pub health: Health,
+    /// A TLS listener exists (`autoHttps` needs one).
+    pub tls_listener: bool,
 }
 
 impl RouteDefaults {
@@ -530,6 +716,7 @@ impl RouteDefaults {
             timeouts: config.timeouts,
             max_body_bytes: config.limits.max_body_bytes,
             health: config.health.clone(),
+            tls_listener: config.tls.as_ref().is_some_and(|t| !t.listen.is_empty()),
         }
     }
 }
@@ -627,15 +814,14 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
             None
         }),
     };
-    if r.auto_https == Some(true) {
-        errs.push(join(path, "autoHttps"), "not supported yet");
-    }
     if r.auth_provider.as_ref().is_some_and(|v| !v.is_null()) {
         errs.push(join(path, "authProvider"), "not supported yet");
     }
-    if r.ssl.as_ref().is_some_and(|v| !v.is_null()) {
-        errs.push(join(path, "ssl"), "not supported yet");
+    let ssl = r.ssl.as_ref().and_then(|s| ssl_from(s, path, errs));
+    if r.auto_https == Some(true) && !d.tls_listener {
+        errs.push(join(path, "autoHttps"), "needs a TLS listener (tls.listen)");
     }
+    let host_header = host_header_from(r.host_header.as_deref(), path, errs).unwrap_or_default();
     let strategy = strategy_from(r.strategy.as_deref(), Strategy::RoundRobin, join(path, "strategy"), errs);
     let mut ids = HashSet::new();
     let backends = backends_from(r.backends.as_deref().unwrap_or(&[]), &join(path, "backends"), &mut ids, errs);
@@ -690,6 +876,9 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
         upstream,
         queue,
         health,
+        ssl,
+        auto_https: r.auto_https.unwrap_or(false),
+        host_header,
     })
 }
 
@@ -740,7 +929,13 @@ fn path_from(
     };
     let strategy = strategy_from(p.strategy.as_deref(), route_strategy, join(path, "strategy"), errs);
     let backends = backends_from(p.backends.as_deref().unwrap_or(&[]), &join(path, "backends"), ids, errs);
-    Some(PathRule { prefix, strip_prefix: p.strip_prefix.unwrap_or(false), pool: Pool { strategy, backends } })
+    let host_header = host_header_from(p.host_header.as_deref(), path, errs);
+    Some(PathRule {
+        prefix,
+        strip_prefix: p.strip_prefix.unwrap_or(false),
+        pool: Pool { strategy, backends },
+        host_header,
+    })
 }
 
 fn backends_from(list: &[RawBackend], path: &str, ids: &mut HashSet<String>, errs: &mut Errs) -> Vec<Backend> {
@@ -801,5 +996,29 @@ fn backend_from(b: &RawBackend, path: &str, errs: &mut Errs) -> Option<Backend> 
         Some(id) => id.clone(),
         None => format!("{hostname}:{port}"),
     };
-    (errs.list.len() == before).then_some(Backend { id, hostname, port, weight })
+    let tls = match b.tls {
+        Some(true) => Some(BackendTls {
+            sni: b.sni.as_ref().map(|s| s.to_ascii_lowercase()),
+            ca_file: b.ca_file.as_ref().map(PathBuf::from),
+            insecure_skip_verify: b.insecure_skip_verify.unwrap_or(false),
+        }),
+        _ => {
+            for (set, field) in [
+                (b.sni.is_some(), "sni"),
+                (b.ca_file.is_some(), "caFile"),
+                (b.insecure_skip_verify == Some(true), "insecureSkipVerify"),
+            ] {
+                if set {
+                    errs.push(join(path, field), "only applies with \"tls\": true");
+                }
+            }
+            None
+        }
+    };
+    if let Some(sni) = tls.as_ref().and_then(|t| t.sni.as_deref()) {
+        if !valid_dns_name(sni.trim_end_matches('.')) {
+            errs.push(join(path, "sni"), format!("{sni:?} is not a host name"));
+        }
+    }
+    (errs.list.len() == before).then_some(Backend { id, hostname, port, weight, tls })
 }

@@ -28,6 +28,44 @@ pub struct RawConfig {
     pub state_file: Option<String>,
     /// The routes.
     pub routes: Option<Vec<RawRoute>>,
+    /// TLS listeners and their certificates.
+    pub tls: Option<RawTls>,
+}
+
+/// `tls`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawTls {
+    /// TLS listen addresses.
+    pub listen: Option<Vec<String>>,
+    /// Certificates served on them.
+    pub certificates: Option<Vec<RawCertSource>>,
+    /// "1.2" or "1.3".
+    pub min_version: Option<String>,
+    /// Longest handshake.
+    pub handshake_ms: Option<u64>,
+}
+
+/// One configured certificate: a file path or PEM text for each part.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawCertSource {
+    /// Certificate chain (leaf first): a path or PEM text.
+    pub cert: Option<String>,
+    /// Private key: a path or PEM text.
+    pub key: Option<String>,
+    /// Served when SNI is absent, an IP literal, or matches nothing.
+    pub default: Option<bool>,
+}
+
+/// A route's own certificate (the seed's `ssl`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawSsl {
+    /// Certificate chain, PEM (or a path, in the config file).
+    pub cert: Option<String>,
+    /// Private key, PEM (or a path, in the config file).
+    pub key: Option<String>,
 }
 
 /// `admin`.
@@ -111,7 +149,7 @@ pub struct RawRoute {
     pub v_host: Option<String>,
     /// Balancing strategy.
     pub strategy: Option<String>,
-    /// Not supported yet: must be absent or false.
+    /// Redirect plain-HTTP requests to HTTPS (308).
     pub auto_https: Option<bool>,
     /// Active requests before queueing; 0 = unlimited.
     pub req_active_length: Option<u64>,
@@ -123,8 +161,10 @@ pub struct RawRoute {
     pub headers: Option<BTreeMap<String, String>>,
     /// The route's default backend pool.
     pub backends: Option<Vec<RawBackend>>,
-    /// Not supported yet: must be absent or null.
-    pub ssl: Option<serde_json::Value>,
+    /// The route's own certificate for its vHost; null = none.
+    pub ssl: Option<RawSsl>,
+    /// The Host the backends see: "client" (default), "backend" or a literal.
+    pub host_header: Option<String>,
     /// Path-prefix rules with their own pools.
     pub paths: Option<Vec<RawPath>>,
     /// Retries on another backend.
@@ -153,6 +193,8 @@ pub struct RawPath {
     pub strategy: Option<String>,
     /// The rule's pool.
     pub backends: Option<Vec<RawBackend>>,
+    /// Overrides the route's `hostHeader`.
+    pub host_header: Option<String>,
 }
 
 /// One backend.
@@ -167,4 +209,12 @@ pub struct RawBackend {
     pub port: Option<u64>,
     /// Weight, default 1.
     pub weight: Option<u64>,
+    /// Reach the backend over TLS.
+    pub tls: Option<bool>,
+    /// SNI (and verified name) for TLS; default: follows the Host choice.
+    pub sni: Option<String>,
+    /// CA bundle (PEM file) to verify the backend with; default: system roots.
+    pub ca_file: Option<String>,
+    /// Do not verify the backend's certificate (never the default).
+    pub insecure_skip_verify: Option<bool>,
 }

@@ -123,6 +123,10 @@ pub struct Certificate {
     pub key_pem: String,
     /// Expiry, seconds since the Unix epoch.
     pub not_after: i64,
+    /// The leaf's DNS names.
+    pub sans: Vec<String>,
+    /// The leaf's issuer.
+    pub issuer: String,
 }
 
 impl std::fmt::Debug for Certificate {
@@ -252,7 +256,7 @@ impl State {
             "routes": self.routes.iter().map(route_json).collect::<Vec<_>>(),
             "maintenance": self.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect::<Vec<_>>(),
             "certificates": self.certificates.iter().map(|(d, c)| json!({"domain": d, "cert": c.cert_pem,
-                "key": c.key_pem, "notAfter": c.not_after})).collect::<Vec<_>>(),
+                "key": c.key_pem, "notAfter": c.not_after, "sans": c.sans, "issuer": c.issuer})).collect::<Vec<_>>(),
         })
     }
 
@@ -279,7 +283,13 @@ impl State {
             let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
             if let (Some(d), Some(cert_pem), Some(key_pem)) = (field("domain"), field("cert"), field("key")) {
                 let not_after = c.get("notAfter").and_then(Value::as_i64).unwrap_or(0);
-                state.certificates.insert(d, Certificate { cert_pem, key_pem, not_after });
+                let sans = c
+                    .get("sans")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
+                let issuer = c.get("issuer").and_then(Value::as_str).unwrap_or_default().to_string();
+                state.certificates.insert(d, Certificate { cert_pem, key_pem, not_after, sans, issuer });
             }
         }
         state.generation = v.get("generation").and_then(Value::as_u64).unwrap_or(0);
@@ -300,7 +310,20 @@ fn health_json(h: &Health) -> Value {
 }
 
 fn backend_json(b: &Backend) -> Value {
-    json!({"id": b.id, "hostname": b.hostname, "port": b.port, "weight": b.weight})
+    let mut v = json!({"id": b.id, "hostname": b.hostname, "port": b.port, "weight": b.weight});
+    if let (Some(t), Some(m)) = (&b.tls, v.as_object_mut()) {
+        m.insert("tls".into(), Value::Bool(true));
+        if let Some(sni) = &t.sni {
+            m.insert("sni".into(), Value::String(sni.clone()));
+        }
+        if let Some(ca) = &t.ca_file {
+            m.insert("caFile".into(), Value::String(ca.display().to_string()));
+        }
+        if t.insecure_skip_verify {
+            m.insert("insecureSkipVerify".into(), Value::Bool(true));
+        }
+    }
+    v
 }
 
 fn path_json(p: &PathRule) -> Value {
@@ -309,6 +332,7 @@ fn path_json(p: &PathRule) -> Value {
         "stripPrefix": p.strip_prefix,
         "strategy": p.pool.strategy.name(),
         "backends": p.pool.backends.iter().map(backend_json).collect::<Vec<_>>(),
+        "hostHeader": p.host_header.as_ref().map(|h| h.name()),
     })
 }
 
@@ -324,13 +348,14 @@ pub fn route_json(r: &Route) -> Value {
         "id": r.id,
         "vHost": vhost,
         "strategy": r.pool.strategy.name(),
-        "autoHttps": false,
+        "autoHttps": r.auto_https,
         "reqActiveLength": r.req_active,
         "reqQueueLength": r.req_queue,
         "authProvider": null,
         "headers": headers,
         "backends": r.pool.backends.iter().map(backend_json).collect::<Vec<_>>(),
-        "ssl": null,
+        "ssl": r.ssl.as_ref().map(|s| json!({"cert": s.cert, "key": s.key})),
+        "hostHeader": r.host_header.name(),
         "paths": r.paths.iter().map(path_json).collect::<Vec<_>>(),
         "retries": r.retries,
         "maxBodyBytes": r.max_body_bytes,
@@ -339,6 +364,15 @@ pub fn route_json(r: &Route) -> Value {
         "queueMs": r.queue.as_millis() as u64,
         "health": health_json(&r.health),
     })
+}
+
+/// `route_json` for API answers: a route's own private key is never shown.
+pub fn route_json_public(r: &Route) -> Value {
+    let mut v = route_json(r);
+    if let Some(ssl) = v.get_mut("ssl").and_then(Value::as_object_mut) {
+        ssl.insert("key".into(), Value::String("<redacted>".into()));
+    }
+    v
 }
 
 /// The strategy names, for messages.
@@ -424,7 +458,7 @@ mod tests {
                     1 => Change::DeleteRoute { key },
                     2 => Change::AddBackend {
                         key,
-                        backend: Backend { id, hostname: "127.0.0.1".into(), port: 9, weight: 1 },
+                        backend: Backend { id, hostname: "127.0.0.1".into(), port: 9, weight: 1, tls: None },
                     },
                     3 => Change::DeleteBackend { key, id },
                     4 => Change::Maintenance { key, id, dead: g.next(2) == 0 },

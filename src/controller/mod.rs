@@ -88,25 +88,44 @@ pub struct Controller {
     started: Instant,
     /// Id of the last stats flush asked of the workers.
     flush_id: u64,
+    /// The config file's certificates (loaded and checked at start).
+    static_certs: Vec<(control::api::CertMeta, bool)>,
+    /// The TLS state of the last snapshot, and a fingerprint of what it
+    /// was built from (rebuilt only when that changes).
+    tls: Option<(u64, control::messages::Opaque)>,
 }
+
+/// The channels and shared counters a controller talks through.
+pub struct Channels {
+    /// One inbox per worker.
+    pub workers: Vec<InboxSender>,
+    /// Events from every worker.
+    pub events: Receiver<WorkerEvent>,
+    /// Commands from main (signals).
+    pub cmds: Receiver<ControlCmd>,
+    /// Cross-worker counters.
+    pub shared: Arc<Shared>,
+}
+
+/// Certificates expiring within this many seconds are warned about.
+const EXPIRY_WARNING: i64 = 14 * 24 * 3600;
 
 fn each_backend(route: &Route) -> impl Iterator<Item = &Backend> {
     route.pool.backends.iter().chain(route.paths.iter().flat_map(|p| p.pool.backends.iter()))
 }
 
 impl Controller {
-    /// A controller for `config`, talking to these workers.
-    #[allow(clippy::too_many_arguments)]
+    /// A controller for `config`, talking to these workers; `static_certs`
+    /// describes the config file's certificates.
     pub fn new(
         config: Config,
         state: State,
         state_file: Option<PathBuf>,
         admin: Option<(TcpListener, AdminSettings)>,
-        workers: Vec<InboxSender>,
-        events: Receiver<WorkerEvent>,
-        cmds: Receiver<ControlCmd>,
-        shared: Arc<Shared>,
+        channels: Channels,
+        static_certs: Vec<(control::api::CertMeta, bool)>,
     ) -> Controller {
+        let Channels { workers, events, cmds, shared } = channels;
         Controller {
             config,
             state,
@@ -125,7 +144,81 @@ impl Controller {
             stats: control::stats::StatsStore::default(),
             started: Instant::now(),
             flush_id: 0,
+            static_certs,
+            tls: None,
         }
+    }
+
+    /// The TLS state for the next snapshot: the last one while the
+    /// certificates and backend TLS settings are unchanged, else rebuilt
+    /// (certificates parsed once here, shared by every worker).
+    fn tls_state(&mut self) -> control::messages::Opaque {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut trusts = Vec::new();
+        for (d, c) in &self.state.certificates {
+            (d, &c.cert_pem, &c.key_pem).hash(&mut h);
+        }
+        for r in &self.state.routes {
+            if let Some(ssl) = &r.ssl {
+                (&r.key, &ssl.cert, &ssl.key).hash(&mut h);
+            }
+            for b in each_backend(r) {
+                if let Some(t) = &b.tls {
+                    let trust = crate::tls::upstream::Trust::of(t);
+                    trust.hash(&mut h);
+                    trusts.push(trust);
+                }
+            }
+        }
+        let fp = h.finish();
+        if let Some((f, o)) = &self.tls {
+            if *f == fp {
+                return o.clone();
+            }
+        }
+        let mut inputs = Vec::new();
+        if let Some(t) = &self.config.tls {
+            for c in &t.certificates {
+                inputs.push(crate::tls::CertInput {
+                    cert_pem: &c.cert,
+                    key_pem: &c.key,
+                    default: c.default,
+                    name: None,
+                });
+            }
+        }
+        for r in &self.state.routes {
+            if let Some(ssl) = &r.ssl {
+                let name = Some(r.key.as_str());
+                inputs.push(crate::tls::CertInput { cert_pem: &ssl.cert, key_pem: &ssl.key, default: false, name });
+            }
+        }
+        for (d, c) in &self.state.certificates {
+            let name = Some(d.as_str());
+            inputs.push(crate::tls::CertInput { cert_pem: &c.cert_pem, key_pem: &c.key_pem, default: false, name });
+        }
+        let (index, skipped) = crate::tls::CertIndex::build(&inputs);
+        for s in skipped {
+            tracing::warn!(certificate = %s, "certificate not served");
+        }
+        let (upstream, errors) = crate::tls::upstream::ClientConfigs::build(trusts.iter());
+        for e in errors {
+            tracing::warn!(error = %e, "backend TLS settings unusable: those backends will fail to connect");
+        }
+        let (tls13_only, handshake) =
+            self.config.tls.as_ref().map_or((false, Duration::from_secs(10)), |t| (t.tls13_only, t.handshake));
+        let state = crate::tls::TlsState { index: Arc::new(index), tls13_only, handshake, upstream };
+        let o = control::messages::Opaque(Arc::new(state));
+        self.tls = Some((fp, o.clone()));
+        o
+    }
+
+    /// Every served certificate's domain and expiry: the API's and the config file's.
+    fn certificate_expiries(&self) -> Vec<(String, i64)> {
+        let api = self.state.certificates.iter().map(|(d, c)| (d.clone(), c.not_after));
+        let config = self.static_certs.iter().filter_map(|(m, _)| m.sans.first().map(|d| (d.clone(), m.not_after)));
+        api.chain(config).collect()
     }
 
     fn key(route: &Route, b: &Backend) -> BackendKey {
@@ -146,7 +239,8 @@ impl Controller {
         out
     }
 
-    fn snapshot(&self) -> Arc<Snapshot> {
+    fn snapshot(&mut self) -> Arc<Snapshot> {
+        let tls = Some(self.tls_state());
         let mut down: HashSet<BackendKey> =
             self.health.iter().filter(|(_, h)| !h.is_up()).map(|(k, _)| k.clone()).collect();
         for (route, backend) in &self.state.maintenance {
@@ -159,6 +253,7 @@ impl Controller {
             down,
             timeouts: self.config.timeouts,
             limits: self.config.limits,
+            tls,
         })
     }
 
@@ -288,10 +383,23 @@ impl Controller {
         let total = self.health.len();
         let healthy = self.health.iter().filter(|(k, h)| h.is_up() && !self.in_maintenance(k)).count();
         let ok = healthy > 0 || total == 0;
-        (
-            if ok { 200 } else { 503 },
-            serde_json::json!({"status": if ok { "healthy" } else { "unhealthy" }, "healthy": healthy, "total": total}),
-        )
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let warnings: Vec<serde_json::Value> = self
+            .certificate_expiries()
+            .into_iter()
+            .filter(|(_, not_after)| not_after - now < EXPIRY_WARNING)
+            .map(|(d, not_after)| {
+                serde_json::json!({"certificate": d, "notAfter": not_after,
+                    "message": format!("certificate for {d} expires in {} days", (not_after - now).max(0) / 86400)})
+            })
+            .collect();
+        let mut body =
+            serde_json::json!({"status": if ok { "healthy" } else { "unhealthy" }, "healthy": healthy, "total": total});
+        if let (false, Some(m)) = (warnings.is_empty(), body.as_object_mut()) {
+            m.insert("warnings".into(), serde_json::Value::Array(warnings));
+        }
+        (if ok { 200 } else { 503 }, body)
     }
 
     fn static_config(&self) -> serde_json::Value {
@@ -347,7 +455,8 @@ impl Controller {
         let keys = self.backend_keys();
         let view = StateView { health: &self.health, maintenance: &self.state.maintenance };
         if path == "/metrics" {
-            let text = self.stats.prometheus(&keys, &view);
+            let mut text = self.stats.prometheus(&keys, &view);
+            crate::tls::metrics(&mut text, &self.certificate_expiries());
             return AdminReply {
                 status: 200,
                 body: text.into_bytes(),
@@ -406,6 +515,7 @@ impl Controller {
                 defaults: &defaults,
                 static_config: &static_config,
                 check_certificate: &crate::tls::check_certificate,
+                static_certificates: &self.static_certs,
             };
             let req = ApiRequest {
                 method: &r.method,

@@ -17,7 +17,7 @@ mod tests;
 pub use chunked::{ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
 pub use request::{parse_request, RequestHead, RequestView};
 pub use response::{parse_response, ResponseHead};
-pub use rewrite::{write_error_response, write_request_head, write_response_head, ForwardCtx};
+pub use rewrite::{write_error_response, write_request_head, write_response_head, ForwardCtx, HostOut};
 
 /// `[start, end)` byte offsets into the head buffer.
 pub type Span = (u32, u32);
@@ -416,4 +416,26 @@ pub(crate) fn map_httparse_err(e: httparse::Error) -> ParseError {
 pub(crate) fn first_line_complete(window: &[u8]) -> bool {
     let start = window.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(window.len());
     window[start..].contains(&b'\n')
+}
+
+/// A Host value without its port: `[v6]:port` → `[v6]`, `name:port` →
+/// `name` (the one place this rule lives; the router, redirects and
+/// upstream SNI use it).
+pub fn host_part(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+/// `host_part` for text.
+pub fn host_without_port(host: &str) -> &str {
+    let n = host_part(host.as_bytes()).len();
+    host.get(..n).unwrap_or(host)
 }

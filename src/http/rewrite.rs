@@ -22,6 +22,20 @@ pub struct ForwardCtx<'a> {
     pub extra_headers: &'a [super::HeaderPair],
     /// X-Request-Id to set when the client sent none (empty = don't set).
     pub request_id: &'a [u8],
+    /// The Host the backend gets.
+    pub host: HostOut<'a>,
+}
+
+/// The Host a forwarded request carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostOut<'a> {
+    /// The client's, as sent.
+    Client,
+    /// This value; the client's goes in X-Forwarded-Host.
+    Value(&'a [u8]),
+    /// None yet: the caller inserts one per backend (right after the
+    /// request line); the client's goes in X-Forwarded-Host.
+    Later,
 }
 
 #[inline]
@@ -168,7 +182,11 @@ pub fn write_request_head(out: &mut Vec<u8>, view: &RequestView<'_>, ctx: &Forwa
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     let extra_host = in_extra(ctx, b"host");
-    if !extra_host {
+    let client_host = ctx.host == HostOut::Client;
+    if let HostOut::Value(v) = ctx.host {
+        write_header(out, b"host", v);
+    }
+    if !extra_host && client_host {
         if req.host_from_target {
             if let Some(h) = req.host {
                 write_header(out, b"host", slice(buf, h));
@@ -202,7 +220,7 @@ pub fn write_request_head(out: &mut Vec<u8>, view: &RequestView<'_>, ctx: &Forwa
                 continue;
             }
             Hk::Host => {
-                if !req.host_from_target && !extra_host {
+                if !req.host_from_target && !extra_host && client_host {
                     write_header(out, name, value);
                 }
                 continue;
@@ -225,6 +243,9 @@ pub fn write_request_head(out: &mut Vec<u8>, view: &RequestView<'_>, ctx: &Forwa
             }
             Hk::Other => {
                 if in_extra(ctx, name) || (check_conn && named_in_connection(buf, headers, name)) {
+                    continue;
+                }
+                if !client_host && is(name, b"x-forwarded-host") {
                     continue;
                 }
             }
@@ -258,6 +279,9 @@ pub fn write_request_head(out: &mut Vec<u8>, view: &RequestView<'_>, ctx: &Forwa
     }
     if !in_extra(ctx, b"x-real-ip") {
         write_header(out, b"x-real-ip", ip.as_bytes());
+    }
+    if let (false, Some(h)) = (client_host, req.host) {
+        write_header(out, b"x-forwarded-host", slice(buf, h));
     }
     if !client_rid
         && !in_extra(ctx, b"x-request-id")

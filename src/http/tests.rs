@@ -640,6 +640,7 @@ fn ctx(extra: &[HeaderPair]) -> ForwardCtx<'_> {
         path_override: None,
         extra_headers: extra,
         request_id: b"rid-1",
+        host: HostOut::Client,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::phases::{chunk_error, Req};
+use super::phases::{self, chunk_error, Req};
 use super::wire::{due, read_more, write_range, Read};
 use super::{fail, relay, Ctx, Next, Stop};
 use crate::balance::Tried;
@@ -71,6 +71,7 @@ async fn attempt(
     t0: Instant,
 ) -> Result<(Next, Duration), ProxyError> {
     let connect = req.route.cfg.connect;
+    phases::set_backend_host(&mut cx.b.out, req, &backend.host);
     let mut up = backend.connect(connect, t0).await?;
     let resp = loop {
         match send_and_read_head(cx, req, &mut up).await {

@@ -213,41 +213,61 @@ async fn handle_request(cx: &mut Ctx<'_>, head_deadline: Instant) -> Next {
         Ok(p) => p,
         Err(stop) => return fail(cx, Some(&req.head), stop).await,
     };
-    if let Err(stop) = phases::policy(cx, &req) {
-        return fail(cx, Some(&req.head), stop).await;
+    match phases::policy(cx, &req) {
+        phases::Verdict::Pass => {}
+        phases::Verdict::RedirectHttps => {
+            let keep = req.held.complete.then_some(req.head.head_len + req.held.len);
+            return answer(cx, Some(&req.head), 308, keep, |out, cx, close| {
+                phases::write_https_redirect(out, cx, &req, close)
+            })
+            .await;
+        }
     }
-    phases::upstream_head(cx, &req, &rid);
+    phases::upstream_head(cx, &mut req, &rid);
     forward::run(cx, &mut req).await
 }
 
-/// Answers `stop.err`; keeps the connection only when `stop.keep` allows
-/// and the client does. Every early answer goes through here.
+/// Answers `stop.err`. Every early error answer goes through here.
 async fn fail(cx: &mut Ctx<'_>, head: Option<&RequestHead>, stop: Stop) -> Next {
-    let keep = stop.keep.filter(|_| head.is_some_and(|h| h.keep_alive && h.version_minor == 1));
     if stop.err.side() == crate::error::Side::Upstream {
         tracing::debug!(worker = cx.w.index, error = %stop.err, "request failed");
     }
-    if !respond_error(cx, stop.err.status(), keep.is_none()).await {
-        return Next::Close;
-    }
+    let status = stop.err.status();
+    answer(cx, head, status, stop.keep, |out, _, close| {
+        let extra: &[u8] = if status == 503 { b"retry-after: 1\r\n" } else { b"" };
+        write_error_response(out, status, close, extra)
+    })
+    .await
+}
+
+/// Answers the request from ringway itself (an error, a redirect, later a
+/// policy's answer) with what `write` puts in the buffer. Keeps the
+/// connection only when `keep` (the bytes of the read buffer this request
+/// used) allows and the client does.
+async fn answer(
+    cx: &mut Ctx<'_>,
+    head: Option<&RequestHead>,
+    status: u16,
+    keep: Option<usize>,
+    write: impl FnOnce(&mut Vec<u8>, &Ctx<'_>, bool),
+) -> Next {
+    let keep = keep.filter(|_| head.is_some_and(|h| h.keep_alive && h.version_minor == 1));
+    let close = keep.is_none();
+    cx.ex.status = status;
+    cx.ex.bytes = 0;
+    let mut out = std::mem::take(&mut cx.b.scratch);
+    out.clear();
+    write(&mut out, cx, close);
+    let end = out.len();
+    let deadline = due(cx.w, cx.w.active().timeouts.idle);
+    let sent = send_last(cx.client, cx.ex, &mut out, end, close, deadline).await;
+    cx.b.scratch = out;
     match keep {
-        Some(used) => {
+        Some(used) if sent => {
             // Drop the request's bytes so the next parse starts at the next request.
             cx.b.rbuf.drain(..used.min(cx.b.rbuf.len()));
             Next::KeepAlive
         }
-        None => Next::Close,
+        _ => Next::Close,
     }
-}
-
-/// Answers an error status with a short body. Returns whether the write succeeded.
-async fn respond_error(cx: &mut Ctx<'_>, status: u16, close: bool) -> bool {
-    cx.ex.status = status;
-    let extra: &[u8] = if status == 503 { b"retry-after: 1\r\n" } else { b"" };
-    cx.b.scratch.clear();
-    write_error_response(&mut cx.b.scratch, status, close, extra);
-    let end = cx.b.scratch.len();
-    cx.ex.bytes = 0;
-    let deadline = due(cx.w, cx.w.active().timeouts.idle);
-    send_last(cx.client, cx.ex, &mut cx.b.scratch, end, close, deadline).await
 }

@@ -8,11 +8,12 @@ use super::wire::{due, read_more, write_range, Due, Read};
 use super::{Ctx, Stop};
 use crate::error::{Kind, ProxyError};
 use crate::http::{
-    parse_request, write_request_head, BodyKind, ChunkError, ChunkedDecoder, ForwardCtx, HeadLimits, Method,
+    parse_request, write_request_head, BodyKind, ChunkError, ChunkedDecoder, ForwardCtx, HeadLimits, HostOut, Method,
     RequestHead, RequestView,
 };
 use crate::route::admission::Permit;
 use crate::route::RouteRt;
+use control::model::HostHeader;
 
 /// The request body as far as it is already in the buffer.
 pub(super) struct Held {
@@ -33,6 +34,9 @@ pub(super) struct Req {
     pub(super) decoder: Option<ChunkedDecoder>,
     /// Body bytes streamed to a backend (no retry after that).
     pub(super) body_sent: bool,
+    /// With `hostHeader: "backend"`: where each attempt's Host line goes in
+    /// the upstream head, and how long the last one was.
+    pub(super) host_slot: Option<(usize, usize)>,
 }
 
 /// Reads until a whole request head is parsed. `Err(None)`: the client
@@ -112,7 +116,7 @@ pub(super) fn route(cx: &mut Ctx<'_>, head: RequestHead) -> Result<Req, (Request
             }
         }
     };
-    Ok(Req { head, route, rule, held, decoder, body_sent: false })
+    Ok(Req { head, route, rule, held, decoder, body_sent: false, host_slot: None })
 }
 
 /// Answers `Expect: 100-continue` when the body is still to come. False:
@@ -140,17 +144,52 @@ pub(super) async fn admit(cx: &mut Ctx<'_>, req: &Req) -> Result<Permit, Stop> {
     }
 }
 
-/// The route's policies, in their fixed order (CORS preflight → auth →
-/// rate limit → cache lookup). None exist yet: this is where they plug in,
-/// each answering the client itself (`Err`) or letting the request through.
-pub(super) fn policy(_cx: &mut Ctx<'_>, _req: &Req) -> Result<(), Stop> {
-    Ok(())
+/// What a policy decided.
+pub(super) enum Verdict {
+    /// Let the request through.
+    Pass,
+    /// Answer it with a redirect to this scheme (the request's host and
+    /// path kept byte for byte).
+    RedirectHttps,
+}
+
+/// The route's policies, in their fixed order: the HTTPS redirect
+/// (`autoHttps`), then where CORS preflight → auth → rate limit → cache
+/// lookup will plug in, each answering the client itself or letting the
+/// request through.
+pub(super) fn policy(cx: &Ctx<'_>, req: &Req) -> Verdict {
+    if req.route.cfg.auto_https && !cx.client.is_tls() {
+        return Verdict::RedirectHttps;
+    }
+    Verdict::Pass
+}
+
+/// Writes a 308 to `https://host[:tlsport]/path?query` into `out`.
+pub(super) fn write_https_redirect(out: &mut Vec<u8>, cx: &Ctx<'_>, req: &Req, close: bool) {
+    let b = &*cx.b;
+    let view = RequestView::new(&b.rbuf, &req.head, &b.headers);
+    out.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\nlocation: https://");
+    let host = view.authority().map(crate::http::host_part).filter(|h| !h.is_empty());
+    out.extend_from_slice(host.unwrap_or(req.route.key.as_bytes()));
+    if let Some(port) = cx.w.tls_port.filter(|&p| p != 443) {
+        out.push(b':');
+        out.extend_from_slice(port.to_string().as_bytes());
+    }
+    if req.head.path_missing_slash {
+        out.push(b'/');
+    }
+    out.extend_from_slice(view.path());
+    out.extend_from_slice(b"\r\ncontent-length: 0\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the head the backends get (and the held body) into `out`, once
 /// for every attempt; the request's bytes then leave the read buffer (what
 /// stays there is pipelined).
-pub(super) fn upstream_head(cx: &mut Ctx<'_>, req: &Req, rid: &[u8]) {
+pub(super) fn upstream_head(cx: &mut Ctx<'_>, req: &mut Req, rid: &[u8]) {
     let b = &mut *cx.b;
     let view = RequestView::new(&b.rbuf, &req.head, &b.headers);
     let strip = req.route.strip_prefix(req.rule);
@@ -164,14 +203,24 @@ pub(super) fn upstream_head(cx: &mut Ctx<'_>, req: &Req, rid: &[u8]) {
         b.scratch.extend_from_slice(rest);
     }
     b.out.clear();
+    let host = match req.route.host_header(req.rule) {
+        HostHeader::Client => HostOut::Client,
+        HostHeader::Literal(v) => HostOut::Value(v.as_bytes()),
+        HostHeader::Backend => HostOut::Later,
+    };
     let ctx = ForwardCtx {
         client_ip: cx.peer.ip(),
         proto: if cx.client.is_tls() { "https" } else { "http" },
         path_override: strip.map(|_| &b.scratch[..]),
         extra_headers: &req.route.headers,
         request_id: rid,
+        host,
     };
     write_request_head(&mut b.out, &view, &ctx);
+    if host == HostOut::Later {
+        let at = b.out.iter().position(|&c| c == b'\n').map_or(0, |i| i + 1);
+        req.host_slot = Some((at, 0));
+    }
     let body_start = req.head.head_len;
     b.out.extend_from_slice(&b.rbuf[body_start..body_start + req.held.len]);
     b.rbuf.drain(..body_start + req.held.len);
@@ -183,4 +232,14 @@ pub(super) fn chunk_error(e: ChunkError) -> ProxyError {
         ChunkError::TooLarge => ProxyError::new(Kind::BodyTooLarge, "chunked body over limit"),
         ChunkError::Malformed(m) => ProxyError::new(Kind::BadBody, m),
     }
+}
+
+/// With `hostHeader: "backend"`: puts this backend's Host line into the
+/// upstream head, replacing the last attempt's.
+pub(super) fn set_backend_host(out: &mut Vec<u8>, req: &mut Req, host: &[u8]) {
+    let Some((at, len)) = req.host_slot.filter(|&(at, len)| at + len <= out.len()) else { return };
+    let line_len = b"host: ".len() + host.len() + 2;
+    let line = b"host: ".iter().chain(host).chain(b"\r\n").copied();
+    out.splice(at..at + len, line);
+    req.host_slot = Some((at, line_len));
 }

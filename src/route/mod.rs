@@ -29,6 +29,8 @@ pub struct PathRt {
     pub prefix: Box<[u8]>,
     /// Strip the prefix before forwarding.
     pub strip: bool,
+    /// The Host its backends see.
+    pub host: control::model::HostHeader,
     /// Its pool.
     pub pool: PoolRt,
 }
@@ -62,6 +64,14 @@ impl RouteRt {
         match rule.and_then(|i| self.paths.get(i)) {
             Some(p) => &p.pool,
             None => &self.pool,
+        }
+    }
+
+    /// The Host choice for a rule (its own, else the route's).
+    pub fn host_header(&self, rule: Option<usize>) -> &control::model::HostHeader {
+        match rule.and_then(|i| self.paths.get(i)) {
+            Some(p) => &p.host,
+            None => &self.cfg.host_header,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Backends and their per-worker connection pools.
+//! Backends and their per-worker connection pools (plain or TLS).
 //!
 //! A `Backend` is one configured backend as one worker sees it: balancer
 //! state (`Node`), its address, and the worker's `ConnPool` for that
@@ -33,23 +33,49 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle longer than this, a pooled connection is checked before reuse.
 const PEEK_AFTER: Duration = Duration::from_millis(500);
 
+/// How a pool reaches its address over TLS: the client config and the
+/// server name (SNI, and the name verified).
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// Client config (trust roots).
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// SNI and verified name.
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+/// What a pool is keyed by: the address and, for TLS, the trust setting
+/// and server name (connections differ in all three).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct PoolKey {
+    /// Where.
+    pub addr: SocketAddr,
+    /// TLS trust and name, if TLS.
+    pub tls: Option<(crate::tls::upstream::Trust, Box<str>)>,
+}
+
 /// One worker's idle connections to one address.
 pub struct ConnPool {
-    addr: SocketAddr,
+    key: PoolKey,
+    tls: Option<UpstreamTls>,
     idle: RefCell<VecDeque<(Stream, Instant)>>,
     /// Connections opened (for tests and stats).
     pub connects: Cell<u64>,
 }
 
 impl ConnPool {
-    /// An empty pool for `addr`.
-    pub fn new(addr: SocketAddr) -> ConnPool {
-        ConnPool { addr, idle: RefCell::new(VecDeque::new()), connects: Cell::new(0) }
+    /// An empty pool for `key` (over TLS when `tls` is set).
+    pub fn new(key: PoolKey, tls: Option<UpstreamTls>) -> ConnPool {
+        ConnPool { key, tls, idle: RefCell::new(VecDeque::new()), connects: Cell::new(0) }
     }
 
     /// The address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.key.addr
+    }
+
+    /// What the pool is keyed by.
+    pub fn key(&self) -> &PoolKey {
+        &self.key
     }
 
     /// Takes a pooled connection (newest first, expired or closed ones dropped).
@@ -100,6 +126,9 @@ pub struct Backend {
     pub pool: Option<Rc<ConnPool>>,
     /// Counters for the stats pipeline.
     pub stats: crate::stats::BackendStats,
+    /// Its Host value (`hostname[:port]`, the port left out when it is
+    /// the scheme's default), for `hostHeader: "backend"`.
+    pub host: Box<[u8]>,
 }
 
 impl crate::balance::AsNode for Backend {
@@ -119,13 +148,40 @@ pub struct Upstream {
 
 impl Backend {
     /// A backend using `pool` (the worker's pool for its address, if known).
-    pub fn new(key: BackendKey, pool: Option<Rc<ConnPool>>, weight: u32) -> Backend {
+    pub fn new(key: BackendKey, pool: Option<Rc<ConnPool>>, cfg: &control::model::Backend) -> Backend {
+        let weight = cfg.weight;
         let node = Node::new(&key.backend, weight);
         let addr = pool.as_ref().map(|p| p.addr());
         if addr.is_none() {
             node.set_up(false);
         }
-        Backend { node, key, addr, weight, local_down_since: Cell::new(None), pool, stats: Default::default() }
+        let host = Backend::host_of(cfg);
+        Backend {
+            node,
+            key,
+            addr,
+            weight,
+            local_down_since: Cell::new(None),
+            pool,
+            stats: Default::default(),
+            host: host.into_bytes().into_boxed_slice(),
+        }
+    }
+
+    /// The Host value for a configured backend: `hostname[:port]`, the
+    /// port left out when it is the scheme's default.
+    pub fn host_of(cfg: &control::model::Backend) -> String {
+        let default_port = if cfg.tls.is_some() { 443 } else { 80 };
+        let name = if cfg.hostname.contains(':') && !cfg.hostname.starts_with('[') {
+            format!("[{}]", cfg.hostname)
+        } else {
+            cfg.hostname.clone()
+        };
+        if cfg.port == default_port {
+            name
+        } else {
+            format!("{name}:{}", cfg.port)
+        }
     }
 
     /// Returns a reusable connection to the pool.
@@ -155,14 +211,30 @@ impl Backend {
         let Some(pool) = &self.pool else {
             return Err(ProxyError::new(Kind::ConnectFailed, "backend address not resolved"));
         };
-        match monoio::time::timeout(timeout, TcpStream::connect_addr(pool.addr())).await {
+        // One budget for the TCP connect and, for TLS, the handshake.
+        match monoio::time::timeout(timeout, connect_to(pool)).await {
             Err(_) => Err(ProxyError::new(Kind::ConnectTimeout, "connect timed out")),
-            Ok(Err(_)) => Err(ProxyError::new(Kind::ConnectFailed, "connect failed")),
+            Ok(Err(e)) => Err(e),
             Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
                 pool.connects.set(pool.connects.get() + 1);
-                Ok(Upstream { stream: Stream::plain(stream), reused: false })
+                Ok(Upstream { stream, reused: false })
             }
         }
     }
+}
+
+/// A new connection to the pool's address, with a TLS handshake when the
+/// pool is TLS.
+async fn connect_to(pool: &ConnPool) -> Result<Stream, ProxyError> {
+    let tcp = TcpStream::connect_addr(pool.addr())
+        .await
+        .map_err(|e| ProxyError::new(Kind::ConnectFailed, "connect failed").caused_by(&e))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &pool.tls else {
+        return Ok(Stream::plain(tcp));
+    };
+    let mut scratch = Vec::new();
+    crate::tls::upstream::connect(tcp, tls.config.clone(), tls.name.clone(), &mut scratch)
+        .await
+        .map_err(|e| ProxyError::new(Kind::ConnectFailed, "TLS handshake with the backend failed").caused_by(&e))
 }

@@ -11,7 +11,6 @@ pub mod slot;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,7 +27,8 @@ use crate::route::admission::Admission;
 use crate::route::{PathRt, PoolRt, RouteRt};
 use crate::router::Router;
 use crate::stats;
-use crate::upstream::{Backend, ConnPool};
+use crate::upstream::{Backend, ConnPool, PoolKey, UpstreamTls};
+use control::model::HostHeader;
 use signal::LocalSignal;
 
 /// State shared by all workers (atomics only, touched per connection).
@@ -115,7 +115,7 @@ pub struct Worker {
     dirty_routes: RefCell<std::collections::VecDeque<(Arc<str>, Rc<stats::RouteStats>)>>,
     dirty_backends: RefCell<std::collections::VecDeque<Rc<Backend>>>,
     backends: RefCell<HashMap<BackendKey, Rc<Backend>>>,
-    pools: RefCell<HashMap<SocketAddr, Rc<ConnPool>>>,
+    pools: RefCell<HashMap<PoolKey, Rc<ConnPool>>>,
     /// Set once shutdown starts.
     pub drain: LocalSignal,
     /// Fired when draining and the last connection closed.
@@ -139,6 +139,43 @@ pub struct Worker {
     pub timers: idle::IdleTimers,
     rid_prefix: u32,
     rid_counter: Cell<u64>,
+    /// The TLS state of the current snapshot and this worker's server
+    /// config over it (rebuilt only when the state's `Arc` changes).
+    tls: RefCell<Option<WorkerTls>>,
+    /// This worker's TLS session cache (kept across certificate changes).
+    session_cache: Arc<rustls::server::ServerSessionMemoryCache>,
+    /// The port of the first TLS listener (for `autoHttps` redirects).
+    pub tls_port: Option<u16>,
+}
+
+/// A worker's TLS server side.
+#[derive(Clone)]
+pub struct WorkerTls {
+    /// Certificates and settings, shared by every worker.
+    pub state: Arc<crate::tls::TlsState>,
+    /// This worker's server config over them.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+/// The TLS part of a backend's pool key: trust and server name. The name
+/// is the backend's `sni`, else a literal `hostHeader`'s host, else the
+/// backend's hostname (a pooled connection cannot follow each client's Host).
+fn upstream_tls_key(b: &control::model::Backend, host: &HostHeader) -> Option<(crate::tls::upstream::Trust, Box<str>)> {
+    let t = b.tls.as_ref()?;
+    let name = match (&t.sni, host) {
+        (Some(s), _) => s.as_str(),
+        (None, HostHeader::Literal(v)) => crate::http::host_without_port(v),
+        (None, _) => b.hostname.trim_start_matches('[').trim_end_matches(']'),
+    };
+    Some((crate::tls::upstream::Trust::of(t), name.into()))
+}
+
+/// The TLS settings of a new pool, from the snapshot's client configs.
+fn upstream_tls(state: Option<&crate::tls::TlsState>, key: &PoolKey) -> Option<UpstreamTls> {
+    let (trust, name) = key.tls.as_ref()?;
+    let config = state.and_then(|s| s.upstream.get(trust))?.clone();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).ok()?;
+    Some(UpstreamTls { config, name })
 }
 
 /// Decrements the connection counts when a connection ends.
@@ -222,7 +259,30 @@ impl Worker {
             timers: idle::IdleTimers::default(),
             rid_prefix: seed.wrapping_mul(0x9E37_79B9) ^ (index as u32),
             rid_counter: Cell::new(0),
+            tls: RefCell::new(None),
+            session_cache: rustls::server::ServerSessionMemoryCache::new(crate::tls::SESSION_CACHE),
+            tls_port: None,
         }
+    }
+
+    /// The TLS server side, when the snapshot has certificates.
+    pub fn tls(&self) -> Option<WorkerTls> {
+        self.tls.borrow().clone()
+    }
+
+    /// Takes the snapshot's TLS state; rebuilds this worker's server config
+    /// when it changed. Returns the state (for upstream pools).
+    fn apply_tls(&self, snap: &Snapshot) -> Option<Arc<crate::tls::TlsState>> {
+        let state = snap.tls.as_ref().and_then(|o| o.0.clone().downcast::<crate::tls::TlsState>().ok())?;
+        let mut cur = self.tls.borrow_mut();
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(&c.state, &state)) {
+            return Some(state);
+        }
+        match crate::tls::server_config(&state, self.session_cache.clone()) {
+            Ok(config) => *cur = Some(WorkerTls { state: state.clone(), config }),
+            Err(e) => tracing::error!(worker = self.index, error = %e, "TLS config not built; keeping the last"),
+        }
+        Some(state)
     }
 
     /// The routing state current now.
@@ -318,45 +378,57 @@ impl Worker {
     }
 
     /// Builds this worker's structures from a snapshot, carrying over
-    /// backends whose id, address and weight are unchanged.
+    /// backends whose id, address, weight and TLS settings are unchanged.
     pub fn apply(&self, snap: &Snapshot) {
+        let tls = self.apply_tls(snap);
         let mut old = self.backends.borrow_mut();
         let mut next: HashMap<BackendKey, Rc<Backend>> = HashMap::new();
         let mut pools = self.pools.borrow_mut();
-        let mut next_pools: HashMap<SocketAddr, Rc<ConnPool>> = HashMap::new();
-        let mut build_pool =
-            |key: &Arc<str>, pool: &control::model::Pool, next: &mut HashMap<BackendKey, Rc<Backend>>| {
-                let backends: Vec<Rc<Backend>> = pool
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let bkey = BackendKey { route: key.clone(), backend: Arc::from(b.id.as_str()) };
-                        let addr = snap.address_of(b);
-                        let backend = match old.get(&bkey) {
-                            Some(prev) if prev.addr == addr && prev.weight == b.weight => prev.clone(),
-                            _ => {
-                                let conns = addr.map(|a| {
-                                    next_pools
-                                        .entry(a)
-                                        .or_insert_with(|| {
-                                            pools.get(&a).cloned().unwrap_or_else(|| Rc::new(ConnPool::new(a)))
-                                        })
-                                        .clone()
-                                });
-                                Rc::new(Backend::new(bkey.clone(), conns, b.weight))
-                            }
-                        };
-                        if let Some(p) = &backend.pool {
-                            next_pools.entry(p.addr()).or_insert_with(|| p.clone());
+        let mut next_pools: HashMap<PoolKey, Rc<ConnPool>> = HashMap::new();
+        let mut build_pool = |key: &Arc<str>,
+                              pool: &control::model::Pool,
+                              host: &HostHeader,
+                              next: &mut HashMap<BackendKey, Rc<Backend>>| {
+            let backends: Vec<Rc<Backend>> = pool
+                .backends
+                .iter()
+                .map(|b| {
+                    let bkey = BackendKey { route: key.clone(), backend: Arc::from(b.id.as_str()) };
+                    let pkey = snap.address_of(b).map(|addr| PoolKey { addr, tls: upstream_tls_key(b, host) });
+                    let backend = match old.get(&bkey) {
+                        Some(prev)
+                            if prev.pool.as_ref().map(|p| p.key()) == pkey.as_ref()
+                                && prev.weight == b.weight
+                                && prev.host.as_ref() == Backend::host_of(b).as_bytes() =>
+                        {
+                            prev.clone()
                         }
-                        backend.node.set_up(addr.is_some() && !snap.down.contains(&bkey));
-                        next.insert(bkey, backend.clone());
-                        backend
-                    })
-                    .collect();
-                let balancer = Balancer::build(strategy(pool.strategy), &backends);
-                PoolRt { backends, balancer }
-            };
+                        _ => {
+                            let conns = pkey.map(|k| {
+                                next_pools
+                                    .entry(k.clone())
+                                    .or_insert_with(|| {
+                                        pools.get(&k).cloned().unwrap_or_else(|| {
+                                            let t = upstream_tls(tls.as_deref(), &k);
+                                            Rc::new(ConnPool::new(k.clone(), t))
+                                        })
+                                    })
+                                    .clone()
+                            });
+                            Rc::new(Backend::new(bkey.clone(), conns, b))
+                        }
+                    };
+                    if let Some(p) = &backend.pool {
+                        next_pools.entry(p.key().clone()).or_insert_with(|| p.clone());
+                    }
+                    backend.node.set_up(backend.addr.is_some() && !snap.down.contains(&bkey));
+                    next.insert(bkey, backend.clone());
+                    backend
+                })
+                .collect();
+            let balancer = Balancer::build(strategy(pool.strategy), &backends);
+            PoolRt { backends, balancer }
+        };
         let mut admissions = self.admissions.borrow_mut();
         let mut next_adm = HashMap::new();
         let mut route_stats = self.route_stats.borrow_mut();
@@ -366,14 +438,15 @@ impl Worker {
             .iter()
             .map(|r| {
                 let key: Arc<str> = Arc::from(r.key.as_str());
-                let pool = build_pool(&key, &r.pool, &mut next);
+                let pool = build_pool(&key, &r.pool, &r.host_header, &mut next);
                 let mut paths: Vec<PathRt> = r
                     .paths
                     .iter()
                     .map(|p| PathRt {
                         prefix: p.prefix.as_bytes().into(),
                         strip: p.strip_prefix,
-                        pool: build_pool(&key, &p.pool, &mut next),
+                        host: p.host_header.clone().unwrap_or_else(|| r.host_header.clone()),
+                        pool: build_pool(&key, &p.pool, p.host_header.as_ref().unwrap_or(&r.host_header), &mut next),
                     })
                     .collect();
                 paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
