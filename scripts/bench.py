@@ -40,7 +40,11 @@ SCENARIOS = {
     "c1000": ("/", 1000, None, 1),
     "newconn": ("/", 50, "close.lua", 1),
     "routes10k": ("/", 50, "hosts.lua", 10000),
+    # TLS (ECDSA P-256 certificate, TLS 1.3, keep-alive upstreams):
+    "https": ("/", 50, None, 1),        # HTTPS keep-alive with wrk
+    "tlsnew": ("/", 1, None, 1),        # a full handshake per request (openssl s_time -new: no resumption)
 }
+TLS_SCENARIOS = {"https", "tlsnew"}
 SUBJECTS = ["ringway", "nginx", "haproxy", "haproxy-tcp"]
 
 
@@ -121,11 +125,23 @@ def parse_latency(s):
     return v * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
 
 
-def run_wrk(port, path, conns, script, duration):
+def run_s_time(port, path, duration):
+    """Full TLS handshakes, one request each, no session resumption."""
+    cmd = ["taskset", "-c", "0", "openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new",
+           "-time", str(duration), "-www", path]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    m = re.search(r"(\d+) connections in ([\d.]+) real seconds", out)
+    n = int(m.group(1)) if m else 0
+    secs = float(m.group(2)) if m else 1.0
+    return {"raw": out, "requests": n, "rps": n / max(secs, 0.001), "p50_us": None, "p99_us": None,
+            "non2xx": 0, "socket_errors": 0}
+
+
+def run_wrk(port, path, conns, script, duration, tls=False):
     cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     if script:
         cmd += ["-s", os.path.join(WRK_DIR, script)]
-    cmd.append(f"http://127.0.0.1:{port}{path}")
+    cmd.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     res = {"raw": out}
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -188,8 +204,26 @@ def hosts(n):
     return [f"h{i}.bench.local" for i in range(n)] if n > 1 else []
 
 
-def start_subject(name, tmp, backend_port, routes, driver):
+def make_cert(tmp):
+    """One ECDSA P-256 certificate for every subject (and a combined PEM for HAProxy)."""
+    cert, key, both = (os.path.join(tmp, n) for n in ("cert.pem", "key.pem", "both.pem"))
+    if not os.path.exists(both):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=bench.local",
+                        "-addext", "subjectAltName=DNS:bench.local,IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=30)
+        with open(both, "w") as f:
+            f.write(open(cert).read() + open(key).read())
+        for p in (cert, key, both):
+            os.chmod(p, 0o644)
+    return cert, key, both
+
+
+def start_subject(name, tmp, backend_port, routes, driver, tls=False):
+    """Starts a proxy; returns (process, port), the port being the TLS one when `tls`."""
     port = free_port()
+    tls_port = free_port() if tls else None
+    cert, key, both = make_cert(tmp) if tls else (None, None, None)
     names = hosts(routes)
     if name.startswith("ringway"):
         if names:
@@ -199,14 +233,19 @@ def start_subject(name, tmp, backend_port, routes, driver):
             rs = [{"vHost": "*", "backends": [{"hostname": "127.0.0.1", "port": backend_port}],
                    "health": {"intervalMs": 0}}]
         conf = os.path.join(tmp, "ringway.json")
+        cfg = {"listen": [f"127.0.0.1:{port}"], "workers": 1, "routes": rs, "limits": {"maxConnections": 9000}}
+        if tls:
+            cfg["tls"] = {"listen": [f"127.0.0.1:{tls_port}"], "minVersion": "1.3",
+                          "certificates": [{"cert": cert, "key": key, "default": True}]}
         with open(conf, "w") as f:
-            json.dump({"listen": [f"127.0.0.1:{port}"], "workers": 1, "routes": rs,
-                       "limits": {"maxConnections": 9000}}, f)
+            json.dump(cfg, f)
         cmd = ["taskset", "-c", "1", RINGWAY, "run", "--config", conf, "--workers", "1", "--driver", driver]
         env = dict(os.environ, RINGWAY_LOG="warn")
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "ringway.err"), "w"), env=env)
     elif name == "nginx":
         conf = os.path.join(tmp, "proxy-nginx.conf")
+        tls_listen = (f"listen 127.0.0.1:{tls_port} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; "
+                      f"ssl_protocols TLSv1.3; ssl_session_cache shared:SSL:10m;") if tls else ""
         server_name = ""
         if names:
             server_name = "server_name " + " ".join(names) + ";"
@@ -216,7 +255,7 @@ worker_rlimit_nofile 19000;
 events {{ worker_connections 9000; }}
 http {{ access_log off; keepalive_requests 10000000; server_names_hash_max_size 65536; server_names_hash_bucket_size 128;
   upstream be {{ server 127.0.0.1:{backend_port}; keepalive 256; keepalive_requests 10000000; }}
-  server {{ listen 127.0.0.1:{port} backlog=8192; {server_name}
+  server {{ listen 127.0.0.1:{port} backlog=8192; {tls_listen} {server_name}
     location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
         proc = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", tmp, "-c", conf],
@@ -242,6 +281,7 @@ defaults
   {"" if tcp else "http-reuse always"}
 frontend fe
   bind 127.0.0.1:{port}
+  {f"bind 127.0.0.1:{tls_port} ssl crt {both} ssl-min-ver TLSv1.3" if tls else ""}
   {route}
 backend be
   server s1 127.0.0.1:{backend_port}
@@ -250,18 +290,25 @@ backend none
         proc = subprocess.Popen(["taskset", "-c", "1", "haproxy", "-f", conf],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
+    if tls:
+        wait_port(tls_port, proc)
+        return proc, tls_port
     return proc, port
 
 
 def run_one(subject, scenario, tmp, backend_port, duration, driver):
     path, conns, script, routes = SCENARIOS[scenario]
-    proc, port = start_subject(subject, tmp, backend_port, routes, driver)
+    tls = scenario in TLS_SCENARIOS
+    proc, port = start_subject(subject, tmp, backend_port, routes, driver, tls)
     try:
         # Warm up (pools, caches), then measure.
-        run_wrk(port, path, min(conns, 50), script, 1)
+        run_wrk(port, path, min(conns, 50), script, 1, tls)
         c0 = cpu_ticks(proc.pid)
         b0 = core_busy(0)
-        r = run_wrk(port, path, conns, script, duration)
+        if scenario == "tlsnew":
+            r = run_s_time(port, path, duration)
+        else:
+            r = run_wrk(port, path, conns, script, duration, tls)
         b1 = core_busy(0)
         c1 = cpu_ticks(proc.pid)
         r["rss_kb"] = rss_kb(proc.pid)
@@ -312,10 +359,19 @@ unset multiplot
             print(f"bench: no chart for {scenario}: {e}", file=sys.stderr)
 
 
-def idle_memory(subjects, conns):
+def idle_memory(subjects, conns, tls=False):
     """RSS growth per idle keep-alive client connection: open `conns`
-    connections, one request each, keep them open, measure."""
+    connections, one request each, keep them open, measure. With `tls`,
+    TLS 1.3 connections (full handshake each) to each subject's TLS port."""
     import selectors
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    def connect(port):
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        return ctx.wrap_socket(c, server_hostname="bench.local") if tls else c
     tmp = tempfile.mkdtemp(prefix="ringway-idle-")
     backend = Backend(tmp)
     rows = []
@@ -323,23 +379,31 @@ def idle_memory(subjects, conns):
     try:
         for subject in subjects:
             driver = "epoll" if subject == "ringway-epoll" else "uring"
-            proc, port = start_subject(subject, tmp, backend.port, 1, driver)
+            proc, port = start_subject(subject, tmp, backend.port, 1, driver, tls)
             socks = []
             try:
                 # Warm the proxy (pools, first buffers) before the baseline.
                 for _ in range(20):
-                    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                    with connect(port) as c:
                         c.sendall(req)
                         c.recv(4096)
                 time.sleep(0.3)
                 before = rss_kb(proc.pid)
                 for _ in range(conns):
-                    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+                    c = connect(port)
                     c.sendall(req)
+                    if tls:
+                        # One at a time: a TLS response read is simplest blocking.
+                        if not c.recv(4096).startswith(b"HTTP/1.1 200"):
+                            raise SystemExit(f"idle-memory: {subject}: TLS request failed")
                     socks.append(c)
+                if tls:
+                    socks_pending = []
+                else:
+                    socks_pending = socks
                 sel = selectors.DefaultSelector()
-                pending = {c.fileno(): c for c in socks}
-                for c in socks:
+                pending = {c.fileno(): c for c in socks_pending}
+                for c in socks_pending:
                     c.setblocking(False)
                     sel.register(c, selectors.EVENT_READ)
                 deadline = time.time() + 60
@@ -369,7 +433,7 @@ def idle_memory(subjects, conns):
     for r in rows:
         r["vs_nginx"] = r["bytes_per_connection"] / base["bytes_per_connection"] if base and base["bytes_per_connection"] else None
     os.makedirs(OUT_DIR, exist_ok=True)
-    with open(os.path.join(OUT_DIR, "idle-memory.json"), "w") as f:
+    with open(os.path.join(OUT_DIR, "idle-memory-tls.json" if tls else "idle-memory.json"), "w") as f:
         json.dump(rows, f, indent=1)
     print()
     print("| subject | bytes per idle connection | ÷ nginx |")
@@ -382,6 +446,7 @@ def idle_memory(subjects, conns):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--idle-memory", type=int, default=0, help="measure memory per idle connection with N connections")
+    ap.add_argument("--tls", action="store_true", help="with --idle-memory: TLS connections")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -391,7 +456,7 @@ def main():
     args = ap.parse_args()
     if args.idle_memory:
         subs = [x for x in args.subjects.split(",") if x and x != "haproxy-tcp"]
-        idle_memory(subs, args.idle_memory)
+        idle_memory(subs, args.idle_memory, args.tls)
         return
     scenarios = [s for s in args.scenarios.split(",") if s]
     subjects = [s for s in args.subjects.split(",") if s]
@@ -404,7 +469,8 @@ def main():
     backend = Backend(tmp)
     try:
         def subjects_of(scenario):
-            return [s for s in subjects if not (scenario == "routes10k" and s == "haproxy-tcp")]
+            return [s for s in subjects
+                    if not ((scenario == "routes10k" or scenario in TLS_SCENARIOS) and s == "haproxy-tcp")]
 
         def measure(scenario, rnd, runs):
             for s in subjects_of(scenario):

@@ -264,7 +264,14 @@ impl TlsStream {
                 return Err(e);
             }
         }
-        // The last flight (and, server side, session tickets).
+        // The last flight. A TLS 1.3 server has sent its flight already and
+        // only holds session tickets now: they go out with the first
+        // response instead of in a write of their own.
+        let tls13_server = matches!(self.tls, rustls::Connection::Server(_))
+            && self.tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        if tls13_server {
+            return Ok(());
+        }
         self.flush().await
     }
 
@@ -338,10 +345,8 @@ impl TlsStream {
                 let _ = self.flush().await;
                 return Err(e);
             }
-            if self.tls.wants_write() {
-                // A KeyUpdate answer or the like.
-                self.flush().await?;
-            }
+            // Records rustls queued meanwhile (session tickets, a KeyUpdate
+            // answer) go out with the next write.
         }
     }
 

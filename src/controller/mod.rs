@@ -262,6 +262,16 @@ impl Controller {
             .or_else(|| self.resolved.iter().find(|(h, p, _)| *h == b.hostname && *p == b.port).map(|(_, _, a)| *a))
     }
 
+    /// A TLS backend's probe settings: the workers' trust and server name.
+    fn probe_tls(&self, r: &Route, b: &Backend) -> Option<crate::upstream::UpstreamTls> {
+        let t = b.tls.as_ref()?;
+        let state = self.tls.as_ref().and_then(|(_, o)| o.0.clone().downcast::<crate::tls::TlsState>().ok())?;
+        let config = state.upstream.get(&crate::tls::upstream::Trust::of(t))?.clone();
+        let name = crate::tls::upstream::server_name(b, &r.host_header)?.to_string();
+        let name = rustls::pki_types::ServerName::try_from(name).ok()?;
+        Some(crate::upstream::UpstreamTls { config, name })
+    }
+
     fn probe_targets(&self) -> Vec<Target> {
         let mut out = Vec::new();
         for r in &self.state.routes {
@@ -280,6 +290,7 @@ impl Controller {
                     interval,
                     timeout: r.health.timeout,
                     expect: r.health.expect_status,
+                    tls: self.probe_tls(r, b),
                 });
             }
         }

@@ -31,6 +31,8 @@ pub struct Target {
     pub timeout: Duration,
     /// Accepted statuses.
     pub expect: (u16, u16),
+    /// TLS settings, for a TLS backend (the same the workers use).
+    pub tls: Option<crate::upstream::UpstreamTls>,
 }
 
 /// A probe's outcome.
@@ -54,7 +56,19 @@ pub fn probe(t: &Target) -> bool {
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway-health\r\nConnection: close\r\n\r\n",
         t.path, t.host
     );
-    if s.write_all(req.as_bytes()).is_err() {
+    match &t.tls {
+        None => status_ok(&mut s, t, req.as_bytes(), deadline),
+        Some(tls) => {
+            let Ok(conn) = rustls::ClientConnection::new(tls.config.clone(), tls.name.clone()) else { return false };
+            let mut s = rustls::StreamOwned::new(conn, s);
+            status_ok(&mut s, t, req.as_bytes(), deadline)
+        }
+    }
+}
+
+/// Sends the probe request and checks the status line.
+fn status_ok<S: Read + Write>(s: &mut S, t: &Target, req: &[u8], deadline: Instant) -> bool {
+    if s.write_all(req).is_err() || s.flush().is_err() {
         return false;
     }
     let mut buf = [0u8; 64];

@@ -152,6 +152,18 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
+/// The name a TLS backend is reached by (SNI, and the name verified): its
+/// `sni`, else a literal `hostHeader`'s host, else its hostname (a pooled
+/// connection cannot follow each client's Host). `None`: not TLS.
+pub fn server_name<'a>(b: &'a control::model::Backend, host: &'a control::model::HostHeader) -> Option<&'a str> {
+    let t = b.tls.as_ref()?;
+    Some(match (&t.sni, host) {
+        (Some(s), _) => s.as_str(),
+        (None, control::model::HostHeader::Literal(v)) => crate::http::host_without_port(v),
+        (None, _) => b.hostname.trim_start_matches('[').trim_end_matches(']'),
+    })
+}
+
 /// Runs a client handshake over `tcp` (reads through `scratch`, left
 /// empty). The caller bounds the time.
 pub async fn connect(

@@ -43,6 +43,12 @@ pub struct UpstreamTls {
     pub name: rustls::pki_types::ServerName<'static>,
 }
 
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls").field("name", &self.name).finish()
+    }
+}
+
 /// What a pool is keyed by: the address and, for TLS, the trust setting
 /// and server name (connections differ in all three).
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -231,6 +237,10 @@ async fn connect_to(pool: &ConnPool) -> Result<Stream, ProxyError> {
         .map_err(|e| ProxyError::new(Kind::ConnectFailed, "connect failed").caused_by(&e))?;
     let _ = tcp.set_nodelay(true);
     let Some(tls) = &pool.tls else {
+        if pool.key.tls.is_some() {
+            // Its CA file could not be read: never fall back to plain.
+            return Err(ProxyError::new(Kind::ConnectFailed, "backend TLS settings unusable (see the log)"));
+        }
         return Ok(Stream::plain(tcp));
     };
     let mut scratch = Vec::new();

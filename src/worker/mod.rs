@@ -157,17 +157,10 @@ pub struct WorkerTls {
     pub config: Arc<rustls::ServerConfig>,
 }
 
-/// The TLS part of a backend's pool key: trust and server name. The name
-/// is the backend's `sni`, else a literal `hostHeader`'s host, else the
-/// backend's hostname (a pooled connection cannot follow each client's Host).
+/// The TLS part of a backend's pool key: trust and server name.
 fn upstream_tls_key(b: &control::model::Backend, host: &HostHeader) -> Option<(crate::tls::upstream::Trust, Box<str>)> {
-    let t = b.tls.as_ref()?;
-    let name = match (&t.sni, host) {
-        (Some(s), _) => s.as_str(),
-        (None, HostHeader::Literal(v)) => crate::http::host_without_port(v),
-        (None, _) => b.hostname.trim_start_matches('[').trim_end_matches(']'),
-    };
-    Some((crate::tls::upstream::Trust::of(t), name.into()))
+    let name = crate::tls::upstream::server_name(b, host)?;
+    Some((crate::tls::upstream::Trust::of(b.tls.as_ref()?), name.into()))
 }
 
 /// The TLS settings of a new pool, from the snapshot's client configs.
