@@ -27,8 +27,10 @@ pub struct LogSink {
     free: Receiver<Vec<u8>>,
 }
 
-/// Starts the writer thread for `path` (`-` is standard output).
-pub fn start(path: &Path) -> io::Result<LogSink> {
+/// Starts the writer thread for `path` (`-` is standard output). The
+/// thread ends once every sink is dropped and the queue is written: join
+/// it at exit so no line is lost.
+pub fn start(path: &Path) -> io::Result<(LogSink, std::thread::JoinHandle<()>)> {
     let mut out: Box<dyn Write + Send> = if path == Path::new("-") {
         Box::new(io::stdout())
     } else {
@@ -36,7 +38,7 @@ pub fn start(path: &Path) -> io::Result<LogSink> {
     };
     let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(QUEUE);
     let (free_tx, free) = crossbeam_channel::bounded::<Vec<u8>>(QUEUE);
-    std::thread::Builder::new().name("ringway-accesslog".into()).spawn(move || {
+    let handle = std::thread::Builder::new().name("ringway-accesslog".into()).spawn(move || {
         for mut batch in rx {
             if let Err(e) = out.write_all(&batch).and_then(|_| out.flush()) {
                 tracing::warn!(error = %e, "access log write failed");
@@ -45,7 +47,7 @@ pub fn start(path: &Path) -> io::Result<LogSink> {
             let _ = free_tx.try_send(batch);
         }
     })?;
-    Ok(LogSink { tx, free })
+    Ok((LogSink { tx, free }, handle))
 }
 
 /// One worker's side of the log.
@@ -71,6 +73,15 @@ impl WorkerLog {
         };
         if full {
             self.flush();
+        }
+    }
+
+    /// The last flush, at exit: waits (bounded) for room in the queue
+    /// instead of dropping the batch.
+    pub fn flush_final(&self) {
+        let batch = std::mem::take(&mut *self.buf.borrow_mut());
+        if !batch.is_empty() && self.sink.tx.send_timeout(batch, std::time::Duration::from_secs(5)).is_err() {
+            self.dropped.set(self.dropped.get() + 1);
         }
     }
 

@@ -178,6 +178,27 @@ impl Stream {
         pos
     }
 
+    /// TLS: writes `data` as the last bytes of the stream, with the
+    /// close_notify in the same socket write, then a FIN. (Plain streams
+    /// use `send_now` and `close_write`.)
+    pub async fn write_last_tls(&mut self, data: &[u8]) -> io::Result<()> {
+        let Stream::Tls(t) = self else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let mut pos = 0;
+        while pos < data.len() {
+            pos += t.tls.writer().write(&data[pos..])?;
+            if pos < data.len() {
+                t.flush().await?;
+            }
+        }
+        t.tls.send_close_notify();
+        t.flush().await?;
+        // SAFETY: shutting down the write half of a socket we own only sends a FIN.
+        unsafe { libc::shutdown(t.tcp.as_raw_fd(), libc::SHUT_WR) };
+        Ok(())
+    }
+
     /// Ends our side of the stream: a TLS close_notify (best effort), then
     /// a FIN, so the peer sees the end of the response and of the stream
     /// together and this side closes first.

@@ -53,6 +53,9 @@ pub struct Running {
     pub control: Sender<ControlCmd>,
     workers: Vec<JoinHandle<()>>,
     control_thread: Option<JoinHandle<()>>,
+    /// The access-log writer: joined last, once every worker (and so
+    /// every sink) is gone, so lines written before exit reach the file.
+    log_thread: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -69,6 +72,16 @@ impl Running {
         }
         if let Some(h) = self.control_thread.take() {
             let _ = h.join();
+        }
+        if let Some(h) = self.log_thread.take() {
+            // Bounded: the writer ends when the last sink drops.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !h.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
         }
     }
 }
@@ -209,12 +222,13 @@ pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
     let (tls_addrs, tls_sockets) = bind_all(&tls_listen, n)?;
     let mut tls_sockets = tls_sockets.into_iter();
     let shared = Arc::new(Shared::default());
-    let access_log = match &config.access_log {
-        Some(path) => Some(
-            crate::accesslog::start(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))?,
-        ),
-        None => None,
+    let (access_log, log_thread) = match &config.access_log {
+        Some(path) => {
+            let (sink, thread) = crate::accesslog::start(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))?;
+            (Some(sink), Some(thread))
+        }
+        None => (None, None),
     };
     let (ev_tx, ev_rx): (Sender<WorkerEvent>, Receiver<WorkerEvent>) = crossbeam_channel::unbounded();
     let mut senders: Vec<InboxSender> = Vec::new();
@@ -257,7 +271,9 @@ pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
         control: cmd_tx,
         workers: handles,
         control_thread: Some(control_thread),
+        log_thread,
     };
+    drop(access_log);
     match ready_rx.recv_timeout(Duration::from_secs(30)) {
         Ok(Ok(())) => Ok(running),
         Ok(Err(reason)) => {

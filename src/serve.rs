@@ -107,7 +107,7 @@ pub async fn run(setup: WorkerSetup) {
         let _ = monoio::time::timeout(drain_budget, worker.all_closed.wait()).await;
     }
     if let Some(log) = &worker.log {
-        log.flush();
+        log.flush_final();
     }
     // Stops the operation-deadline sweeper (it holds the worker).
     worker.timers.close();

@@ -218,7 +218,11 @@ impl Controller {
     fn certificate_expiries(&self) -> Vec<(String, i64)> {
         let api = self.state.certificates.iter().map(|(d, c)| (d.clone(), c.not_after));
         let config = self.static_certs.iter().filter_map(|(m, _)| m.sans.first().map(|d| (d.clone(), m.not_after)));
-        api.chain(config).collect()
+        let routes = self.state.routes.iter().filter_map(|r| {
+            let ssl = r.ssl.as_ref()?;
+            crate::tls::check_certificate(&ssl.cert, &ssl.key).ok().map(|m| (r.key.clone(), m.not_after))
+        });
+        api.chain(config).chain(routes).collect()
     }
 
     fn key(route: &Route, b: &Backend) -> BackendKey {

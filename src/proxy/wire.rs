@@ -99,6 +99,13 @@ pub(super) async fn send_last(
     if !close {
         return send(client, ex, buf, 0..end, deadline).await;
     }
+    if client.is_tls() {
+        let ok = matches!(before(deadline.timers, deadline.at, client.write_last_tls(&buf[..end])).await, Some(Ok(())));
+        if ok {
+            ex.bytes += end as u64;
+        }
+        return ok;
+    }
     let pos = client.send_now(&buf[..end]);
     ex.bytes += pos as u64;
     if pos < end && !send(client, ex, buf, pos..end, deadline).await {
