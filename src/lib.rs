@@ -1,13 +1,26 @@
 //! ringway: an HTTP reverse proxy and load balancer for Linux, thread per
 //! core on io_uring.
 //!
-//! Shape (see DESIGN.md): `runtime` binds the sockets and spawns one pinned
-//! worker per core, each a shared-nothing monoio event loop (`worker`) with
-//! its own router, balancers, pools and buffers; and one control thread
-//! (`controller`) that owns the state, runs health checks and broadcasts
-//! immutable snapshots over channels. A request flows through `proxy`:
-//! head parsed by our `http` codec → `router` → `balance` → `upstream` pool →
-//! forward and stream back, with every failure classified once in `error`.
+//! Threads (see DESIGN.md): `runtime` binds the sockets and spawns one
+//! pinned worker per core, each a shared-nothing monoio event loop whose
+//! body is `serve` (listen, accept plain and TLS, apply the inbox) over the
+//! per-core state in `worker` (routes, pools, buffers, timers, counters);
+//! and one control thread (`controller`) that owns the state, runs health
+//! checks, builds immutable snapshots (with the TLS certificates parsed
+//! once, `tls`) and broadcasts them over channels.
+//!
+//! One connection: `conn::Stream` (plain TCP or TLS, the only place that
+//! knows sockets) → `proxy`, where each request runs as phases over one
+//! context — `proxy::phases` (read the head with our `http` codec, route
+//! with `router` to a `route::RouteRt`, admit, policy) → `proxy::forward`
+//! (pick with `balance`, an `upstream` pool connection, retries decided by
+//! the `error` type) → `proxy::relay` (the response, one function per body
+//! framing) → recorded in `stats` and the `accesslog`.
+//!
+//! Dependencies point one way: `proxy` → `worker`, `route`, `router`,
+//! `upstream`, `conn`; `router` and `route` know nothing of the worker or
+//! the request path; `serve` wires the worker to `proxy`; everything may
+//! use the I/O-free `control` crate, which uses nothing of this one.
 #![warn(unreachable_pub)]
 
 pub mod accesslog;

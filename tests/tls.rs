@@ -1295,20 +1295,27 @@ fn route_ssl_through_the_api_round_trips_and_yields_to_api_certificates() {
 // 10. WebSocket over TLS
 // ---------------------------------------------------------------------------
 
-#[test]
-fn websocket_upgrade_over_tls_tunnels_frames() {
+/// A WebSocket backend behind a TLS route, and a TLS client upgraded to it
+/// on `path` (the 101 head already read and checked).
+fn upgraded_over_tls(path: &str) -> (TestCa, BackendHandle, Ringway, TlsPipe, String) {
     let ca = TestCa::new();
     let leaf = ca.issue(&["ws.test"]);
     let b = Backend::websocket().start();
     let rw = Ringway::start(tls_config(vec![any_route(&b)], vec![cert_file(&leaf, true)]));
-
     let mut ws = TlsPipe::open(tls_port(&rw), "ws.test");
-    ws.send(
-        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
+    ws.send(req.as_bytes());
     let head = String::from_utf8_lossy(&ws.take_through(b"\r\n\r\n", Duration::from_secs(5))).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (ca, b, rw, ws, head)
+}
+
+#[test]
+fn websocket_upgrade_over_tls_tunnels_frames() {
+    let (_ca, b, _rw, mut ws, head) = upgraded_over_tls("/chat");
     assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
     // A masked text frame "Hello" (RFC 6455 §5.7); the backend echoes bytes.
     let hello = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58";
@@ -1323,18 +1330,7 @@ fn websocket_upgrade_over_tls_tunnels_frames() {
 
 #[test]
 fn websocket_over_tls_carries_megabytes_both_ways_at_once() {
-    let ca = TestCa::new();
-    let leaf = ca.issue(&["ws.test"]);
-    let b = Backend::websocket().start();
-    let rw = Ringway::start(tls_config(vec![any_route(&b)], vec![cert_file(&leaf, true)]));
-
-    let mut ws = TlsPipe::open(tls_port(&rw), "ws.test");
-    ws.send(
-        b"GET /bulk HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    );
-    let head = String::from_utf8_lossy(&ws.take_through(b"\r\n\r\n", Duration::from_secs(5))).to_string();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (_ca, _b, _rw, mut ws, _head) = upgraded_over_tls("/bulk");
     // The backend echoes while it reads, so both directions are full at
     // once; s_client's output is drained by its own thread.
     let len = 4 << 20;
