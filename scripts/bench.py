@@ -27,6 +27,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RINGWAY = os.environ.get("RINGWAY_BIN") or os.path.join(ROOT, "target", "release", "ringway")
+# Subject "ringway-base": another ringway build (e.g. the commit before a
+# change) measured in the same rounds, for A/B ratios.
+RINGWAY_BASE = os.environ.get("RINGWAY_BASE_BIN")
 WRK_DIR = os.path.join(ROOT, "scripts", "wrk")
 OUT_DIR = os.path.join(ROOT, "bench-results")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -248,7 +251,10 @@ def start_subject(name, tmp, backend_port, routes, driver, tls=False):
                           "certificates": [{"cert": cert, "key": key, "default": True}]}
         with open(conf, "w") as f:
             json.dump(cfg, f)
-        cmd = ["taskset", "-c", "1", RINGWAY, "run", "--config", conf, "--workers", "1", "--driver", driver]
+        binary = RINGWAY_BASE if name == "ringway-base" else RINGWAY
+        if not binary:
+            raise SystemExit("bench: ringway-base needs RINGWAY_BASE_BIN")
+        cmd = ["taskset", "-c", "1", binary, "run", "--config", conf, "--workers", "1", "--driver", driver]
         env = dict(os.environ, RINGWAY_LOG="warn")
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "ringway.err"), "w"), env=env)
     elif name == "nginx":
@@ -479,7 +485,8 @@ def main():
     try:
         def subjects_of(scenario):
             return [s for s in subjects
-                    if not ((scenario == "routes10k" or scenario in TLS_SCENARIOS) and s == "haproxy-tcp")]
+                    if not ((scenario == "routes10k" or scenario in TLS_SCENARIOS) and s == "haproxy-tcp")
+                    and not (scenario in TLS_SCENARIOS and s == "ringway-base")]
 
         def measure(scenario, rnd, runs):
             for s in subjects_of(scenario):
