@@ -1213,6 +1213,27 @@ fn auto_https_without_a_covering_certificate_is_refused() {
     assert_eq!(resp.status, 308, "{}", resp.head);
 }
 
+#[test]
+fn the_last_certificate_of_an_auto_https_route_cannot_be_deleted() {
+    let ca = TestCa::new();
+    let default = ca.issue(&["default.test"]);
+    let api_cert = ca.issue(&["secure.test"]);
+    let b = Backend::respond(200, "ok").start();
+    let rw = Ringway::start(with_admin(tls_config(vec![], vec![cert_file(&default, true)]), None));
+    let api = rw.api();
+    post_cert(&api, "secure.test", &api_cert).expect(201, "POST the certificate");
+    let body = json!({"vHost": "secure.test", "strategy": "ROUND_ROBIN", "autoHttps": true, "backends": [b.config()]});
+    api.post("/api/v1/routes", &body).expect(201, "autoHttps route");
+
+    let r = api.delete("/api/v1/certificates/secure.test").expect(409, "DELETE its only certificate");
+    assert_eq!(r.field(), Some("domain"), "{}", r.json);
+    assert_eq!(presented_serial(&rw, Some("secure.test")), api_cert.serial, "still served");
+    assert_eq!(get(rw.addr(), "secure.test", "/").status, 308, "still redirecting");
+
+    api.delete("/api/v1/routes/secure.test").expect(204, "DELETE the route");
+    api.delete("/api/v1/certificates/secure.test").expect(204, "then the certificate");
+}
+
 // ---------------------------------------------------------------------------
 // 9. A route's own certificate
 // ---------------------------------------------------------------------------

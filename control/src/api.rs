@@ -389,10 +389,27 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
             }
         }
         ("DELETE", ["certificates", d]) => match percent_decode(d) {
-            Some(d) => commit(
-                Change::DeleteCertificate { domain: d.trim_end_matches('.').to_ascii_lowercase() },
-                ApiResponse::json(204, Value::Null),
-            ),
+            Some(d) => {
+                let domain = d.trim_end_matches('.').to_ascii_lowercase();
+                // An autoHttps route must keep a certificate: refuse to take its last one away.
+                let mut after = state.clone();
+                after.certificates.remove(&domain);
+                let orphan = state.routes.iter().find(|r| {
+                    r.auto_https
+                        && r.ssl.is_none()
+                        && certificate_covers(state, ctx, &r.key)
+                        && !certificate_covers(&after, ctx, &r.key)
+                });
+                match orphan {
+                    Some(r) => err(
+                        409,
+                        "conflict",
+                        Some("domain".into()),
+                        format!("route {:?} has autoHttps and no other certificate serves it", r.key),
+                    ),
+                    None => commit(Change::DeleteCertificate { domain }, ApiResponse::json(204, Value::Null)),
+                }
+            }
             None => err(404, "notFound", None, "no such certificate"),
         },
         (_, ["certificates"]) => err(405, "methodNotAllowed", None, "use GET or POST"),
