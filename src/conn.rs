@@ -31,6 +31,10 @@ use monoio::net::TcpStream;
 /// while it holds over 16 KiB of undelivered plaintext.
 const TLS_READ: usize = 16 * 1024;
 
+/// Reads during a handshake: flights are small, and a stalled handshake
+/// should pin little.
+pub const HANDSHAKE_READ: usize = 4096;
+
 /// A connection, plain or TLS.
 pub enum Stream {
     /// Plain TCP.
@@ -262,14 +266,14 @@ impl TlsStream {
     /// queued is sent before the error returns. The caller bounds the time.
     pub async fn handshake(&mut self, scratch: &mut Vec<u8>) -> io::Result<()> {
         scratch.clear();
-        scratch.reserve(TLS_READ);
+        scratch.reserve(HANDSHAKE_READ);
         while self.tls.is_handshaking() {
             if self.tls.wants_write() {
                 self.flush().await?;
                 continue;
             }
             let v = std::mem::take(scratch);
-            let end = TLS_READ.min(v.capacity());
+            let end = v.capacity().min(TLS_READ);
             let (res, slice) = self.tcp.read(v.slice_mut(0..end)).await;
             *scratch = slice.into_inner();
             let n = match res {

@@ -155,17 +155,21 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
     }
 }
 
-/// A TLS connection: the handshake (bounded by `handshakeMs`, reading
-/// through a pooled buffer), then the same request path as plain HTTP.
+/// A TLS connection: the handshake (bounded by `handshakeMs`; a client
+/// that sends nothing costs no buffer), then the same request path as
+/// plain HTTP.
 /// Boxed handshake: its state is not part of the connection's idle state.
 async fn serve_tls(guard: ConnGuard, tcp: monoio::net::TcpStream, peer: std::net::SocketAddr) {
     let w = guard.worker().clone();
     let Some(tls) = w.tls() else { return };
-    let mut b = w.take_bufs();
     let deadline = Instant::now() + tls.state.handshake;
-    let handshake = Box::pin(crate::tls::accept(tcp, tls.config.clone(), &tls.state.index, &mut b.rbuf));
+    // Until the ClientHello arrives the connection holds only its socket;
+    // the handshake's state (boxed, a few KB) exists only while it runs.
+    if !matches!(idle::before(&w.timers, deadline, tcp.readable(false)).await, Some(Ok(()))) {
+        return;
+    }
+    let handshake = Box::pin(crate::tls::accept(tcp, tls.config.clone(), &tls.state.index));
     let done = idle::before(&w.timers, deadline, handshake).await;
-    w.put_bufs(b);
     match done {
         Some(Ok(stream)) => crate::proxy::serve_client(guard, stream, peer).await,
         Some(Err(e)) => tracing::debug!(worker = w.index, %peer, error = %e, "TLS handshake failed"),

@@ -177,22 +177,17 @@ pub fn server_config(
 /// A fatal `unrecognized_name` alert, in the clear (no keys yet).
 const UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 
-/// Reads the ClientHello, picks the certificate by SNI (a handshake with
-/// none to offer gets `unrecognized_name`), and runs the handshake. Reads
-/// go through `scratch` (a pooled buffer, left empty). The caller bounds
-/// the time.
-pub async fn accept(
-    mut tcp: TcpStream,
-    config: Arc<ServerConfig>,
-    index: &CertIndex,
-    scratch: &mut Vec<u8>,
-) -> io::Result<Stream> {
-    scratch.clear();
-    scratch.reserve(16 * 1024);
+/// Reads the ClientHello (call it once the socket is readable), picks the
+/// certificate by SNI (a handshake with none to offer gets
+/// `unrecognized_name`), and runs the handshake, reading through a small
+/// buffer of its own. The caller bounds the time.
+pub async fn accept(mut tcp: TcpStream, config: Arc<ServerConfig>, index: &CertIndex) -> io::Result<Stream> {
+    let mut buf = Vec::with_capacity(crate::conn::HANDSHAKE_READ);
+    let scratch = &mut buf;
     let mut acceptor = Acceptor::default();
     let accepted = loop {
         let v = std::mem::take(scratch);
-        let end = v.capacity().min(16 * 1024);
+        let end = v.capacity();
         let (res, slice) = tcp.read(v.slice_mut(0..end)).await;
         *scratch = slice.into_inner();
         let n = res?;
