@@ -1456,6 +1456,40 @@ fn tls_backends_are_verified_against_their_ca_file() {
 }
 
 #[test]
+fn active_health_checks_reach_tls_backends_with_their_tls_settings() {
+    let ca = TestCa::new();
+    let stranger = TestCa::new();
+    let listener_cert = ca.issue(&["good.test"]);
+    let backend_cert = ca.issue(&["backend.test"]);
+    let tb = TlsBackend::start(&backend_cert, "backend.test", &backend_cert);
+    let probed = |vhost: &str, ca_path: &std::path::Path| {
+        let b = json!({"id": "tb", "hostname": "127.0.0.1", "port": tb.port, "tls": true, "sni": "backend.test",
+                       "caFile": ca_path.to_str().unwrap()});
+        let mut r = route(vhost, "ROUND_ROBIN", vec![b]);
+        r["health"] = json!({"intervalMs": 100, "timeoutMs": 1000, "rise": 1, "fall": 1});
+        r
+    };
+    let routes = vec![probed("good.test", ca.ca_path()), probed("stranger.test", stranger.ca_path())];
+    let rw = Ringway::start(with_admin(tls_config(routes, vec![cert_file(&listener_cert, true)]), None));
+    let api = rw.api();
+    // Probes over TLS: the backend verified with the right CA stays up; the
+    // one verified with a stranger's CA fails its probes and goes down.
+    let state = |vhost: &str| {
+        let s = api.get("/api/v1/stats").expect(200, "GET /api/v1/stats").json;
+        let e = s["backends"].as_array().and_then(|bs| bs.iter().find(|e| e["route"] == vhost).cloned());
+        e.map(|e| e["state"].as_str().unwrap_or_default().to_string()).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state("stranger.test") != "down" && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state("stranger.test"), "down", "probes with an untrusted CA must fail");
+    assert_eq!(state("good.test"), "up", "probes with the right CA must pass");
+    assert_eq!(get(rw.addr(), "good.test", "/").status, 200);
+    assert_eq!(get(rw.addr(), "stranger.test", "/").status, 503, "no healthy backend");
+}
+
+#[test]
 fn a_pooled_plain_connection_is_never_used_for_a_tls_backend() {
     let ca = TestCa::new();
     let leaf = ca.issue(&["plain.test"]);
