@@ -321,6 +321,10 @@ pub struct Health {
     pub expect_status: (u16, u16),
     /// Rest after a passive failure when active checks are off.
     pub fail_timeout: Duration,
+    /// Probe interval while the backend is down (with jitter).
+    pub down_interval: Duration,
+    /// The probe's Host; `None`: the backend's `host[:port]`.
+    pub host: Option<String>,
 }
 
 impl Default for Health {
@@ -333,6 +337,8 @@ impl Default for Health {
             fall: 3,
             expect_status: (200, 399),
             fail_timeout: Duration::from_millis(10000),
+            down_interval: Duration::from_millis(1000),
+            host: None,
         }
     }
 }
@@ -758,6 +764,17 @@ fn health_from(raw: Option<&RawHealth>, base: &Health, path: &str, errs: &mut Er
     out.rise = bounded(h.rise, base.rise.into(), 1, 1000, &join(path, "rise"), errs) as u32;
     out.fall = bounded(h.fall, base.fall.into(), 1, 1000, &join(path, "fall"), errs) as u32;
     out.fail_timeout = ms(h.fail_timeout_ms, base.fail_timeout, &join(path, "failTimeoutMs"), errs);
+    out.down_interval = ms(h.down_interval_ms, base.down_interval, &join(path, "downIntervalMs"), errs);
+    if out.down_interval < Duration::from_millis(50) {
+        errs.push(join(path, "downIntervalMs"), "must be at least 50");
+    }
+    if let Some(host) = &h.host {
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@') {
+            errs.push(join(path, "host"), "must be a host[:port] value");
+        } else {
+            out.host = Some(host.clone());
+        }
+    }
     if let Some(v) = &h.expect_status {
         match parse_status_range(v) {
             Some(r) => out.expect_status = r,

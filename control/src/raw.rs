@@ -128,6 +128,10 @@ pub struct RawHealth {
     pub expect_status: Option<serde_json::Value>,
     /// With active checks off, how long a passively failed backend rests.
     pub fail_timeout_ms: Option<u64>,
+    /// Probe interval while a backend is down (prompt recovery).
+    pub down_interval_ms: Option<u64>,
+    /// Host header of the probe; default: the backend's `host[:port]`.
+    pub host: Option<String>,
 }
 
 /// `accessLog`.

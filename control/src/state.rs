@@ -306,6 +306,8 @@ fn health_json(h: &Health) -> Value {
         "fall": h.fall,
         "expectStatus": format!("{}-{}", h.expect_status.0, h.expect_status.1),
         "failTimeoutMs": h.fail_timeout.as_millis() as u64,
+        "downIntervalMs": h.down_interval.as_millis() as u64,
+        "host": h.host,
     })
 }
 

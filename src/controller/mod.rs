@@ -23,7 +23,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use crate::worker::inbox::InboxSender;
 use crate::worker::Shared;
 use admin::{AdminCall, AdminReply, AdminSettings};
-use probe::{ProbeResult, Target};
+use probe::{ProbeCmd, ProbeResult, Target};
 
 /// Commands to the control thread from main.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ pub struct Controller {
     /// Passively failed backends of routes without active checks: when to try again.
     rest_until: HashMap<BackendKey, Instant>,
     /// New probe target lists go here.
-    targets: Option<Sender<Vec<Target>>>,
+    targets: Option<Sender<ProbeCmd>>,
     /// New name lists for the resolver go here.
     names_tx: Option<Sender<Vec<(String, u16)>>>,
     /// Merged statistics.
@@ -282,16 +282,15 @@ impl Controller {
             let Some(interval) = r.health.interval else { continue };
             for b in each_backend(r) {
                 let Some(addr) = self.address_of(b) else { continue };
-                let host = match &r.vhost {
-                    VHost::Exact(h) => h.clone(),
-                    _ => b.hostname.clone(),
-                };
+                // The backend's own name (as a strict server expects), or health.host.
+                let host = r.health.host.clone().unwrap_or_else(|| crate::upstream::Backend::host_of(b));
                 out.push(Target {
                     key: Self::key(r, b),
                     addr,
                     host,
                     path: r.health.path.clone(),
                     interval,
+                    down_interval: r.health.down_interval,
                     timeout: r.health.timeout,
                     expect: r.health.expect_status,
                     tls: self.probe_tls(r, b),
@@ -358,6 +357,10 @@ impl Controller {
         if !self.in_maintenance(key) {
             self.broadcast(ControlMsg::Health { key: key.clone(), up });
         }
+        // A down backend is probed on its own faster schedule.
+        if let Some(tx) = &self.targets {
+            let _ = tx.send(ProbeCmd::Health { key: key.clone(), down: !up });
+        }
     }
 
     /// Persists, swaps in and publishes a new state. `Err` carries the
@@ -376,7 +379,7 @@ impl Controller {
         let result = self.publish();
         // Probes follow the routes.
         if let Some(tx) = &self.targets {
-            let _ = tx.send(self.probe_targets());
+            let _ = tx.send(ProbeCmd::Targets(self.probe_targets()));
         }
         if let Some(tx) = &self.names_tx {
             let _ = tx.send(self.names());
@@ -630,7 +633,7 @@ impl Controller {
         }
         let (target_tx, target_rx) = crossbeam_channel::unbounded();
         let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
-        let _ = target_tx.send(self.probe_targets());
+        let _ = target_tx.send(ProbeCmd::Targets(self.probe_targets()));
         self.targets = Some(target_tx);
         let prober =
             std::thread::Builder::new().name("ringway-health".into()).spawn(move || probe::run(target_rx, probe_tx));
@@ -694,7 +697,7 @@ impl Controller {
                             tracing::warn!(error = %e, "publish after re-resolution");
                         }
                         if let Some(tx) = &self.targets {
-                            let _ = tx.send(self.probe_targets());
+                            let _ = tx.send(ProbeCmd::Targets(self.probe_targets()));
                         }
                     }
                     Ok(_) => {}

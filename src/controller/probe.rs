@@ -27,12 +27,29 @@ pub struct Target {
     pub path: String,
     /// How often.
     pub interval: Duration,
+    /// How often while the backend is down (jittered), so a restarted
+    /// backend is back within about `rise` of these.
+    pub down_interval: Duration,
     /// Per-probe timeout.
     pub timeout: Duration,
     /// Accepted statuses.
     pub expect: (u16, u16),
     /// TLS settings, for a TLS backend (the same the workers use).
     pub tls: Option<crate::upstream::UpstreamTls>,
+}
+
+/// What the control thread tells the prober.
+#[derive(Debug)]
+pub enum ProbeCmd {
+    /// Probe these (schedules of targets that stay are kept).
+    Targets(Vec<Target>),
+    /// A backend went down (probe it on its down schedule, starting now) or up.
+    Health {
+        /// Which backend.
+        key: BackendKey,
+        /// Down now.
+        down: bool,
+    },
 }
 
 /// A probe's outcome.
@@ -44,7 +61,12 @@ pub struct ProbeResult {
     pub ok: bool,
 }
 
-/// One probe: GET the path, read the status line.
+/// Longest response a probe reads (and discards) before closing.
+const MAX_PROBE_BODY: usize = 1 << 20;
+
+/// One probe: GET the path, check the status line, then read and discard
+/// the rest of the response (up to 1 MiB, within the timeout) so the
+/// backend sees a clean close, not a reset.
 pub fn probe(t: &Target) -> bool {
     let deadline = Instant::now() + t.timeout;
     let Ok(mut s) = TcpStream::connect_timeout(&t.addr, t.timeout) else { return false };
@@ -53,8 +75,10 @@ pub fn probe(t: &Target) -> bool {
         return false;
     }
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway-health\r\nConnection: close\r\n\r\n",
-        t.path, t.host
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway-health/{}\r\nConnection: close\r\n\r\n",
+        t.path,
+        t.host,
+        env!("CARGO_PKG_VERSION")
     );
     match &t.tls {
         None => status_ok(&mut s, t, req.as_bytes(), deadline),
@@ -93,28 +117,67 @@ fn status_ok<S: Read + Write>(s: &mut S, t: &Target, req: &[u8], deadline: Insta
         return false;
     }
     let status = code.iter().fold(0u16, |a, d| a * 10 + u16::from(d - b'0'));
+    drain(s, deadline);
     (t.expect.0..=t.expect.1).contains(&status)
 }
 
-/// The prober's loop: takes new target lists from `targets`, sends results.
-pub fn run(targets: Receiver<Vec<Target>>, results: Sender<ProbeResult>) {
-    let mut list: Vec<(Target, Instant)> = Vec::new();
+/// Reads until the backend closes (it was asked to), 1 MiB, or the deadline.
+fn drain<S: Read>(s: &mut S, deadline: Instant) {
+    let mut buf = [0u8; 16 * 1024];
+    let mut total = 0;
+    while total < MAX_PROBE_BODY && Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// `d` ± 10 %, varied per backend and round, so a fleet that went down
+/// together is not probed in lockstep.
+fn jittered(d: Duration, key: &BackendKey) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    Instant::now().hash(&mut h);
+    let f = 0.9 + (h.finish() % 2001) as f64 / 10_000.0;
+    d.mul_f64(f)
+}
+
+/// The prober's loop: takes new target lists and health changes from
+/// `cmds`, sends results. A target is probed every `interval` while up and
+/// every `down_interval` (jittered) while down.
+pub fn run(cmds: Receiver<ProbeCmd>, results: Sender<ProbeResult>) {
+    // (target, next due, down)
+    let mut list: Vec<(Target, Instant, bool)> = Vec::new();
     loop {
         let now = Instant::now();
-        let next = list.iter().map(|(_, due)| *due).min();
+        let next = list.iter().map(|(_, due, _)| *due).min();
         let wait = next.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(now));
-        match targets.recv_timeout(wait) {
-            Ok(new) => {
+        match cmds.recv_timeout(wait) {
+            Ok(ProbeCmd::Targets(new)) => {
                 // Keep the schedule of targets that stay; new ones probe at once.
                 let now = Instant::now();
                 list = new
                     .into_iter()
                     .map(|t| {
-                        let due =
-                            list.iter().find(|(o, _)| o.key == t.key && o.addr == t.addr).map_or(now, |(_, d)| *d);
-                        (t, due)
+                        let old = list.iter().find(|(o, _, _)| o.key == t.key && o.addr == t.addr);
+                        let (due, down) = old.map_or((now, false), |(_, d, down)| (*d, *down));
+                        (t, due, down)
                     })
                     .collect();
+                continue;
+            }
+            Ok(ProbeCmd::Health { key, down }) => {
+                if let Some(entry) = list.iter_mut().find(|(t, _, _)| t.key == key) {
+                    entry.2 = down;
+                    if down {
+                        let soon = Instant::now() + jittered(entry.0.down_interval, &key);
+                        entry.1 = entry.1.min(soon);
+                    }
+                }
                 continue;
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
@@ -141,7 +204,8 @@ pub fn run(targets: Receiver<Vec<Target>>, results: Sender<ProbeResult>) {
         }
         let now = Instant::now();
         for &i in &due {
-            list[i].1 = now + list[i].0.interval;
+            let (t, next, down) = &mut list[i];
+            *next = now + if *down { jittered(t.down_interval, &t.key) } else { t.interval };
         }
     }
 }

@@ -109,7 +109,7 @@ impl Drop for InFlight<'_> {
 
 /// Whether `r` is one of ringway's active health probes.
 pub fn is_probe(r: &SeenRequest) -> bool {
-    r.all("user-agent").iter().any(|v| v == "ringway-health")
+    r.all("user-agent").iter().any(|v| v == "ringway-health" || v.starts_with("ringway-health/"))
 }
 
 /// A running backend; stopped (listener and every connection closed) on
@@ -180,7 +180,13 @@ impl Backend {
     }
 
     pub fn start(self) -> BackendHandle {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        self.start_on(0)
+    }
+
+    /// Starts on a given loopback port (0: any), e.g. to restart a stopped
+    /// backend where ringway expects it.
+    pub fn start_on(self, port: u16) -> BackendHandle {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind backend");
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let shared = Arc::new(Shared {
