@@ -38,6 +38,14 @@ pub struct Target {
     pub tls: Option<crate::upstream::UpstreamTls>,
 }
 
+impl Target {
+    /// The wait between probes while down: `down_interval` (jittered), or
+    /// the normal interval when that is already shorter.
+    fn down_every(&self, key: &BackendKey) -> Duration {
+        jittered(self.down_interval, key).min(self.interval)
+    }
+}
+
 /// What the control thread tells the prober.
 #[derive(Debug)]
 pub enum ProbeCmd {
@@ -174,7 +182,7 @@ pub fn run(cmds: Receiver<ProbeCmd>, results: Sender<ProbeResult>) {
                 if let Some(entry) = list.iter_mut().find(|(t, _, _)| t.key == key) {
                     entry.2 = down;
                     if down {
-                        let soon = Instant::now() + jittered(entry.0.down_interval, &key);
+                        let soon = Instant::now() + entry.0.down_every(&key);
                         entry.1 = entry.1.min(soon);
                     }
                 }
@@ -205,7 +213,7 @@ pub fn run(cmds: Receiver<ProbeCmd>, results: Sender<ProbeResult>) {
         let now = Instant::now();
         for &i in &due {
             let (t, next, down) = &mut list[i];
-            *next = now + if *down { jittered(t.down_interval, &t.key) } else { t.interval };
+            *next = now + if *down { t.down_every(&t.key) } else { t.interval };
         }
     }
 }

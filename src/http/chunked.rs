@@ -4,6 +4,10 @@ use super::{is_field_value_byte, is_tchar};
 
 /// Maximum length of one chunk-size line (size + extensions + CRLF).
 pub const MAX_CHUNK_LINE: u32 = 4096;
+/// Largest chunked body taken when no limit is configured (1 TiB): a
+/// larger chunk size is an attack or a bug, answered 413 at once.
+pub(crate) const MAX_CHUNKED_BODY: u64 = 1 << 40;
+
 /// Maximum total size of the trailer section (including the final CRLF).
 pub const MAX_TRAILER_BYTES: u32 = 64 * 1024;
 
@@ -238,7 +242,10 @@ impl ChunkedDecoder {
                             Some(t) => t,
                             None => return self.fail("chunk size overflow"),
                         };
-                        if self.max_body != 0 && total > self.max_body {
+                        // No limit configured still means a sane one: a size
+                        // beyond it is refused at once, not waited for.
+                        let limit = if self.max_body == 0 { MAX_CHUNKED_BODY } else { self.max_body };
+                        if total > limit {
                             self.st = St::Failed;
                             return Err(ChunkError::TooLarge);
                         }

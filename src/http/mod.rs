@@ -439,3 +439,12 @@ pub fn host_without_port(host: &str) -> &str {
     let n = host_part(host.as_bytes()).len();
     host.get(..n).unwrap_or(host)
 }
+
+/// Marks a response head in `out` as keep-alive for an HTTP/1.0 client
+/// (which closes unless told otherwise): a `connection: keep-alive` line
+/// right after the status line.
+pub fn mark_keep_alive_10(out: &mut Vec<u8>) {
+    if let Some(i) = out.windows(2).position(|w| w == b"\r\n") {
+        out.splice(i + 2..i + 2, b"connection: keep-alive\r\n".iter().copied());
+    }
+}

@@ -553,7 +553,10 @@ fn chunked_table_whole_and_bytewise() {
         ("empty_size", b"\r\nhello\r\n0\r\n\r\n", 0, Want::Malformed),
         ("non_hex", b"5g\r\nhello\r\n0\r\n\r\n", 0, Want::Malformed),
         ("overflow", b"10000000000000000\r\n", 0, Want::Malformed),
-        ("max_u64_size_declared", b"ffffffffffffffff\r\nab", 0, Want::Ok(b"ab", false)),
+        // No configured limit still means 1 TiB: refused at once.
+        ("max_u64_size_declared", b"ffffffffffffffff\r\nab", 0, Want::TooLarge),
+        ("just_over_1_tib", b"10000000001\r\nab", 0, Want::TooLarge),
+        ("1_tib_exactly", b"10000000000\r\nab", 0, Want::Ok(b"ab", false)),
         ("bad_ext_name", b"5;=x\r\nhello\r\n0\r\n\r\n", 0, Want::Malformed),
         ("bad_ext_char", b"5;a@b\r\nhello\r\n0\r\n\r\n", 0, Want::Malformed),
         ("ext_ctl_in_quoted", b"5;a=\"\x01\"\r\nhello\r\n0\r\n\r\n", 0, Want::Malformed),

@@ -251,13 +251,16 @@ async fn answer(
     keep: Option<usize>,
     write: impl FnOnce(&mut Vec<u8>, &Ctx<'_>, bool),
 ) -> Next {
-    let keep = keep.filter(|_| head.is_some_and(|h| h.keep_alive && h.version_minor == 1));
+    let keep = keep.filter(|_| head.is_some_and(|h| h.keep_alive));
     let close = keep.is_none();
     cx.ex.status = status;
     cx.ex.bytes = 0;
     let mut out = std::mem::take(&mut cx.b.scratch);
     out.clear();
     write(&mut out, cx, close);
+    if !close && head.is_some_and(|h| h.version_minor == 0) {
+        crate::http::mark_keep_alive_10(&mut out);
+    }
     let end = out.len();
     let deadline = due(cx.w, cx.w.active().timeouts.idle);
     let sent = send_last(cx.client, cx.ex, &mut out, end, close, deadline).await;

@@ -122,7 +122,8 @@ pub(super) fn route(cx: &mut Ctx<'_>, head: RequestHead) -> Result<Req, (Request
 /// Answers `Expect: 100-continue` when the body is still to come. False:
 /// the client is gone.
 pub(super) async fn continue_if_expected(cx: &mut Ctx<'_>, req: &Req) -> bool {
-    if !req.head.expect_continue || req.held.complete {
+    // Never a 1xx to an HTTP/1.0 client (RFC 9110 15.2): it sends its body anyway.
+    if !req.head.expect_continue || req.held.complete || req.head.version_minor == 0 {
         return true;
     }
     let b = &mut *cx.b;

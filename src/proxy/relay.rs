@@ -48,11 +48,15 @@ pub(super) async fn response(
 ) -> Next {
     let head = &req.head;
     let dechunk = head.version_minor == 0 && resp.body == BodyKind::Chunked;
-    let close =
-        !head.keep_alive || head.version_minor == 0 || cx.w.drain.is_fired() || resp.body == BodyKind::UntilClose;
+    // An HTTP/1.0 client that asked for keep-alive keeps it (as nginx and
+    // HAProxy do) unless the body's end is the connection's end.
+    let close = !head.keep_alive || dechunk || cx.w.drain.is_fired() || resp.body == BodyKind::UntilClose;
     let b = &mut *cx.b;
     b.scratch.clear();
     write_response_head(&mut b.scratch, &b.ubuf, resp, &b.uheaders, close, dechunk);
+    if !close && head.version_minor == 0 {
+        crate::http::mark_keep_alive_10(&mut b.scratch);
+    }
     let idle = cx.w.active().timeouts.idle;
     let mut body =
         Body { cx, up: &mut up, start: resp.head_len, close, dechunk, upstream: req.route.cfg.upstream, idle };

@@ -1,0 +1,78 @@
+//! HTTP/1.0 and framing conformance at the edges (issue 11): no 1xx to an
+//! HTTP/1.0 client, HTTP/1.0 keep-alive honoured, absurd chunk sizes
+//! refused at once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[test]
+fn an_http10_client_never_gets_100_continue() {
+    let b = Backend::echo().start();
+    let rw = Ringway::start(catch_all("ROUND_ROBIN", &[&b]));
+    let mut c = Client::connect(rw.addr());
+    // Head first, body later: a 1.1 client would get 100 Continue here.
+    c.send(b"POST / HTTP/1.0\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"hello");
+    let r = c.response();
+    assert_eq!(r.status, 200, "the first answer is the final one, not 100:\n{}", r.head);
+    assert!(r.text().contains("body-len 5"), "{}", r.text());
+}
+
+#[test]
+fn an_http11_client_still_gets_100_continue() {
+    let b = Backend::echo().start();
+    let rw = Ringway::start(catch_all("ROUND_ROBIN", &[&b]));
+    let mut c = Client::connect(rw.addr());
+    c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 100, "{}", r.head);
+}
+
+#[test]
+fn http10_keep_alive_is_honoured_and_plain_http10_closes() {
+    let b = Backend::respond(200, "ok").start();
+    let rw = Ringway::start(catch_all("ROUND_ROBIN", &[&b]));
+    let mut c = Client::connect(rw.addr());
+    for i in 0..3 {
+        c.send(format!("GET /{i} HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").as_bytes());
+        let r = c.response();
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.header("connection"), Some("keep-alive"), "request {i}:\n{}", r.head);
+        assert_eq!(r.text(), "ok");
+    }
+    // An error answer keeps it too (the request had no body).
+    let b2 = Backend::respond(200, "ok").start();
+    let rw2 = Ringway::start(config(vec![route("only.test", "ROUND_ROBIN", vec![b2.config()])]));
+    let mut c = Client::connect(rw2.addr());
+    c.send(b"GET / HTTP/1.0\r\nHost: nowhere.test\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 404, "{}", r.head);
+    assert_eq!(r.header("connection"), Some("keep-alive"), "{}", r.head);
+    c.send(b"GET /last HTTP/1.0\r\nHost: only.test\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(c.response().status, 200, "still open after the error answer");
+
+    let mut c = Client::connect(rw.addr());
+    c.send(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert!(c.closed_within(Duration::from_secs(2)), "HTTP/1.0 without keep-alive must close");
+}
+
+#[test]
+fn an_absurd_chunk_size_is_refused_at_once() {
+    let b = Backend::echo().start();
+    let rw = Ringway::start(catch_all("ROUND_ROBIN", &[&b]));
+    for size in ["10000000001", "ffffffffffffffff"] {
+        let mut c = Client::connect(rw.addr());
+        let t = Instant::now();
+        c.send(format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc").as_bytes());
+        let r = c.response();
+        assert_eq!(r.status, 413, "chunk size {size}:\n{}", r.head);
+        assert!(t.elapsed() < Duration::from_secs(2), "answered after {:?}", t.elapsed());
+    }
+    assert_eq!(b.request_count(), 0, "nothing reaches the backend");
+}
