@@ -127,6 +127,8 @@ fn listen(s: std::net::TcpListener) -> std::io::Result<TcpListener> {
 }
 
 async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
+    let mut failures = 0u64;
+    let mut last_warned: Option<Instant> = None;
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
@@ -147,8 +149,14 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
                 }
             }
             Some(Err(e)) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(worker = worker.index, error = %e, "accept failed");
+                // EMFILE and friends: back off briefly instead of spinning,
+                // and say so once a second, not once per failed accept.
+                failures += 1;
+                if last_warned.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(worker = worker.index, error = %e, failures, "accept failing: backing off");
+                    last_warned = Some(Instant::now());
+                    failures = 0;
+                }
                 monoio::time::sleep(Duration::from_millis(20)).await;
             }
         }

@@ -76,3 +76,19 @@ fn an_absurd_chunk_size_is_refused_at_once() {
     }
     assert_eq!(b.request_count(), 0, "nothing reaches the backend");
 }
+
+#[test]
+fn a_later_http1_minor_version_is_served_as_11() {
+    let b = Backend::respond(200, "ok").start();
+    let rw = Ringway::start(catch_all("ROUND_ROBIN", &[&b]));
+    let r = exchange(rw.addr(), b"GET /v HTTP/1.2\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.head.starts_with("HTTP/1.1 "), "{}", r.head);
+    let seen = b.requests();
+    assert!(seen.iter().any(|s| s.target == "/v"), "the backend got it");
+    // Not HTTP/1.x: still refused.
+    for line in ["GET / HTTP/2.0", "GET / HTTP/1.10", "GET / HTTP/3"] {
+        let r = exchange(rw.addr(), format!("{line}\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 400, "{line}: {}", r.head);
+    }
+}

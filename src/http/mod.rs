@@ -15,7 +15,7 @@ mod rewrite;
 mod tests;
 
 pub use chunked::{ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
-pub use request::{parse_request, RequestHead, RequestView};
+pub use request::{newer_minor_as_11, parse_request, RequestHead, RequestView};
 pub use response::{parse_response, ResponseHead};
 pub use rewrite::{write_error_response, write_request_head, write_response_head, ForwardCtx, HostOut};
 
@@ -108,6 +108,8 @@ pub enum ParseError {
     HeaderTooLarge,
     /// 501
     NotImplemented(&'static str),
+    /// 400: an HTTP version other than 1.0 and 1.1 (see `newer_minor_as_11`).
+    Version,
 }
 
 impl ParseError {
@@ -117,6 +119,7 @@ impl ParseError {
             ParseError::UriTooLong => 414,
             ParseError::HeaderTooLarge => 431,
             ParseError::NotImplemented(_) => 501,
+            ParseError::Version => 400,
         }
     }
 
@@ -127,6 +130,7 @@ impl ParseError {
             ParseError::UriTooLong => "request line too long",
             ParseError::HeaderTooLarge => "request header fields too large",
             ParseError::NotImplemented(r) => r,
+            ParseError::Version => "invalid HTTP version",
         }
     }
 }
@@ -407,7 +411,7 @@ pub(crate) fn map_httparse_err(e: httparse::Error) -> ParseError {
         httparse::Error::Status => ParseError::BadRequest("invalid status"),
         httparse::Error::Token => ParseError::BadRequest("invalid token in start line"),
         httparse::Error::TooManyHeaders => ParseError::HeaderTooLarge,
-        httparse::Error::Version => ParseError::BadRequest("invalid HTTP version"),
+        httparse::Error::Version => ParseError::Version,
     }
 }
 

@@ -170,7 +170,7 @@ pub fn parse_request(
         _ => return Err(ParseError::BadRequest("invalid request line")),
     };
     if version > 1 {
-        return Err(ParseError::BadRequest("invalid HTTP version"));
+        return Err(ParseError::Version);
     }
     let method = Method::from_bytes(method_str.as_bytes());
     let method_span = span_of(buf, method_str.as_bytes());
@@ -312,6 +312,25 @@ pub fn parse_request(
         expect_continue,
         connection_tokens: conn.others,
     }))
+}
+
+/// RFC 9112 2.3: a request naming a later HTTP/1 minor version (`HTTP/1.2`)
+/// is answered as 1.1. Rewrites that version in the request line of `buf`
+/// to `HTTP/1.1` (the head is forwarded as 1.1 anyway); false when the
+/// line names no such version.
+pub fn newer_minor_as_11(buf: &mut [u8]) -> bool {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    let Some(sp) = line.iter().rposition(|&b| b == b' ') else { return false };
+    let v = &line[sp + 1..];
+    let later = v.len() >= 8
+        && v.starts_with(b"HTTP/1.")
+        && (b'2'..=b'9').contains(&v[7])
+        && (v.len() == 8 || (v.len() == 9 && v[8] == b'\r'));
+    if later {
+        buf[sp + 1 + 7] = b'1';
+    }
+    later
 }
 
 /// A parsed request as the request path reads it: method, authority,

@@ -9,7 +9,7 @@ use super::{Ctx, Stop};
 use crate::error::{Kind, ProxyError};
 use crate::http::{
     parse_request, write_request_head, BodyKind, ChunkError, ChunkedDecoder, ForwardCtx, HeadLimits, HostOut, Method,
-    RequestHead, RequestView,
+    ParseError, RequestHead, RequestView,
 };
 use crate::route::admission::Permit;
 use crate::route::RouteRt;
@@ -49,6 +49,7 @@ pub(super) async fn read_head(cx: &mut Ctx<'_>, deadline: Instant) -> Result<Req
         match parse_request(&b.rbuf, &limits, &mut b.headers) {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => {}
+            Err(ParseError::Version) if crate::http::newer_minor_as_11(&mut b.rbuf) => continue,
             Err(e) => return Err(Some(ProxyError::new(Kind::BadRequest(e.status()), e.reason()))),
         }
         let had = !b.rbuf.is_empty();
