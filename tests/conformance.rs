@@ -92,3 +92,36 @@ fn a_later_http1_minor_version_is_served_as_11() {
         assert_eq!(r.status, 400, "{line}: {}", r.head);
     }
 }
+
+#[test]
+fn a_refused_upload_gets_its_answer_even_when_the_client_sends_everything_first() {
+    use std::io::{Read, Write};
+    let b = Backend::echo().start();
+    let mut r = route("*", "ROUND_ROBIN", vec![b.config()]);
+    r["maxBodyBytes"] = json!(1024);
+    let rw = Ringway::start(config(vec![r]));
+    for _ in 0..5 {
+        let mut s = std::net::TcpStream::connect(rw.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let len = 4 << 20;
+        s.write_all(format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").as_bytes()).unwrap();
+        // The client sends its whole body before it reads (as simple
+        // clients do): the 413 is written long before it looks.
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < len && s.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("the answer was lost: {e} (read so far: {:?})", String::from_utf8_lossy(&got)),
+            }
+        }
+        assert!(got.starts_with(b"HTTP/1.1 413"), "{:?}", String::from_utf8_lossy(&got));
+    }
+    assert_eq!(b.request_count(), 0);
+}

@@ -265,6 +265,9 @@ async fn answer(
     let deadline = due(cx.w, cx.w.active().timeouts.idle);
     let sent = send_last(cx.client, cx.ex, &mut out, end, close, deadline).await;
     cx.b.scratch = out;
+    if sent && close && status >= 400 {
+        linger(cx).await;
+    }
     match keep {
         Some(used) if sent => {
             // Drop the request's bytes so the next parse starts at the next request.
@@ -272,5 +275,32 @@ async fn answer(
             Next::KeepAlive
         }
         _ => Next::Close,
+    }
+}
+
+/// Longest lingering close, and the silence that ends it early.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+const LINGER_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 64 << 20;
+
+/// After an error answer that closes while the client may still be sending
+/// (a body over the limit, a bad head): reads and discards what comes, until
+/// the client closes, goes quiet for `LINGER_QUIET`, or `LINGER` or
+/// `LINGER_BYTES` is reached. Closing with unread bytes would reset the
+/// connection, and the client could lose the answer before reading it (as
+/// nginx's lingering close avoids).
+async fn linger(cx: &mut Ctx<'_>) {
+    let end = Instant::now() + LINGER;
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let at = (Instant::now() + LINGER_QUIET).min(end);
+        let b = &mut *cx.b;
+        b.rbuf.clear();
+        b.rbuf.reserve(crate::worker::BUF_SIZE);
+        match wire::read_more(cx.client, &mut b.rbuf, usize::MAX, wire::Due { timers: &cx.w.timers, at }).await {
+            wire::Read::Data => drained += b.rbuf.len(),
+            _ => return,
+        }
     }
 }
