@@ -54,6 +54,9 @@ struct Exchange {
     retries: u32,
     timeouts: u32,
     rejected: bool,
+    /// The answer closed the connection early: linger before closing
+    /// (after the exchange is recorded, so its duration excludes it).
+    linger: bool,
 }
 
 /// What the connection does after a request.
@@ -159,8 +162,17 @@ async fn exchange(
     started: Instant,
     head_deadline: Instant,
 ) -> (Stream, Box<Bufs>, Next) {
-    let mut ex =
-        Exchange { status: 0, bytes: 0, backend: None, started, route: None, retries: 0, timeouts: 0, rejected: false };
+    let mut ex = Exchange {
+        status: 0,
+        bytes: 0,
+        backend: None,
+        started,
+        route: None,
+        retries: 0,
+        timeouts: 0,
+        rejected: false,
+        linger: false,
+    };
     b.log.clear();
     let next = {
         let mut cx = Ctx { w: &w, client: &mut client, peer, b: &mut b, ex: &mut ex };
@@ -168,6 +180,9 @@ async fn exchange(
     };
     if ex.status != 0 {
         record(&w, &client, peer, &mut b, &ex);
+    }
+    if ex.linger {
+        linger(&w, &mut client, &mut b).await;
     }
     (client, b, next)
 }
@@ -265,9 +280,7 @@ async fn answer(
     let deadline = due(cx.w, cx.w.active().timeouts.idle);
     let sent = send_last(cx.client, cx.ex, &mut out, end, close, deadline).await;
     cx.b.scratch = out;
-    if sent && close && status >= 400 {
-        linger(cx).await;
-    }
+    cx.ex.linger = sent && close && status >= 400;
     match keep {
         Some(used) if sent => {
             // Drop the request's bytes so the next parse starts at the next request.
@@ -290,15 +303,14 @@ const LINGER_BYTES: usize = 64 << 20;
 /// `LINGER_BYTES` is reached. Closing with unread bytes would reset the
 /// connection, and the client could lose the answer before reading it (as
 /// nginx's lingering close avoids).
-async fn linger(cx: &mut Ctx<'_>) {
+async fn linger(w: &Worker, client: &mut Stream, b: &mut Bufs) {
     let end = Instant::now() + LINGER;
     let mut drained = 0;
     while drained < LINGER_BYTES {
         let at = (Instant::now() + LINGER_QUIET).min(end);
-        let b = &mut *cx.b;
         b.rbuf.clear();
         b.rbuf.reserve(crate::worker::BUF_SIZE);
-        match wire::read_more(cx.client, &mut b.rbuf, usize::MAX, wire::Due { timers: &cx.w.timers, at }).await {
+        match wire::read_more(client, &mut b.rbuf, usize::MAX, wire::Due { timers: &w.timers, at }).await {
             wire::Read::Data => drained += b.rbuf.len(),
             _ => return,
         }
