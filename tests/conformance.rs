@@ -125,3 +125,61 @@ fn a_refused_upload_gets_its_answer_even_when_the_client_sends_everything_first(
     }
     assert_eq!(b.request_count(), 0);
 }
+
+/// Whether `raw` is canonical chunked framing: sizes in lowercase hex
+/// without leading zeros or extensions, CRLF everywhere, ending in `0`.
+fn canonical_chunked(raw: &[u8]) -> bool {
+    let mut i = 0;
+    loop {
+        let Some(eol) = raw[i..].windows(2).position(|w| w == b"\r\n") else { return false };
+        let size = &raw[i..i + eol];
+        let ok_size = size == b"0"
+            || (!size.is_empty() && size[0] != b'0' && size.iter().all(|b| b"0123456789abcdef".contains(b)));
+        if !ok_size {
+            return false;
+        }
+        let n = usize::from_str_radix(std::str::from_utf8(size).unwrap(), 16).unwrap();
+        i += eol + 2;
+        if n == 0 {
+            return true;
+        }
+        if raw.len() < i + n + 2 || &raw[i + n..i + n + 2] != b"\r\n" {
+            return false;
+        }
+        i += n + 2;
+    }
+}
+
+#[test]
+fn chunked_bodies_reach_the_backend_reframed_canonically() {
+    let b = Backend::echo().start();
+    let rw = Ringway::start(catch_all("ROUND_ROBIN", &[&b]));
+    // Held whole: extensions, leading zeros, upper-case hex, and trailers
+    // that name framing and routing fields.
+    let mut c = Client::connect(rw.addr());
+    c.send(
+        b"POST /held HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;name=value\r\nhello\r\n0001\r\n \r\nA\r\n0123456789\r\n0\r\n\
+          X-Trailer: t1\r\nHost: evil.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    assert_eq!(c.response().status, 200);
+    let seen = &b.requests()[0];
+    assert_eq!(
+        String::from_utf8_lossy(&seen.raw_body),
+        "5\r\nhello\r\n1\r\n \r\na\r\n0123456789\r\n0\r\nX-Trailer: t1\r\n\r\n",
+        "exact bytes the backend received"
+    );
+
+    // Streamed in pieces after the head: canonical too, same payload.
+    let mut c = Client::connect(rw.addr());
+    c.send(b"POST /streamed HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for piece in [&b"00003;x=y\r\nabc\r\n"[..], b"0A\r\n0123456789\r\n", b"0\r\nHost: evil.test\r\n\r\n"] {
+        std::thread::sleep(Duration::from_millis(30));
+        c.send(piece);
+    }
+    assert_eq!(c.response().status, 200);
+    let seen = b.requests().into_iter().find(|r| r.target == "/streamed").expect("streamed request");
+    assert_eq!(seen.body, b"abc0123456789");
+    assert!(canonical_chunked(&seen.raw_body), "{:?}", String::from_utf8_lossy(&seen.raw_body));
+    assert!(seen.trailers.is_empty(), "a Host trailer must not be forwarded: {:?}", seen.trailers);
+}

@@ -4,6 +4,73 @@ use super::{is_field_value_byte, is_tchar};
 
 /// Maximum length of one chunk-size line (size + extensions + CRLF).
 pub const MAX_CHUNK_LINE: u32 = 4096;
+/// Trailer fields never forwarded: framing, routing, hop-by-hop,
+/// request modifiers, authentication and content description (RFC 9110
+/// 6.5.1), and the forwarding headers ringway itself sets.
+const FORBIDDEN_TRAILERS: &[&[u8]] = &[
+    b"host",
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"expect",
+    b"authorization",
+    b"proxy-authorization",
+    b"cookie",
+    b"content-encoding",
+    b"content-type",
+    b"content-range",
+    b"cache-control",
+    b"max-forwards",
+    b"range",
+    b"if-match",
+    b"if-none-match",
+    b"if-modified-since",
+    b"if-unmodified-since",
+    b"if-range",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-real-ip",
+    b"forwarded",
+];
+
+/// Appends the canonical last chunk: `0`, CRLF, the trailer fields of
+/// `trailers` (as `ChunkedDecoder::trailers` gives them) except forbidden
+/// ones, CRLF.
+pub fn push_last_chunk(out: &mut Vec<u8>, trailers: &[u8]) {
+    out.extend_from_slice(b"0\r\n");
+    for line in trailers.split_inclusive(|&b| b == b'\n') {
+        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+        if !FORBIDDEN_TRAILERS.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `data` as one canonical chunk: its size in lowercase hex without
+/// leading zeros, CRLF, the data, CRLF (nothing for empty data, which
+/// would read as the last chunk).
+pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = data.len();
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4) as usize;
+    for i in (0..digits).rev() {
+        out.push(HEX[(n >> (4 * i)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Largest chunked body taken when no limit is configured (1 TiB): a
 /// larger chunk size is an attack or a bug, answered 413 at once.
 pub(crate) const MAX_CHUNKED_BODY: u64 = 1 << 40;
@@ -56,6 +123,9 @@ pub struct ChunkedDecoder {
     trailer_bytes: u32,
     payload: u64,
     max_body: u64,
+    /// The trailer section's field lines as received (`name:value\r\n`
+    /// each); empty, and never allocated, without trailers.
+    trailers: Vec<u8>,
 }
 
 #[inline]
@@ -74,9 +144,23 @@ fn hex_val(b: u8) -> Option<u64> {
 }
 
 impl ChunkedDecoder {
+    /// The trailer fields received so far (`name:value\r\n` each).
+    pub fn trailers(&self) -> &[u8] {
+        &self.trailers
+    }
+
     /// `max_body`: limit on the total payload; 0 = unlimited.
     pub fn new(max_body: u64) -> Self {
-        ChunkedDecoder { st: St::Size, size: 0, digits: 0, line_len: 0, trailer_bytes: 0, payload: 0, max_body }
+        ChunkedDecoder {
+            st: St::Size,
+            size: 0,
+            digits: 0,
+            line_len: 0,
+            trailer_bytes: 0,
+            payload: 0,
+            max_body,
+            trailers: Vec::new(),
+        }
     }
 
     /// Reset for reuse on the next message.
@@ -269,23 +353,33 @@ impl ChunkedDecoder {
                 }
                 St::TrailerStart => match b {
                     b'\r' => self.st = St::FinalLf,
-                    _ if is_tchar(b) => self.st = St::TrailerName,
+                    _ if is_tchar(b) => {
+                        self.trailers.push(b);
+                        self.st = St::TrailerName
+                    }
                     _ => return self.fail("invalid trailer field"),
                 },
                 St::TrailerName => match b {
-                    _ if is_tchar(b) => {}
-                    b':' => self.st = St::TrailerValue,
+                    _ if is_tchar(b) => self.trailers.push(b),
+                    b':' => {
+                        self.trailers.push(b);
+                        self.st = St::TrailerValue
+                    }
                     _ => return self.fail("invalid trailer field name"),
                 },
                 St::TrailerValue => match b {
-                    b'\r' => self.st = St::TrailerLf,
-                    _ if is_field_value_byte(b) => {}
+                    b'\r' => {
+                        self.trailers.push(b);
+                        self.st = St::TrailerLf
+                    }
+                    _ if is_field_value_byte(b) => self.trailers.push(b),
                     _ => return self.fail("invalid trailer field value"),
                 },
                 St::TrailerLf => {
                     if b != b'\n' {
                         return self.fail("expected LF after trailer field");
                     }
+                    self.trailers.push(b);
                     self.st = St::TrailerStart;
                 }
                 St::FinalLf => {

@@ -833,3 +833,40 @@ fn rewritten_request_reparses() {
     assert!(r2.keep_alive);
     assert_eq!(slice(&out, r2.host.unwrap()), b"a.example");
 }
+
+#[test]
+fn canonical_chunks_and_last_chunk() {
+    let mut out = Vec::new();
+    push_chunk(&mut out, b"");
+    assert!(out.is_empty(), "an empty piece would read as the last chunk");
+    push_chunk(&mut out, b"hello");
+    push_chunk(&mut out, &[b'x'; 26]);
+    push_chunk(&mut out, &[b'y'; 4096]);
+    let mut expect = b"5\r\nhello\r\n1a\r\n".to_vec();
+    expect.extend_from_slice(&[b'x'; 26]);
+    expect.extend_from_slice(b"\r\n1000\r\n");
+    expect.extend_from_slice(&[b'y'; 4096]);
+    expect.extend_from_slice(b"\r\n");
+    assert_eq!(out, expect);
+
+    let mut last = Vec::new();
+    push_last_chunk(&mut last, b"X-A: 1\r\nhost:evil\r\nContent-Length: 9\r\nx-b:2\r\nTRANSFER-ENCODING: chunked\r\n");
+    assert_eq!(last, b"0\r\nX-A: 1\r\nx-b:2\r\n\r\n");
+    let mut bare = Vec::new();
+    push_last_chunk(&mut bare, b"");
+    assert_eq!(bare, b"0\r\n\r\n");
+}
+
+#[test]
+fn the_decoder_keeps_trailer_lines_and_allocates_nothing_without() {
+    let mut d = ChunkedDecoder::new(0);
+    let (used, done) = d.feed(b"3\r\nabc\r\n0\r\n\r\n", &mut |_| {}).expect("ok");
+    assert!(done && used == 13);
+    assert!(d.trailers().is_empty());
+    let mut d = ChunkedDecoder::new(0);
+    // Fed a byte at a time: trailer lines still come out whole.
+    for &b in b"3\r\nabc\r\n0\r\nX-T: v\r\nY:w\r\n\r\n".iter() {
+        d.feed(&[b], &mut |_| {}).expect("ok");
+    }
+    assert_eq!(d.trailers(), b"X-T: v\r\nY:w\r\n");
+}

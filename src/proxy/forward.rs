@@ -9,7 +9,9 @@ use super::wire::{due, read_more, write_range, Read};
 use super::{fail, relay, Ctx, Next, Stop};
 use crate::balance::Tried;
 use crate::error::{Kind, ProxyError};
-use crate::http::{parse_response, write_response_head, BodyKind, HeadLimits, ResponseHead};
+use crate::http::{
+    parse_response, push_chunk, push_last_chunk, write_response_head, BodyKind, HeadLimits, ResponseHead,
+};
 use crate::upstream::{Backend, Upstream};
 
 /// Picks backends until one answers or the error forbids another try;
@@ -197,18 +199,32 @@ async fn stream_request_body(cx: &mut Ctx<'_>, req: &mut Req, up: &mut Upstream)
                 return Err(client_err);
             }
         }
-        // How much of what is buffered belongs to this body.
-        let take = match (&mut req.decoder, req.head.body) {
-            (Some(d), BodyKind::Chunked) => d.feed(&b.rbuf, &mut |_| {}).map_err(chunk_error)?.0,
+        let used = match (&mut req.decoder, req.head.body) {
+            // Chunked: re-framed canonically (lowercase hex sizes, no
+            // extensions, no trailers) in `scratch`; the client's own
+            // framing never reaches the backend.
+            (Some(d), BodyKind::Chunked) => {
+                b.scratch.clear();
+                let scratch = &mut b.scratch;
+                let used = d.feed(&b.rbuf, &mut |data| push_chunk(scratch, data)).map_err(chunk_error)?.0;
+                if d.is_done() {
+                    push_last_chunk(&mut b.scratch, d.trailers());
+                }
+                let end = b.scratch.len();
+                if !write_range(&mut up.stream, &mut b.scratch, 0, end, due(cx.w, upstream)).await {
+                    return Err(up_err);
+                }
+                used
+            }
             _ => {
                 let take = remaining.min(b.rbuf.len() as u64) as usize;
                 remaining -= take as u64;
+                if !write_range(&mut up.stream, &mut b.rbuf, 0, take, due(cx.w, upstream)).await {
+                    return Err(up_err);
+                }
                 take
             }
         };
-        if !write_range(&mut up.stream, &mut b.rbuf, 0, take, due(cx.w, upstream)).await {
-            return Err(up_err);
-        }
-        b.rbuf.drain(..take);
+        b.rbuf.drain(..used);
     }
 }

@@ -8,8 +8,8 @@ use super::wire::{due, read_more, write_range, Due, Read};
 use super::{Ctx, Stop};
 use crate::error::{Kind, ProxyError};
 use crate::http::{
-    parse_request, write_request_head, BodyKind, ChunkError, ChunkedDecoder, ForwardCtx, HeadLimits, HostOut, Method,
-    ParseError, RequestHead, RequestView,
+    parse_request, push_chunk, push_last_chunk, write_request_head, BodyKind, ChunkError, ChunkedDecoder, ForwardCtx,
+    HeadLimits, HostOut, Method, ParseError, RequestHead, RequestView,
 };
 use crate::route::admission::Permit;
 use crate::route::RouteRt;
@@ -107,8 +107,12 @@ pub(super) fn route(cx: &mut Ctx<'_>, head: RequestHead) -> Result<Req, (Request
         BodyKind::None | BodyKind::UntilClose => Held { len: 0, complete: true },
         BodyKind::Length(n) => Held { len: avail.min(n as usize), complete: avail as u64 >= n },
         BodyKind::Chunked => {
+            // What is held is re-framed canonically into `ubuf` (unused
+            // until the response), for `upstream_head` to send.
             let mut d = ChunkedDecoder::new(max_body);
-            match d.feed(&b.rbuf[head.head_len..], &mut |_| {}) {
+            b.ubuf.clear();
+            let staged = &mut b.ubuf;
+            match d.feed(&b.rbuf[head.head_len..], &mut |data| push_chunk(staged, data)) {
                 Ok((used, done)) => {
                     decoder = Some(d);
                     Held { len: used, complete: done }
@@ -224,7 +228,15 @@ pub(super) fn upstream_head(cx: &mut Ctx<'_>, req: &mut Req, rid: &[u8]) {
         req.host_slot = Some((at, 0));
     }
     let body_start = req.head.head_len;
-    b.out.extend_from_slice(&b.rbuf[body_start..body_start + req.held.len]);
+    if req.head.body == BodyKind::Chunked {
+        b.out.extend_from_slice(&b.ubuf);
+        if req.held.complete {
+            push_last_chunk(&mut b.out, req.decoder.as_ref().map_or(&[], |d| d.trailers()));
+        }
+        b.ubuf.clear();
+    } else {
+        b.out.extend_from_slice(&b.rbuf[body_start..body_start + req.held.len]);
+    }
     b.rbuf.drain(..body_start + req.held.len);
 }
 
