@@ -435,6 +435,36 @@ pub struct PathRule {
     pub pool: Pool,
     /// Overrides the route's `host_header`.
     pub host_header: Option<HostHeader>,
+    /// What the rule overrides of its route (`None`: the route's).
+    pub overrides: RuleOverrides,
+}
+
+/// A path rule's overrides of its route's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuleOverrides {
+    /// Retries.
+    pub retries: Option<u32>,
+    /// Body limit (0 = none).
+    pub max_body_bytes: Option<u64>,
+    /// Connect timeout.
+    pub connect: Option<Duration>,
+    /// Upstream timeout.
+    pub upstream: Option<Duration>,
+    /// Queue wait.
+    pub queue: Option<Duration>,
+    /// Health settings (the route's, overridden field by field).
+    pub health: Option<Health>,
+}
+
+impl Route {
+    /// The health settings of the backend `id` (its path rule's, else the route's).
+    pub fn health_of(&self, id: &str) -> &Health {
+        self.paths
+            .iter()
+            .find(|p| p.pool.backends.iter().any(|b| b.id == id))
+            .and_then(|p| p.overrides.health.as_ref())
+            .unwrap_or(&self.health)
+    }
 }
 
 /// A set of backends and how to choose among them.
@@ -842,11 +872,12 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
     let strategy = strategy_from(r.strategy.as_deref(), Strategy::RoundRobin, join(path, "strategy"), errs);
     let mut ids = HashSet::new();
     let backends = backends_from(r.backends.as_deref().unwrap_or(&[]), &join(path, "backends"), &mut ids, errs);
+    let health = health_from(r.health.as_ref(), &d.health, &join(path, "health"), errs);
     let mut paths = Vec::new();
     let mut prefixes = HashSet::new();
     for (i, p) in r.paths.iter().flatten().enumerate() {
         let pp = join(path, &format!("paths[{i}]"));
-        if let Some(rule) = path_from(p, strategy, &pp, &mut ids, errs) {
+        if let Some(rule) = path_from(p, strategy, &health, &pp, &mut ids, errs) {
             if !prefixes.insert(rule.prefix.clone()) {
                 errs.push(join(&pp, "prefix"), format!("duplicate prefix {:?}", rule.prefix));
             }
@@ -872,7 +903,6 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
     let connect = ms(r.connect_ms, d.timeouts.connect, &join(path, "connectMs"), errs);
     let upstream = ms(r.upstream_ms, d.timeouts.upstream, &join(path, "upstreamMs"), errs);
     let queue = ms(r.queue_ms, d.timeouts.queue, &join(path, "queueMs"), errs);
-    let health = health_from(r.health.as_ref(), &d.health, &join(path, "health"), errs);
     let vhost = vhost?;
     if errs.list.len() != before {
         return None;
@@ -922,6 +952,7 @@ fn is_reserved_header(name: &str) -> bool {
 fn path_from(
     p: &RawPath,
     route_strategy: Strategy,
+    route_health: &Health,
     path: &str,
     ids: &mut HashSet<String>,
     errs: &mut Errs,
@@ -947,11 +978,22 @@ fn path_from(
     let strategy = strategy_from(p.strategy.as_deref(), route_strategy, join(path, "strategy"), errs);
     let backends = backends_from(p.backends.as_deref().unwrap_or(&[]), &join(path, "backends"), ids, errs);
     let host_header = host_header_from(p.host_header.as_deref(), path, errs);
+    let timeout =
+        |v: Option<u64>, field: &str, errs: &mut Errs| v.map(|_| ms(v, Duration::ZERO, &join(path, field), errs));
+    let overrides = RuleOverrides {
+        retries: p.retries.map(|_| bounded(p.retries, 0, 0, 16, &join(path, "retries"), errs) as u32),
+        max_body_bytes: p.max_body_bytes,
+        connect: timeout(p.connect_ms, "connectMs", errs),
+        upstream: timeout(p.upstream_ms, "upstreamMs", errs),
+        queue: timeout(p.queue_ms, "queueMs", errs),
+        health: p.health.as_ref().map(|h| health_from(Some(h), route_health, &join(path, "health"), errs)),
+    };
     Some(PathRule {
         prefix,
         strip_prefix: p.strip_prefix.unwrap_or(false),
         pool: Pool { strategy, backends },
         host_header,
+        overrides,
     })
 }
 

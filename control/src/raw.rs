@@ -199,6 +199,18 @@ pub struct RawPath {
     pub backends: Option<Vec<RawBackend>>,
     /// Overrides the route's `hostHeader`.
     pub host_header: Option<String>,
+    /// Overrides the route's `retries`.
+    pub retries: Option<u64>,
+    /// Overrides the route's `maxBodyBytes`.
+    pub max_body_bytes: Option<u64>,
+    /// Overrides the route's `connectMs`.
+    pub connect_ms: Option<u64>,
+    /// Overrides the route's `upstreamMs`.
+    pub upstream_ms: Option<u64>,
+    /// Overrides the route's `queueMs`.
+    pub queue_ms: Option<u64>,
+    /// Overrides the route's `health`, field by field.
+    pub health: Option<RawHealth>,
 }
 
 /// One backend.

@@ -335,6 +335,12 @@ fn path_json(p: &PathRule) -> Value {
         "strategy": p.pool.strategy.name(),
         "backends": p.pool.backends.iter().map(backend_json).collect::<Vec<_>>(),
         "hostHeader": p.host_header.as_ref().map(|h| h.name()),
+        "retries": p.overrides.retries,
+        "maxBodyBytes": p.overrides.max_body_bytes,
+        "connectMs": p.overrides.connect.map(|d| d.as_millis() as u64),
+        "upstreamMs": p.overrides.upstream.map(|d| d.as_millis() as u64),
+        "queueMs": p.overrides.queue.map(|d| d.as_millis() as u64),
+        "health": p.overrides.health.as_ref().map(health_json),
     })
 }
 

@@ -279,20 +279,22 @@ impl Controller {
     fn probe_targets(&self) -> Vec<Target> {
         let mut out = Vec::new();
         for r in &self.state.routes {
-            let Some(interval) = r.health.interval else { continue };
             for b in each_backend(r) {
+                // A path rule's backends follow its health settings.
+                let health = r.health_of(&b.id);
+                let Some(interval) = health.interval else { continue };
                 let Some(addr) = self.address_of(b) else { continue };
                 // The backend's own name (as a strict server expects), or health.host.
-                let host = r.health.host.clone().unwrap_or_else(|| crate::upstream::Backend::host_of(b));
+                let host = health.host.clone().unwrap_or_else(|| crate::upstream::Backend::host_of(b));
                 out.push(Target {
                     key: Self::key(r, b),
                     addr,
                     host,
-                    path: r.health.path.clone(),
+                    path: health.path.clone(),
                     interval,
-                    down_interval: r.health.down_interval,
-                    timeout: r.health.timeout,
-                    expect: r.health.expect_status,
+                    down_interval: health.down_interval,
+                    timeout: health.timeout,
+                    expect: health.expect_status,
                     tls: self.probe_tls(r, b),
                 });
             }
@@ -301,7 +303,7 @@ impl Controller {
     }
 
     fn health_of(&self, key: &BackendKey) -> Option<&Health> {
-        self.state.routes.iter().find(|r| *r.key == *key.route).map(|r| &r.health)
+        self.state.routes.iter().find(|r| *r.key == *key.route).map(|r| r.health_of(&key.backend))
     }
 
     /// Sends to every worker; returns the indexes that are gone.

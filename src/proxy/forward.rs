@@ -46,7 +46,8 @@ pub(super) async fn run(cx: &mut Ctx<'_>, req: &mut Req) -> Next {
                     cx.w.passive_failure(backend);
                 }
                 tracing::debug!(worker = cx.w.index, backend = %backend.key.backend, error = %e, "attempt failed");
-                let again = e.retry_safe(idempotent_and_held, req.body_sent) && attempts < route.cfg.retries;
+                let again =
+                    e.retry_safe(idempotent_and_held, req.body_sent) && attempts < route.settings(req.rule).retries;
                 last = Some(e);
                 if !again {
                     break;
@@ -72,7 +73,7 @@ async fn attempt(
     backend: &Rc<Backend>,
     t0: Instant,
 ) -> Result<(Next, Duration), ProxyError> {
-    let connect = req.route.cfg.connect;
+    let connect = req.route.settings(req.rule).connect;
     phases::set_backend_host(&mut cx.b.out, req, &backend.host);
     let mut up = backend.connect(connect, t0).await?;
     let resp = loop {
@@ -113,7 +114,7 @@ async fn upgrade(cx: &mut Ctx<'_>, req: &Req, mut up: Upstream, resp: &ResponseH
         return Ok(Next::Close);
     }
     let end = b.rbuf.len();
-    if !write_range(&mut up.stream, &mut b.rbuf, 0, end, due(cx.w, req.route.cfg.upstream)).await {
+    if !write_range(&mut up.stream, &mut b.rbuf, 0, end, due(cx.w, req.route.settings(req.rule).upstream)).await {
         return Ok(Next::Close);
     }
     b.rbuf.clear();
@@ -127,7 +128,7 @@ async fn send_and_read_head(cx: &mut Ctx<'_>, req: &mut Req, up: &mut Upstream) 
     let stale_or = |reused: bool, kind: Kind, ctx: &'static str| {
         ProxyError::new(if reused { Kind::StaleConnection } else { kind }, ctx)
     };
-    let upstream = req.route.cfg.upstream;
+    let upstream = req.route.settings(req.rule).upstream;
     // One deadline for the request write and the whole response head
     // (renewed after a streamed body): a backend that drips its head a
     // byte at a time does not extend it.
@@ -176,7 +177,7 @@ async fn send_and_read_head(cx: &mut Ctx<'_>, req: &mut Req, up: &mut Upstream) 
 /// Streams the part of the request body that was not held.
 async fn stream_request_body(cx: &mut Ctx<'_>, req: &mut Req, up: &mut Upstream) -> Result<(), ProxyError> {
     let idle = cx.w.active().timeouts.idle;
-    let upstream = req.route.cfg.upstream;
+    let upstream = req.route.settings(req.rule).upstream;
     let client_err = ProxyError::new(Kind::ClientIo, "client body read failed");
     let up_err = ProxyError::new(Kind::UpstreamIo, "request body write failed");
     let b = &mut *cx.b;

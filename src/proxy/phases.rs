@@ -95,7 +95,7 @@ pub(super) fn route(cx: &mut Ctx<'_>, head: RequestHead) -> Result<Req, (Request
     if head.method == Method::Connect {
         return Err((head, Stop::close(ProxyError::new(Kind::MethodNotAllowed, "CONNECT"))));
     }
-    let max_body = route.cfg.max_body_bytes;
+    let max_body = route.settings(rule).max_body;
     if let BodyKind::Length(n) = head.body {
         if max_body > 0 && n > max_body {
             return Err((head, Stop::close(ProxyError::new(Kind::BodyTooLarge, "content-length over limit"))));
@@ -140,7 +140,7 @@ pub(super) async fn continue_if_expected(cx: &mut Ctx<'_>, req: &Req) -> bool {
 
 /// The route's active limit, then its bounded queue.
 pub(super) async fn admit(cx: &mut Ctx<'_>, req: &Req) -> Result<Permit, Stop> {
-    match req.route.admission.acquire(req.route.cfg.queue).await {
+    match req.route.admission.acquire(req.route.settings(req.rule).queue).await {
         Some(p) => Ok(p),
         None => {
             cx.ex.rejected = true;

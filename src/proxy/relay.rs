@@ -58,8 +58,15 @@ pub(super) async fn response(
         crate::http::mark_keep_alive_10(&mut b.scratch);
     }
     let idle = cx.w.active().timeouts.idle;
-    let mut body =
-        Body { cx, up: &mut up, start: resp.head_len, close, dechunk, upstream: req.route.cfg.upstream, idle };
+    let mut body = Body {
+        cx,
+        up: &mut up,
+        start: resp.head_len,
+        close,
+        dechunk,
+        upstream: req.route.settings(req.rule).upstream,
+        idle,
+    };
     let r = match resp.body {
         BodyKind::None => no_body(&mut body).await,
         BodyKind::Length(n) => sized(&mut body, n).await,

@@ -23,6 +23,45 @@ pub struct PoolRt {
     pub balancer: Balancer,
 }
 
+/// What a request's rule decides about it: timeouts, retries, body limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Connect timeout.
+    pub connect: std::time::Duration,
+    /// Upstream timeout.
+    pub upstream: std::time::Duration,
+    /// Longest admission-queue wait.
+    pub queue: std::time::Duration,
+    /// Retries on another backend.
+    pub retries: u32,
+    /// Body limit (0 = none).
+    pub max_body: u64,
+}
+
+impl Settings {
+    /// A route's own settings.
+    pub fn of(r: &Route) -> Settings {
+        Settings {
+            connect: r.connect,
+            upstream: r.upstream,
+            queue: r.queue,
+            retries: r.retries,
+            max_body: r.max_body_bytes,
+        }
+    }
+
+    /// A path rule's: its overrides over its route's.
+    pub fn of_rule(route: Settings, o: &control::model::RuleOverrides) -> Settings {
+        Settings {
+            connect: o.connect.unwrap_or(route.connect),
+            upstream: o.upstream.unwrap_or(route.upstream),
+            queue: o.queue.unwrap_or(route.queue),
+            retries: o.retries.unwrap_or(route.retries),
+            max_body: o.max_body_bytes.unwrap_or(route.max_body),
+        }
+    }
+}
+
 /// A path rule as a worker runs it.
 pub struct PathRt {
     /// Prefix bytes.
@@ -31,6 +70,8 @@ pub struct PathRt {
     pub strip: bool,
     /// The Host its backends see.
     pub host: control::model::HostHeader,
+    /// Its timeouts, retries and body limit.
+    pub settings: Settings,
     /// Its pool.
     pub pool: PoolRt,
 }
@@ -51,6 +92,8 @@ pub struct RouteRt {
     pub admission: Rc<Admission>,
     /// Counters (carried across snapshots by route key).
     pub stats: Rc<crate::stats::RouteStats>,
+    /// Its own timeouts, retries and body limit (path rules may override).
+    pub settings: Settings,
 }
 
 impl RouteRt {
@@ -64,6 +107,14 @@ impl RouteRt {
         match rule.and_then(|i| self.paths.get(i)) {
             Some(p) => &p.pool,
             None => &self.pool,
+        }
+    }
+
+    /// The settings for a rule (its own, else the route's).
+    pub fn settings(&self, rule: Option<usize>) -> &Settings {
+        match rule.and_then(|i| self.paths.get(i)) {
+            Some(p) => &p.settings,
+            None => &self.settings,
         }
     }
 

@@ -24,7 +24,7 @@ use crate::accesslog::{LogSink, WorkerLog};
 use crate::balance::{Balancer, Strategy as BalStrategy};
 use crate::http::HeaderSpan;
 use crate::route::admission::Admission;
-use crate::route::{PathRt, PoolRt, RouteRt};
+use crate::route::{PathRt, PoolRt, RouteRt, Settings};
 use crate::router::Router;
 use crate::stats;
 use crate::upstream::{Backend, ConnPool, PoolKey, UpstreamTls};
@@ -439,6 +439,7 @@ impl Worker {
                         prefix: p.prefix.as_bytes().into(),
                         strip: p.strip_prefix,
                         host: p.host_header.clone().unwrap_or_else(|| r.host_header.clone()),
+                        settings: Settings::of_rule(Settings::of(r), &p.overrides),
                         pool: build_pool(&key, &p.pool, p.host_header.as_ref().unwrap_or(&r.host_header), &mut next),
                     })
                     .collect();
@@ -449,7 +450,8 @@ impl Worker {
                 next_adm.insert(key.clone(), admission.clone());
                 let stats = route_stats.get(&key).cloned().unwrap_or_default();
                 next_stats.insert(key.clone(), stats.clone());
-                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission, stats })
+                let settings = Settings::of(r);
+                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission, stats, settings })
             })
             .collect();
         // Addresses no backend uses any more: close their idle connections
