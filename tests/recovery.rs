@@ -62,3 +62,55 @@ fn probes_name_the_backends_host_and_port_and_ringways_version() {
     let probe = c.requests().into_iter().find(is_probe).expect("no probe seen");
     assert_eq!(probe.header("host").as_deref(), Some("status.internal"));
 }
+
+/// The health state the stats API reports for `vhost`'s first backend,
+/// polled until it is `want` (bounded); returns the last one seen.
+fn state_becomes(rw: &Ringway, vhost: &str, want: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = rw.api().get("/api/v1/stats").expect(200, "GET /api/v1/stats").json;
+        let state = s["backends"]
+            .as_array()
+            .and_then(|bs| {
+                bs.iter().find(|e| e["route"] == vhost).map(|e| e["state"].as_str().unwrap_or("").to_string())
+            })
+            .unwrap_or_default();
+        if state == want || Instant::now() >= deadline {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn tcp_checks_body_checks_methods_and_headers() {
+    let silent = Backend::silent().start();
+    let good = Backend::respond(200, "all good here").start();
+    let checked = |vhost: &str, b: &BackendHandle, health: Value| {
+        let mut r = route(vhost, "ROUND_ROBIN", vec![b.config()]);
+        let mut h = json!({"intervalMs": 100, "timeoutMs": 300, "rise": 1, "fall": 1});
+        h.as_object_mut().unwrap().extend(health.as_object().unwrap().clone());
+        r["health"] = h;
+        r
+    };
+    let routes = vec![
+        checked("tcp.test", &silent, json!({"type": "tcp"})),
+        checked("http.test", &silent, json!({})),
+        checked("body-ok.test", &good, json!({"expectBody": "good"})),
+        checked("body-missing.test", &good, json!({"expectBody": "ready"})),
+        checked("head.test", &good, json!({"method": "HEAD", "headers": {"X-Probe": "1"}})),
+    ];
+    let rw = Ringway::start(with_admin(config(routes), None));
+    let w = Duration::from_secs(5);
+    assert_eq!(state_becomes(&rw, "http.test", "down", w), "down", "a silent backend fails HTTP checks");
+    assert_eq!(state_becomes(&rw, "body-missing.test", "down", w), "down", "the body lacks the text");
+    assert_eq!(state_becomes(&rw, "tcp.test", "up", w), "up", "it accepts connections");
+    assert_eq!(state_becomes(&rw, "body-ok.test", "up", w), "up");
+    assert_eq!(state_becomes(&rw, "head.test", "up", w), "up");
+    let head_probe = good
+        .requests()
+        .into_iter()
+        .find(|r| is_probe(r) && r.method == "HEAD")
+        .expect("a HEAD probe reached the backend");
+    assert_eq!(head_probe.header("x-probe").as_deref(), Some("1"), "{}", head_probe.head);
+}

@@ -325,6 +325,14 @@ pub struct Health {
     pub down_interval: Duration,
     /// The probe's Host; `None`: the backend's `host[:port]`.
     pub host: Option<String>,
+    /// Connect only (`type: "tcp"`), no HTTP.
+    pub tcp_only: bool,
+    /// A substring the body must contain.
+    pub expect_body: Option<String>,
+    /// Extra probe headers.
+    pub headers: Vec<(String, String)>,
+    /// `GET` or `HEAD`.
+    pub method: String,
 }
 
 impl Default for Health {
@@ -339,6 +347,10 @@ impl Default for Health {
             fail_timeout: Duration::from_millis(10000),
             down_interval: Duration::from_millis(1000),
             host: None,
+            tcp_only: false,
+            expect_body: None,
+            headers: Vec::new(),
+            method: "GET".to_string(),
         }
     }
 }
@@ -803,6 +815,42 @@ fn health_from(raw: Option<&RawHealth>, base: &Health, path: &str, errs: &mut Er
             errs.push(join(path, "host"), "must be a host[:port] value");
         } else {
             out.host = Some(host.clone());
+        }
+    }
+    match h.kind.as_deref() {
+        None => {}
+        Some("http") => out.tcp_only = false,
+        Some("tcp") => out.tcp_only = true,
+        Some(k) => errs.push(join(path, "type"), format!("{k:?}: expected \"http\" or \"tcp\"")),
+    }
+    if let Some(b) = &h.expect_body {
+        if b.is_empty() || b.len() > 1024 {
+            errs.push(join(path, "expectBody"), "must be 1 to 1024 bytes");
+        } else {
+            out.expect_body = Some(b.clone());
+        }
+    }
+    match h.method.as_deref() {
+        None => {}
+        Some(m @ ("GET" | "HEAD")) => out.method = m.to_string(),
+        Some(m) => errs.push(join(path, "method"), format!("{m:?}: expected \"GET\" or \"HEAD\"")),
+    }
+    if let Some(hs) = &h.headers {
+        out.headers.clear();
+        for (k, v) in hs {
+            let field = join(path, &format!("headers.{k}"));
+            if k.is_empty() || !k.bytes().all(is_tchar) {
+                errs.push(field, "is not a valid header name");
+            } else if ["host", "connection", "content-length", "transfer-encoding"]
+                .iter()
+                .any(|r| k.eq_ignore_ascii_case(r))
+            {
+                errs.push(field, "is set by the probe (use health.host for the Host)");
+            } else if v.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+                errs.push(field, "value contains control characters");
+            } else {
+                out.headers.push((k.clone(), v.clone()));
+            }
         }
     }
     if let Some(v) = &h.expect_status {

@@ -132,6 +132,15 @@ pub struct RawHealth {
     pub down_interval_ms: Option<u64>,
     /// Host header of the probe; default: the backend's `host[:port]`.
     pub host: Option<String>,
+    /// `"http"` (default) or `"tcp"` (connect only).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// A substring the response body must contain.
+    pub expect_body: Option<String>,
+    /// Extra request headers of the probe.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `"GET"` (default) or `"HEAD"`.
+    pub method: Option<String>,
 }
 
 /// `accessLog`.

@@ -308,6 +308,10 @@ fn health_json(h: &Health) -> Value {
         "failTimeoutMs": h.fail_timeout.as_millis() as u64,
         "downIntervalMs": h.down_interval.as_millis() as u64,
         "host": h.host,
+        "type": if h.tcp_only { "tcp" } else { "http" },
+        "expectBody": h.expect_body,
+        "headers": h.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "method": h.method,
     })
 }
 

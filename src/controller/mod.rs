@@ -295,6 +295,10 @@ impl Controller {
                     down_interval: health.down_interval,
                     timeout: health.timeout,
                     expect: health.expect_status,
+                    tcp_only: health.tcp_only,
+                    expect_body: health.expect_body.clone(),
+                    headers: health.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect(),
+                    method: health.method.clone(),
                     tls: self.probe_tls(r, b),
                 });
             }

@@ -34,6 +34,14 @@ pub struct Target {
     pub timeout: Duration,
     /// Accepted statuses.
     pub expect: (u16, u16),
+    /// Connect only.
+    pub tcp_only: bool,
+    /// A substring the body must contain.
+    pub expect_body: Option<String>,
+    /// Extra request headers, each `name: value\r\n`.
+    pub headers: String,
+    /// `GET` or `HEAD`.
+    pub method: String,
     /// TLS settings, for a TLS backend (the same the workers use).
     pub tls: Option<crate::upstream::UpstreamTls>,
 }
@@ -78,15 +86,20 @@ const MAX_PROBE_BODY: usize = 1 << 20;
 pub fn probe(t: &Target) -> bool {
     let deadline = Instant::now() + t.timeout;
     let Ok(mut s) = TcpStream::connect_timeout(&t.addr, t.timeout) else { return false };
+    if t.tcp_only {
+        return true;
+    }
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     if s.set_read_timeout(Some(left)).is_err() || s.set_write_timeout(Some(left)).is_err() {
         return false;
     }
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway-health/{}\r\nConnection: close\r\n\r\n",
+        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway-health/{}\r\nConnection: close\r\n{}\r\n",
+        t.method,
         t.path,
         t.host,
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        t.headers
     );
     match &t.tls {
         None => status_ok(&mut s, t, req.as_bytes(), deadline),
@@ -125,21 +138,64 @@ fn status_ok<S: Read + Write>(s: &mut S, t: &Target, req: &[u8], deadline: Insta
         return false;
     }
     let status = code.iter().fold(0u16, |a, d| a * 10 + u16::from(d - b'0'));
-    drain(s, deadline);
-    (t.expect.0..=t.expect.1).contains(&status)
+    let found = drain(s, deadline, t.expect_body.as_deref().map(str::as_bytes), &buf[..n]);
+    (t.expect.0..=t.expect.1).contains(&status) && found
 }
 
-/// Reads until the backend closes (it was asked to), 1 MiB, or the deadline.
-fn drain<S: Read>(s: &mut S, deadline: Instant) {
+/// Reads until the backend closes (it was asked to), 1 MiB, or the
+/// deadline; true when `want` (if any) appears in the body. `first` is
+/// what was read already (the status line and maybe more).
+fn drain<S: Read>(s: &mut S, deadline: Instant, want: Option<&[u8]>, first: &[u8]) -> bool {
+    let mut body = BodyMatch { want, head_done: false, found: want.is_none(), tail: Vec::new() };
+    body.feed(first);
     let mut buf = [0u8; 16 * 1024];
     let mut total = 0;
     while total < MAX_PROBE_BODY && Instant::now() < deadline {
         match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => total += n,
+            Ok(0) => break,
+            Ok(n) => {
+                total += n;
+                body.feed(&buf[..n]);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return,
+            Err(_) => break,
         }
+    }
+    body.found
+}
+
+/// Looks for `want` in a response's body as it streams by, keeping only
+/// what a match across reads (or the end of the head) needs.
+struct BodyMatch<'a> {
+    want: Option<&'a [u8]>,
+    head_done: bool,
+    found: bool,
+    tail: Vec<u8>,
+}
+
+impl BodyMatch<'_> {
+    fn feed(&mut self, data: &[u8]) {
+        if self.found {
+            return;
+        }
+        self.tail.extend_from_slice(data);
+        if !self.head_done {
+            match self.tail.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(i) => {
+                    self.tail.drain(..i + 4);
+                    self.head_done = true;
+                }
+                None => {
+                    let cut = self.tail.len().saturating_sub(3);
+                    self.tail.drain(..cut);
+                    return;
+                }
+            }
+        }
+        let Some(w) = self.want else { return };
+        self.found = self.tail.windows(w.len()).any(|x| x == w);
+        let cut = self.tail.len().saturating_sub(w.len().saturating_sub(1));
+        self.tail.drain(..cut);
     }
 }
 
