@@ -114,3 +114,34 @@ fn tcp_checks_body_checks_methods_and_headers() {
         .expect("a HEAD probe reached the backend");
     assert_eq!(head_probe.header("x-probe").as_deref(), Some("1"), "{}", head_probe.head);
 }
+
+#[test]
+fn panic_mode_spreads_over_all_backends_when_too_few_are_healthy() {
+    let a = Backend::respond(200, "a").named("a").start();
+    let b = Backend::respond(200, "b").named("b").start();
+    // Checks that nothing passes: every backend is marked down, though
+    // each would answer.
+    let failing = json!({"intervalMs": 100, "rise": 1, "fall": 1, "expectStatus": 299});
+    let mut panicky = route("panic.test", "ROUND_ROBIN", vec![a.config(), b.config()]);
+    panicky["health"] = failing.clone();
+    panicky["panicThresholdPercent"] = json!(50);
+    let mut strict = route("strict.test", "ROUND_ROBIN", vec![a.config(), b.config()]);
+    strict["health"] = failing;
+    let rw = Ringway::start(with_admin(config(vec![panicky, strict]), None));
+    let w = Duration::from_secs(5);
+    assert_eq!(state_becomes(&rw, "strict.test", "down", w), "down");
+    assert_eq!(state_becomes(&rw, "panic.test", "down", w), "down");
+    // Both backends of the strict route go down: then it answers 503.
+    let deadline = Instant::now() + w;
+    while get(rw.addr(), "strict.test", "/").status != 503 {
+        assert!(Instant::now() < deadline, "strict.test never answered 503 with no healthy backend");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut served = std::collections::HashSet::new();
+    for i in 0..6 {
+        let r = get(rw.addr(), "panic.test", &format!("/{i}"));
+        assert_eq!(r.status, 200, "panic mode serves from all backends");
+        served.insert(r.header("x-backend").unwrap_or("-").to_string());
+    }
+    assert_eq!(served.len(), 2, "spread over both: {served:?}");
+}

@@ -434,6 +434,9 @@ pub struct Route {
     pub auto_https: bool,
     /// The Host its backends see.
     pub host_header: HostHeader,
+    /// Panic mode (0 = off): when fewer than this percentage of a pool's
+    /// backends are up, requests go to all of them instead of a 503.
+    pub panic_threshold_percent: u8,
 }
 
 /// A path-prefix rule.
@@ -948,6 +951,8 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
     let req_active = bounded(r.req_active_length, 0, 0, 10_000_000, &join(path, "reqActiveLength"), errs) as u32;
     let req_queue = bounded(r.req_queue_length, 0, 0, 10_000_000, &join(path, "reqQueueLength"), errs) as u32;
     let retries = bounded(r.retries, 2, 0, 16, &join(path, "retries"), errs) as u32;
+    let panic_threshold_percent =
+        bounded(r.panic_threshold_percent, 0, 0, 100, &join(path, "panicThresholdPercent"), errs) as u8;
     let connect = ms(r.connect_ms, d.timeouts.connect, &join(path, "connectMs"), errs);
     let upstream = ms(r.upstream_ms, d.timeouts.upstream, &join(path, "upstreamMs"), errs);
     let queue = ms(r.queue_ms, d.timeouts.queue, &join(path, "queueMs"), errs);
@@ -974,6 +979,7 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
         ssl,
         auto_https: r.auto_https.unwrap_or(false),
         host_header,
+        panic_threshold_percent,
     })
 }
 

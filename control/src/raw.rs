@@ -178,6 +178,8 @@ pub struct RawRoute {
     pub ssl: Option<RawSsl>,
     /// The Host the backends see: "client" (default), "backend" or a literal.
     pub host_header: Option<String>,
+    /// Panic mode: below this share of healthy backends, use them all.
+    pub panic_threshold_percent: Option<u64>,
     /// Path-prefix rules with their own pools.
     pub paths: Option<Vec<RawPath>>,
     /// Retries on another backend.

@@ -368,6 +368,7 @@ pub fn route_json(r: &Route) -> Value {
         "backends": r.pool.backends.iter().map(backend_json).collect::<Vec<_>>(),
         "ssl": r.ssl.as_ref().map(|s| json!({"cert": s.cert, "key": s.key})),
         "hostHeader": r.host_header.name(),
+        "panicThresholdPercent": r.panic_threshold_percent,
         "paths": r.paths.iter().map(path_json).collect::<Vec<_>>(),
         "retries": r.retries,
         "maxBodyBytes": r.max_body_bytes,

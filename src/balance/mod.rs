@@ -209,33 +209,45 @@ fn decay_factor(elapsed: Duration) -> f64 {
 /// A `u64` bitset over node indexes. Indexes >= 64 are never marked:
 /// `insert` ignores them and `contains` reports false, so in pools with more
 /// than 64 backends a retry may land on such a backend again.
+///
+/// It also carries whether health is ignored for this request (panic mode:
+/// too few backends of the pool are up, so all of them take traffic).
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct Tried(u64);
+pub struct Tried {
+    bits: u64,
+    ignore_health: bool,
+}
 
 impl Tried {
     /// Capacity of the bitset; indexes at or above this are never marked.
     pub const CAPACITY: usize = 64;
 
+    /// Nothing tried yet, and down backends may be picked too (panic mode).
+    pub fn ignoring_health() -> Tried {
+        Tried { bits: 0, ignore_health: true }
+    }
+
     pub fn insert(&mut self, i: usize) {
         if i < Self::CAPACITY {
-            self.0 |= 1u64 << i;
+            self.bits |= 1u64 << i;
         }
     }
 
     pub fn contains(&self, i: usize) -> bool {
-        i < Self::CAPACITY && self.0 & (1u64 << i) != 0
+        i < Self::CAPACITY && self.bits & (1u64 << i) != 0
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0 == 0
+        self.bits == 0
     }
 }
 
-/// Whether `nodes[i]` may be picked: exists, up and not yet tried.
+/// Whether `nodes[i]` may be picked: exists, up (unless health is ignored)
+/// and not yet tried.
 #[inline]
 pub(crate) fn eligible<N: AsNode>(nodes: &[N], i: usize, tried: Tried) -> bool {
     match nodes.get(i) {
-        Some(n) => n.node().is_up() && !tried.contains(i),
+        Some(n) => (tried.ignore_health || n.node().is_up()) && !tried.contains(i),
         None => false,
     }
 }

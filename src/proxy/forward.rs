@@ -20,7 +20,7 @@ pub(super) async fn run(cx: &mut Ctx<'_>, req: &mut Req) -> Next {
     let route = req.route.clone();
     let pool = route.pool(req.rule);
     let idempotent_and_held = req.head.method.is_idempotent() && req.held.complete;
-    let mut tried = Tried::default();
+    let mut tried = panic_mode(pool, route.cfg.panic_threshold_percent);
     let mut attempts = 0u32;
     let mut last: Option<ProxyError> = None;
     while let Some(i) = pool.balancer.pick(&pool.backends, cx.peer.ip(), tried) {
@@ -62,6 +62,22 @@ pub(super) async fn run(cx: &mut Ctx<'_>, req: &mut Req) -> Next {
     // to `out`): keep-alive only if the whole body was held.
     let keep = req.held.complete.then_some(0);
     fail(cx, Some(&req.head), Stop { err, keep }).await
+}
+
+/// Panic mode (Envoy's): when fewer than `threshold` percent of the pool's
+/// backends are up, health is ignored for this request and all of them
+/// take traffic, rather than the few left being overwhelmed or a 503.
+/// Costs nothing on routes without it (threshold 0).
+fn panic_mode(pool: &crate::route::PoolRt, threshold: u8) -> Tried {
+    if threshold == 0 || pool.backends.is_empty() {
+        return Tried::default();
+    }
+    let up = pool.backends.iter().filter(|b| b.node.is_up()).count();
+    if up * 100 < usize::from(threshold) * pool.backends.len() {
+        Tried::ignoring_health()
+    } else {
+        Tried::default()
+    }
 }
 
 /// One attempt on one backend. `Err` only while nothing has reached the
