@@ -34,6 +34,30 @@ set +e
 cargo test --workspace --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# Fuzz smoke: every target for a few seconds, when a nightly toolchain is
+# here (cargo fuzz needs it). Long runs are manual: scripts/fuzz.sh.
+if cargo +nightly --version >/dev/null 2>&1; then
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "== installing cargo-fuzz"
+    cargo install cargo-fuzz --locked --quiet || status=1
+  fi
+  if command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "== fuzz smoke (${FUZZ_SECONDS:-15} s per target)"
+    for t in $(cargo +nightly fuzz list); do
+      if ! cargo +nightly fuzz run -O "$t" -- -max_total_time="${FUZZ_SECONDS:-15}" >"$log.fuzz" 2>&1; then
+        tail -40 "$log.fuzz"
+        echo "fuzz target $t failed" >&2
+        status=1
+      else
+        echo "fuzz $t: $(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' "$log.fuzz" | tail -1)"
+      fi
+    done
+    rm -f "$log.fuzz"
+  fi
+else
+  echo "== nightly is not installed: fuzz smoke run skipped"
+fi
+
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 echo

@@ -183,3 +183,14 @@ fn chunked_bodies_reach_the_backend_reframed_canonically() {
     assert!(canonical_chunked(&seen.raw_body), "{:?}", String::from_utf8_lossy(&seen.raw_body));
     assert!(seen.trailers.is_empty(), "a Host trailer must not be forwarded: {:?}", seen.trailers);
 }
+
+#[test]
+fn an_http10_request_without_host_reaches_the_backend_with_the_backends_name() {
+    let b = Backend::respond(200, "ok").start();
+    let rw = Ringway::start(catch_all("ROUND_ROBIN", &[&b]));
+    let r = exchange(rw.addr(), b"GET /old HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.head);
+    let seen = b.requests().into_iter().find(|s| s.target == "/old").expect("forwarded");
+    assert_eq!(seen.header("host"), Some(format!("127.0.0.1:{}", b.port())), "{}", seen.head);
+    assert!(seen.header("x-forwarded-host").is_none(), "{}", seen.head);
+}

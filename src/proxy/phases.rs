@@ -209,10 +209,13 @@ pub(super) fn upstream_head(cx: &mut Ctx<'_>, req: &mut Req, rid: &[u8]) {
         b.scratch.extend_from_slice(rest);
     }
     b.out.clear();
-    let host = match req.route.host_header(req.rule) {
-        HostHeader::Client => HostOut::Client,
-        HostHeader::Literal(v) => HostOut::Value(v.as_bytes()),
-        HostHeader::Backend => HostOut::Later,
+    let host = match (req.route.host_header(req.rule), view.authority()) {
+        // An HTTP/1.0 request without Host: the backend's own name (as
+        // nginx sends its upstream's), not an empty Host strict servers refuse.
+        (HostHeader::Client, None) => HostOut::Later,
+        (HostHeader::Client, Some(_)) => HostOut::Client,
+        (HostHeader::Literal(v), _) => HostOut::Value(v.as_bytes()),
+        (HostHeader::Backend, _) => HostOut::Later,
     };
     let ctx = ForwardCtx {
         client_ip: cx.peer.ip(),
