@@ -214,15 +214,11 @@ impl Controller {
         o
     }
 
-    /// Every served certificate's domain and expiry: the API's and the config file's.
+    /// Every served certificate's domain and expiry (config file, routes'
+    /// `ssl` and the API), as the last TLS state parsed them.
     fn certificate_expiries(&self) -> Vec<(String, i64)> {
-        let api = self.state.certificates.iter().map(|(d, c)| (d.clone(), c.not_after));
-        let config = self.static_certs.iter().filter_map(|(m, _)| m.sans.first().map(|d| (d.clone(), m.not_after)));
-        let routes = self.state.routes.iter().filter_map(|r| {
-            let ssl = r.ssl.as_ref()?;
-            crate::tls::check_certificate(&ssl.cert, &ssl.key).ok().map(|m| (r.key.clone(), m.not_after))
-        });
-        api.chain(config).chain(routes).collect()
+        let state = self.tls.as_ref().and_then(|(_, o)| o.0.clone().downcast::<crate::tls::TlsState>().ok());
+        state.map(|s| s.index.expiries().to_vec()).unwrap_or_default()
     }
 
     fn key(route: &Route, b: &Backend) -> BackendKey {

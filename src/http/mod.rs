@@ -17,7 +17,7 @@ mod tests;
 pub use chunked::{push_chunk, push_last_chunk, ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
 pub use request::{newer_minor_as_11, parse_request, RequestHead, RequestView};
 pub use response::{parse_response, ResponseHead};
-pub use rewrite::{write_error_response, write_request_head, write_response_head, ForwardCtx, HostOut};
+pub use rewrite::{write_error_response, write_request_head, write_response_head, ForwardCtx, HostOut, Persist};
 
 /// `[start, end)` byte offsets into the head buffer.
 pub type Span = (u32, u32);
@@ -442,13 +442,4 @@ pub fn host_part(host: &[u8]) -> &[u8] {
 pub fn host_without_port(host: &str) -> &str {
     let n = host_part(host.as_bytes()).len();
     host.get(..n).unwrap_or(host)
-}
-
-/// Marks a response head in `out` as keep-alive for an HTTP/1.0 client
-/// (which closes unless told otherwise): a `connection: keep-alive` line
-/// right after the status line.
-pub fn mark_keep_alive_10(out: &mut Vec<u8>) {
-    if let Some(i) = out.windows(2).position(|w| w == b"\r\n") {
-        out.splice(i + 2..i + 2, b"connection: keep-alive\r\n".iter().copied());
-    }
 }

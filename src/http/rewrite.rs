@@ -298,8 +298,40 @@ pub fn write_request_head(out: &mut Vec<u8>, view: &RequestView<'_>, ctx: &Forwa
     out.extend_from_slice(b"\r\n");
 }
 
+/// What a response head says about the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persist {
+    /// `connection: close`.
+    Close,
+    /// Nothing: HTTP/1.1 keeps the connection by default.
+    KeepAlive,
+    /// `connection: keep-alive`: an HTTP/1.0 client closes unless told.
+    KeepAlive10,
+}
+
+impl Persist {
+    /// The header for a response that `close`s or not, to a client speaking
+    /// HTTP/1.0 (`http10`) or 1.1.
+    pub fn of(close: bool, http10: bool) -> Persist {
+        match (close, http10) {
+            (true, _) => Persist::Close,
+            (false, true) => Persist::KeepAlive10,
+            (false, false) => Persist::KeepAlive,
+        }
+    }
+
+    /// The header line, if any.
+    pub fn line(self) -> &'static [u8] {
+        match self {
+            Persist::Close => b"connection: close\r\n",
+            Persist::KeepAlive => b"",
+            Persist::KeepAlive10 => b"connection: keep-alive\r\n",
+        }
+    }
+}
+
 /// Writes "HTTP/1.1 status reason\r\n" + headers minus hop-by-hop +
-/// (if `close`) "connection: close" + "\r\n".
+/// the connection header `persist` asks for + "\r\n".
 ///
 /// Content-Length is re-emitted once, normalized, and dropped when the body is
 /// chunked (CL+TE). With `dechunk_for_http10` Transfer-Encoding is dropped
@@ -310,7 +342,7 @@ pub fn write_response_head(
     buf: &[u8],
     resp: &ResponseHead,
     headers: &[HeaderSpan],
-    close: bool,
+    persist: Persist,
     dechunk_for_http10: bool,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -359,15 +391,15 @@ pub fn write_response_head(
     }
     if switching {
         out.extend_from_slice(b"connection: upgrade\r\n");
-    } else if close {
-        out.extend_from_slice(b"connection: close\r\n");
+    } else {
+        out.extend_from_slice(persist.line());
     }
     out.extend_from_slice(b"\r\n");
 }
 
 /// A complete short error response; body = reason phrase + "\n".
 /// `extra` holds complete header lines, e.g. `b"retry-after: 1\r\n"`.
-pub fn write_error_response(out: &mut Vec<u8>, status: u16, close: bool, extra: &[u8]) {
+pub fn write_error_response(out: &mut Vec<u8>, status: u16, persist: Persist, extra: &[u8]) {
     let reason = reason_phrase(status).as_bytes();
     out.extend_from_slice(b"HTTP/1.1 ");
     write_u64(out, u64::from(status));
@@ -376,9 +408,7 @@ pub fn write_error_response(out: &mut Vec<u8>, status: u16, close: bool, extra: 
     out.extend_from_slice(b"\r\ncontent-type: text/plain\r\ncontent-length: ");
     write_u64(out, reason.len() as u64 + 1);
     out.extend_from_slice(b"\r\n");
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    out.extend_from_slice(persist.line());
     out.extend_from_slice(extra);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(reason);

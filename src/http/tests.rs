@@ -768,7 +768,7 @@ fn rewrite_resp(raw: &[u8], m: Method, close: bool, dechunk: bool) -> String {
         other => panic!("{other:?}"),
     };
     let mut out = Vec::new();
-    write_response_head(&mut out, raw, &r, &h, close, dechunk);
+    write_response_head(&mut out, raw, &r, &h, Persist::of(close, false), dechunk);
     String::from_utf8(out).unwrap()
 }
 
@@ -804,13 +804,13 @@ fn rewrite_response() {
 #[test]
 fn error_responses() {
     let mut out = Vec::new();
-    write_error_response(&mut out, 400, true, b"");
+    write_error_response(&mut out, 400, Persist::Close, b"");
     assert_eq!(
         out,
         b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 12\r\nconnection: close\r\n\r\nBad Request\n"
     );
     out.clear();
-    write_error_response(&mut out, 503, false, b"retry-after: 1\r\n");
+    write_error_response(&mut out, 503, Persist::KeepAlive, b"retry-after: 1\r\n");
     assert_eq!(
         out,
         b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nretry-after: 1\r\n\r\nService Unavailable\n"

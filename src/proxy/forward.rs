@@ -10,7 +10,7 @@ use super::{fail, relay, Ctx, Next, Stop};
 use crate::balance::Tried;
 use crate::error::{Kind, ProxyError};
 use crate::http::{
-    parse_response, push_chunk, push_last_chunk, write_response_head, BodyKind, HeadLimits, ResponseHead,
+    parse_response, push_chunk, push_last_chunk, write_response_head, BodyKind, HeadLimits, Persist, ResponseHead,
 };
 use crate::upstream::{Backend, Upstream};
 
@@ -123,7 +123,7 @@ async fn upgrade(cx: &mut Ctx<'_>, req: &Req, mut up: Upstream, resp: &ResponseH
     let b = &mut *cx.b;
     let idle = cx.w.active().timeouts.idle;
     b.scratch.clear();
-    write_response_head(&mut b.scratch, &b.ubuf, resp, &b.uheaders, false, false);
+    write_response_head(&mut b.scratch, &b.ubuf, resp, &b.uheaders, Persist::KeepAlive, false);
     b.scratch.extend_from_slice(&b.ubuf[resp.head_len..]);
     let end = b.scratch.len();
     if !write_range(cx.client, &mut b.scratch, 0, end, due(cx.w, idle)).await {

@@ -39,7 +39,7 @@ use std::time::Instant;
 
 use crate::conn::Stream;
 use crate::error::ProxyError;
-use crate::http::{write_error_response, RequestHead};
+use crate::http::{write_error_response, Persist, RequestHead};
 use crate::route::RouteRt;
 use crate::worker::{Bufs, ConnGuard, Worker};
 use wire::{due, send_last};
@@ -232,8 +232,8 @@ async fn handle_request(cx: &mut Ctx<'_>, head_deadline: Instant) -> Next {
         phases::Verdict::Pass => {}
         phases::Verdict::RedirectHttps => {
             let keep = req.held.complete.then_some(req.head.head_len + req.held.len);
-            return answer(cx, Some(&req.head), 308, keep, |out, cx, close| {
-                phases::write_https_redirect(out, cx, &req, close)
+            return answer(cx, Some(&req.head), 308, keep, |out, cx, persist| {
+                phases::write_https_redirect(out, cx, &req, persist)
             })
             .await;
         }
@@ -248,9 +248,9 @@ async fn fail(cx: &mut Ctx<'_>, head: Option<&RequestHead>, stop: Stop) -> Next 
         tracing::debug!(worker = cx.w.index, error = %stop.err, "request failed");
     }
     let status = stop.err.status();
-    answer(cx, head, status, stop.keep, |out, _, close| {
+    answer(cx, head, status, stop.keep, |out, _, persist| {
         let extra: &[u8] = if status == 503 { b"retry-after: 1\r\n" } else { b"" };
-        write_error_response(out, status, close, extra)
+        write_error_response(out, status, persist, extra)
     })
     .await
 }
@@ -264,7 +264,7 @@ async fn answer(
     head: Option<&RequestHead>,
     status: u16,
     keep: Option<usize>,
-    write: impl FnOnce(&mut Vec<u8>, &Ctx<'_>, bool),
+    write: impl FnOnce(&mut Vec<u8>, &Ctx<'_>, Persist),
 ) -> Next {
     let keep = keep.filter(|_| head.is_some_and(|h| h.keep_alive));
     let close = keep.is_none();
@@ -272,10 +272,7 @@ async fn answer(
     cx.ex.bytes = 0;
     let mut out = std::mem::take(&mut cx.b.scratch);
     out.clear();
-    write(&mut out, cx, close);
-    if !close && head.is_some_and(|h| h.version_minor == 0) {
-        crate::http::mark_keep_alive_10(&mut out);
-    }
+    write(&mut out, cx, Persist::of(close, head.is_some_and(|h| h.version_minor == 0)));
     let end = out.len();
     let deadline = due(cx.w, cx.w.active().timeouts.idle);
     let sent = send_last(cx.client, cx.ex, &mut out, end, close, deadline).await;

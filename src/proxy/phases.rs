@@ -9,7 +9,7 @@ use super::{Ctx, Stop};
 use crate::error::{Kind, ProxyError};
 use crate::http::{
     parse_request, push_chunk, push_last_chunk, write_request_head, BodyKind, ChunkError, ChunkedDecoder, ForwardCtx,
-    HeadLimits, HostOut, Method, ParseError, RequestHead, RequestView,
+    HeadLimits, HostOut, Method, ParseError, Persist, RequestHead, RequestView,
 };
 use crate::route::admission::Permit;
 use crate::route::RouteRt;
@@ -171,7 +171,7 @@ pub(super) fn policy(cx: &Ctx<'_>, req: &Req) -> Verdict {
 }
 
 /// Writes a 308 to `https://host[:tlsport]/path?query` into `out`.
-pub(super) fn write_https_redirect(out: &mut Vec<u8>, cx: &Ctx<'_>, req: &Req, close: bool) {
+pub(super) fn write_https_redirect(out: &mut Vec<u8>, cx: &Ctx<'_>, req: &Req, persist: Persist) {
     let b = &*cx.b;
     let view = RequestView::new(&b.rbuf, &req.head, &b.headers);
     out.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\nlocation: https://");
@@ -186,9 +186,7 @@ pub(super) fn write_https_redirect(out: &mut Vec<u8>, cx: &Ctx<'_>, req: &Req, c
     }
     out.extend_from_slice(view.path());
     out.extend_from_slice(b"\r\ncontent-length: 0\r\n");
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    out.extend_from_slice(persist.line());
     out.extend_from_slice(b"\r\n");
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::phases::Req;
 use super::wire::{due, read_more, send, send_last, Read};
 use super::{Ctx, Next};
-use crate::http::{write_response_head, BodyKind, ChunkedDecoder, ResponseHead};
+use crate::http::{write_response_head, BodyKind, ChunkedDecoder, Persist, ResponseHead};
 use crate::upstream::{Backend, Upstream};
 
 /// Largest read buffer a response body grows to (the buffer pool keeps
@@ -53,10 +53,8 @@ pub(super) async fn response(
     let close = !head.keep_alive || dechunk || cx.w.drain.is_fired() || resp.body == BodyKind::UntilClose;
     let b = &mut *cx.b;
     b.scratch.clear();
-    write_response_head(&mut b.scratch, &b.ubuf, resp, &b.uheaders, close, dechunk);
-    if !close && head.version_minor == 0 {
-        crate::http::mark_keep_alive_10(&mut b.scratch);
-    }
+    let persist = Persist::of(close, head.version_minor == 0);
+    write_response_head(&mut b.scratch, &b.ubuf, resp, &b.uheaders, persist, dechunk);
     let idle = cx.w.active().timeouts.idle;
     let mut body = Body {
         cx,

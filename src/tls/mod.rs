@@ -58,6 +58,9 @@ pub struct CertIndex {
     exact: HashMap<Box<str>, Arc<CertifiedKey>>,
     wild: HashMap<Box<str>, Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
+    /// Each served certificate's domain (its given name, else its first
+    /// SAN) and expiry, for /metrics and /health.
+    expiries: Vec<(String, i64)>,
 }
 
 impl CertIndex {
@@ -77,6 +80,9 @@ impl CertIndex {
             let Ok(key) = rustls::crypto::ring::sign::any_supported_type(&checked.key) else {
                 continue;
             };
+            if let Some(label) = input.name.or(checked.meta.sans.first().map(String::as_str)) {
+                idx.expiries.push((label.to_string(), checked.meta.not_after));
+            }
             let ck = Arc::new(CertifiedKey::new(checked.chain, key));
             let names = checked.meta.sans.iter().map(String::as_str).chain(input.name);
             for name in names {
@@ -106,6 +112,11 @@ impl CertIndex {
             self.exact.get(name).or_else(|| name.split_once('.').and_then(|(_, rest)| self.wild.get(rest)))
         });
         named.or(self.default.as_ref())
+    }
+
+    /// Each served certificate's domain and expiry (seconds since the epoch).
+    pub fn expiries(&self) -> &[(String, i64)] {
+        &self.expiries
     }
 
     /// Whether any certificate is indexed.

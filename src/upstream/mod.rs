@@ -135,6 +135,9 @@ pub struct Backend {
     /// Its Host value (`hostname[:port]`, the port left out when it is
     /// the scheme's default), for `hostHeader: "backend"`.
     pub host: Box<[u8]>,
+    /// The configured hostname (with address, weight and TLS settings, what
+    /// decides whether the next snapshot carries this backend over).
+    pub hostname: Box<str>,
 }
 
 impl crate::balance::AsNode for Backend {
@@ -171,6 +174,7 @@ impl Backend {
             pool,
             stats: Default::default(),
             host: host.into_bytes().into_boxed_slice(),
+            hostname: cfg.hostname.as_str().into(),
         }
     }
 

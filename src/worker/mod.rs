@@ -392,7 +392,7 @@ impl Worker {
                         Some(prev)
                             if prev.pool.as_ref().map(|p| p.key()) == pkey.as_ref()
                                 && prev.weight == b.weight
-                                && prev.host.as_ref() == Backend::host_of(b).as_bytes() =>
+                                && *prev.hostname == *b.hostname =>
                         {
                             prev.clone()
                         }
