@@ -209,7 +209,7 @@ impl Stream {
     pub async fn close_write(&mut self) {
         if let Stream::Tls(t) = self {
             t.tls.send_close_notify();
-            let _ = t.flush().await;
+            let _ = Box::pin(t.flush()).await;
         }
         // SAFETY: shutting down the write half of a socket we own only sends a FIN.
         unsafe { libc::shutdown(self.tcp().as_raw_fd(), libc::SHUT_WR) };

@@ -182,7 +182,8 @@ async fn exchange(
         record(&w, &client, peer, &mut b, &ex);
     }
     if ex.linger {
-        linger(&w, &mut client, &mut b).await;
+        // Boxed: rare, and inline it would grow every request's future.
+        Box::pin(linger(&w, &mut client, &mut b)).await;
     }
     (client, b, next)
 }

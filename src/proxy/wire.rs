@@ -100,7 +100,8 @@ pub(super) async fn send_last(
         return send(client, ex, buf, 0..end, deadline).await;
     }
     if client.is_tls() {
-        let ok = matches!(before(deadline.timers, deadline.at, client.write_last_tls(&buf[..end])).await, Some(Ok(())));
+        let last = Box::pin(client.write_last_tls(&buf[..end]));
+        let ok = matches!(before(deadline.timers, deadline.at, last).await, Some(Ok(())));
         if ok {
             ex.bytes += end as u64;
         }

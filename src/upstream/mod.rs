@@ -248,7 +248,9 @@ async fn connect_to(pool: &ConnPool) -> Result<Stream, ProxyError> {
         return Ok(Stream::plain(tcp));
     };
     let mut scratch = Vec::new();
-    crate::tls::upstream::connect(tcp, tls.config.clone(), tls.name.clone(), &mut scratch)
+    // Boxed: inline, the handshake's state would grow every request's
+    // future (plain ones too), which is copied into a slot per request.
+    Box::pin(crate::tls::upstream::connect(tcp, tls.config.clone(), tls.name.clone(), &mut scratch))
         .await
         .map_err(|e| ProxyError::new(Kind::ConnectFailed, "TLS handshake with the backend failed").caused_by(&e))
 }
