@@ -42,9 +42,9 @@ if cargo +nightly --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --quiet || status=1
   fi
   if command -v cargo-fuzz >/dev/null 2>&1; then
-    echo "== fuzz smoke (${FUZZ_SECONDS:-15} s per target)"
+    echo "== fuzz smoke (${FUZZ_SECONDS:-30} s per target)"
     for t in $(cargo +nightly fuzz list); do
-      if ! cargo +nightly fuzz run -O "$t" -- -max_total_time="${FUZZ_SECONDS:-15}" >"$log.fuzz" 2>&1; then
+      if ! cargo +nightly fuzz run -O "$t" -- -max_total_time="${FUZZ_SECONDS:-30}" >"$log.fuzz" 2>&1; then
         tail -40 "$log.fuzz"
         echo "fuzz target $t failed" >&2
         status=1

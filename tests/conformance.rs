@@ -194,3 +194,52 @@ fn an_http10_request_without_host_reaches_the_backend_with_the_backends_name() {
     assert_eq!(seen.header("host"), Some(format!("127.0.0.1:{}", b.port())), "{}", seen.head);
     assert!(seen.header("x-forwarded-host").is_none(), "{}", seen.head);
 }
+
+/// A backend that answers one connection with exactly `response`, then closes.
+fn raw_backend(response: &'static [u8]) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let t = std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let _ = s.write_all(response);
+    });
+    (addr, t)
+}
+
+#[test]
+fn chunked_responses_reach_the_client_in_canonical_framing() {
+    let (addr, t) = raw_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5;ext=\"v\"\r\nhello\r\n000000000000000000000000000006\r\n world\r\nA\r\n0123456789\r\n\
+          00\r\nX-Check: t1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    let rw = Ringway::start(config(vec![route(
+        "x",
+        "ROUND_ROBIN",
+        vec![serde_json::json!({"hostname": "127.0.0.1", "port": addr.port()})],
+    )]));
+    let mut s = std::net::TcpStream::connect(rw.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    use std::io::{Read, Write};
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let _ = t.join();
+    let text = String::from_utf8_lossy(&got);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(
+        body, "5\r\nhello\r\n6\r\n world\r\na\r\n0123456789\r\n0\r\nX-Check: t1\r\n\r\n",
+        "exact bytes the client received"
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::phases::Req;
 use super::wire::{due, read_more, send, send_last, Read};
 use super::{Ctx, Next};
-use crate::http::{write_response_head, BodyKind, ChunkedDecoder, Persist, ResponseHead};
+use crate::http::{push_chunk, push_last_chunk, write_response_head, BodyKind, ChunkedDecoder, Persist, ResponseHead};
 use crate::upstream::{Backend, Upstream};
 
 /// Largest read buffer a response body grows to (the buffer pool keeps
@@ -139,49 +139,36 @@ async fn sized(x: &mut Body<'_, '_>, n: u64) -> Relayed {
     Relayed { done: ok && remaining == 0, reusable }
 }
 
-/// A chunked body: passed through as it is, or decoded for an HTTP/1.0
-/// client. The head goes out with the first piece.
+/// A chunked body, re-framed canonically (lowercase hex sizes, no
+/// extensions, forbidden trailer fields dropped) as requests are: the
+/// backend's own framing never reaches the client. An HTTP/1.0 client gets
+/// the decoded bytes instead.
 async fn chunked(x: &mut Body<'_, '_>) -> Relayed {
     let mut d = ChunkedDecoder::new(0);
     let mut start = x.start;
-    let mut first = true;
-    let mut reusable = true;
     loop {
+        // The head is already in `scratch` on the first pass.
         let b = &mut *x.cx.b;
-        // Feed what is buffered; pass it through or de-chunk it into scratch.
+        let scratch = &mut b.scratch;
         let fed = if x.dechunk {
-            let scratch = &mut b.scratch;
             d.feed(&b.ubuf[start..], &mut |data| scratch.extend_from_slice(data))
         } else {
-            d.feed(&b.ubuf[start..], &mut |_| {})
+            d.feed(&b.ubuf[start..], &mut |data| push_chunk(scratch, data))
         };
         let Ok((used, fin)) = fed else {
             return Relayed { done: false, reusable: false };
         };
+        if fin && !x.dechunk {
+            push_last_chunk(&mut b.scratch, d.trailers());
+        }
+        let end = b.scratch.len();
+        let dl = due(x.cx.w, x.idle);
+        if !send(x.cx.client, x.cx.ex, &mut x.cx.b.scratch, 0..end, dl).await {
+            return Relayed { done: false, reusable: false };
+        }
+        x.cx.b.scratch.clear();
         if fin {
-            reusable = start + used == b.ubuf.len();
-        }
-        if !x.dechunk {
-            if first {
-                b.scratch.extend_from_slice(&b.ubuf[start..start + used]);
-            } else {
-                let dl = due(x.cx.w, x.idle);
-                if !send(x.cx.client, x.cx.ex, &mut x.cx.b.ubuf, start..start + used, dl).await {
-                    return Relayed { done: false, reusable: false };
-                }
-            }
-        }
-        if first || x.dechunk {
-            let end = x.cx.b.scratch.len();
-            let dl = due(x.cx.w, x.idle);
-            if !send(x.cx.client, x.cx.ex, &mut x.cx.b.scratch, 0..end, dl).await {
-                return Relayed { done: false, reusable: false };
-            }
-            x.cx.b.scratch.clear();
-        }
-        first = false;
-        if fin {
-            return Relayed { done: true, reusable };
+            return Relayed { done: true, reusable: start + used == x.cx.b.ubuf.len() };
         }
         x.cx.b.ubuf.clear();
         start = 0;
