@@ -128,7 +128,7 @@ pub fn raise_nofile_limit() {
     }
 }
 
-fn resolve_driver(d: Driver) -> Driver {
+pub fn resolve_driver(d: Driver) -> Driver {
     match d {
         Driver::Auto => {
             if monoio::utils::detect_uring() {
@@ -146,20 +146,25 @@ fn resolve_driver(d: Driver) -> Driver {
     }
 }
 
-fn run_worker(driver: Driver, setup: WorkerSetup) {
-    let index = setup.index;
-    let events = setup.events.clone();
-    let result = match driver {
+/// Runs `f` to completion on a new monoio runtime (with timers) of the
+/// given driver (already resolved: `Auto` means io_uring).
+pub fn block_on<F: std::future::Future>(driver: Driver, f: F) -> io::Result<F::Output> {
+    match driver {
         Driver::Uring | Driver::Auto => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(4096)
             .enable_timer()
             .build()
-            .map(|mut rt| rt.block_on(crate::serve::run(setup))),
-        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .map(|mut rt| rt.block_on(crate::serve::run(setup))),
-    };
+            .map(|mut rt| rt.block_on(f)),
+        Driver::Epoll => {
+            monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().map(|mut rt| rt.block_on(f))
+        }
+    }
+}
+
+fn run_worker(driver: Driver, setup: WorkerSetup) {
+    let index = setup.index;
+    let events = setup.events.clone();
+    let result = block_on(driver, crate::serve::run(setup));
     if let Err(e) = result {
         let _ = events.send(WorkerEvent::Failed { worker: index, reason: format!("runtime: {e}") });
     }

@@ -68,7 +68,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigErrors> {
 
 /// Identifies a backend across snapshots: the route key and the backend id
 /// (ids are unique within a route, its paths included).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BackendKey {
     /// The route's key (lowercased vHost).
     pub route: Arc<str>,

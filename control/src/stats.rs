@@ -116,14 +116,37 @@ pub struct StatsDelta {
     pub backends: Vec<BackendDelta>,
     /// Requests that matched no route (404) or failed before routing (4xx).
     pub unrouted: Counters,
-    /// Open client connections on this worker (a level).
-    pub open_connections: u64,
+    /// This worker's resource levels now.
+    pub levels: Levels,
     /// Every route's latency pairs (and those of unrouted requests, which
     /// count in the global histogram only), one flat list: one allocation
     /// per delta, not one per route.
     pub route_latency: Vec<(u16, u64)>,
     /// Every backend's latency pairs.
     pub backend_latency: Vec<(u16, u64)>,
+}
+
+/// A worker's resource levels (gauges, not counters): what a soak or a
+/// leak check watches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Levels {
+    /// Open client connections.
+    pub open_connections: u64,
+    /// Buffer sets lent to connections.
+    pub buffers_in_use: u64,
+    /// Buffer sets kept for reuse.
+    pub buffers_pooled: u64,
+    /// Idle upstream connections kept for reuse.
+    pub upstream_idle: u64,
+}
+
+impl Levels {
+    fn add(&mut self, o: &Levels) {
+        self.open_connections += o.open_connections;
+        self.buffers_in_use += o.buffers_in_use;
+        self.buffers_pooled += o.buffers_pooled;
+        self.upstream_idle += o.upstream_idle;
+    }
 }
 
 fn pairs<'a>(all: &'a [(u16, u64)], r: &std::ops::Range<u32>) -> &'a [(u16, u64)] {
@@ -277,7 +300,7 @@ pub struct StatsStore {
     global: Series,
     routes: HashMap<String, Series>,
     backends: HashMap<BackendKey, BackendAgg>,
-    open: BTreeMap<usize, u64>,
+    levels: BTreeMap<usize, Levels>,
 }
 
 /// How a backend stands, for the stats view.
@@ -311,7 +334,16 @@ impl StatsStore {
             agg.inflight.insert(worker, b.inflight);
             agg.latency.add_sparse(pairs(&d.backend_latency, &b.latency));
         }
-        self.open.insert(worker, d.open_connections);
+        self.levels.insert(worker, d.levels);
+    }
+
+    /// Every worker's levels, summed.
+    pub fn levels_total(&self) -> Levels {
+        let mut t = Levels::default();
+        for l in self.levels.values() {
+            t.add(l);
+        }
+        t
     }
 
     /// Forgets routes and backends no longer configured.
@@ -336,7 +368,10 @@ impl StatsStore {
     /// `GET /stats`: everything; `backends` lists every configured backend.
     pub fn json(&self, now: u64, backends: &[BackendKey], states: &dyn BackendState) -> Value {
         let mut v = self.global.json(now);
-        v["openConnections"] = json!(self.open.values().sum::<u64>());
+        let l = self.levels_total();
+        v["openConnections"] = json!(l.open_connections);
+        v["buffers"] = json!({"inUse": l.buffers_in_use, "pooled": l.buffers_pooled});
+        v["upstreamIdleConnections"] = json!(l.upstream_idle);
         let routes: serde_json::Map<String, Value> =
             self.routes.iter().map(|(k, s)| (k.clone(), s.json(now)["requests"]["total"].clone())).collect();
         v["routes"] = Value::Object(routes);
@@ -428,7 +463,17 @@ impl StatsStore {
         }
         let _ = writeln!(out, "# HELP ringway_open_connections Open client connections.");
         let _ = writeln!(out, "# TYPE ringway_open_connections gauge");
-        let _ = writeln!(out, "ringway_open_connections {}", self.open.values().sum::<u64>());
+        let l = self.levels_total();
+        let _ = writeln!(out, "ringway_open_connections {}", l.open_connections);
+        let _ = writeln!(out, "# HELP ringway_buffers_in_use Buffer sets lent to connections.");
+        let _ = writeln!(out, "# TYPE ringway_buffers_in_use gauge");
+        let _ = writeln!(out, "ringway_buffers_in_use {}", l.buffers_in_use);
+        let _ = writeln!(out, "# HELP ringway_buffers_pooled Buffer sets kept for reuse.");
+        let _ = writeln!(out, "# TYPE ringway_buffers_pooled gauge");
+        let _ = writeln!(out, "ringway_buffers_pooled {}", l.buffers_pooled);
+        let _ = writeln!(out, "# HELP ringway_upstream_idle_connections Idle upstream connections kept for reuse.");
+        let _ = writeln!(out, "# TYPE ringway_upstream_idle_connections gauge");
+        let _ = writeln!(out, "ringway_upstream_idle_connections {}", l.upstream_idle);
         out
     }
 }

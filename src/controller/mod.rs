@@ -79,7 +79,7 @@ pub struct Controller {
     /// Passively failed backends of routes without active checks: when to try again.
     rest_until: HashMap<BackendKey, Instant>,
     /// New probe target lists go here.
-    targets: Option<Sender<ProbeCmd>>,
+    targets: Option<InboxSender<ProbeCmd>>,
     /// New name lists for the resolver go here.
     names_tx: Option<Sender<Vec<(String, u16)>>>,
     /// Merged statistics.
@@ -296,6 +296,7 @@ impl Controller {
                     headers: health.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect(),
                     method: health.method.clone(),
                     tls: self.probe_tls(r, b),
+                    tls_wanted: b.tls.is_some(),
                 });
             }
         }
@@ -633,12 +634,14 @@ impl Controller {
             self.broadcast(ControlMsg::Shutdown { drain: Duration::ZERO });
             return;
         }
-        let (target_tx, target_rx) = crossbeam_channel::unbounded();
+        let (target_tx, target_rx) = crate::worker::inbox::inbox();
         let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
         let _ = target_tx.send(ProbeCmd::Targets(self.probe_targets()));
         self.targets = Some(target_tx);
-        let prober =
-            std::thread::Builder::new().name("ringway-health".into()).spawn(move || probe::run(target_rx, probe_tx));
+        let driver = crate::runtime::Driver::Auto;
+        let prober = std::thread::Builder::new()
+            .name("ringway-health".into())
+            .spawn(move || probe::run(target_rx, probe_tx, driver));
         if let Err(e) = &prober {
             tracing::error!(error = %e, "health checker did not start");
         }

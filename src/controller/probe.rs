@@ -1,18 +1,35 @@
-//! Active health probes, on a helper thread of the control thread so that a
-//! slow or silent backend never delays the control loop. Each round probes
-//! the due targets in parallel (bounded fan-out) with blocking sockets and a
-//! timeout, and reports each result; the control thread owns the state
-//! machine and decides flips.
+//! Active health probes: async tasks on the control side's I/O runtime (one
+//! thread, monoio), thousands at once, so a slow or silent backend costs a
+//! pending task, never a thread or a round. A probe connects with the data
+//! plane's connect code (TLS included), sends one request, parses the
+//! answer with the data plane's response parser, reads and discards the
+//! whole (bounded) body and closes cleanly. Results go to the control
+//! thread, which owns the health state machine and decides flips.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use control::messages::BackendKey;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
-/// Probes run at once, at most.
-const FAN_OUT: usize = 64;
+use crate::conn::Stream;
+use crate::http::{parse_response, BodyKind, ChunkedDecoder, HeadLimits, Method};
+use crate::runtime::Driver;
+use crate::worker::inbox::Inbox;
+
+/// Probes in flight at once, at most (bounds sockets; a fleet of silent
+/// backends holds one each until its timeout).
+const MAX_IN_FLIGHT: usize = 8192;
+
+/// New targets start this far apart (10,000 a second), so a large fleet's
+/// first round is spread rather than one burst of connects.
+const START_SPACING: Duration = Duration::from_micros(100);
 
 /// One backend to probe.
 #[derive(Debug, Clone)]
@@ -44,13 +61,20 @@ pub struct Target {
     pub method: String,
     /// TLS settings, for a TLS backend (the same the workers use).
     pub tls: Option<crate::upstream::UpstreamTls>,
+    /// The backend speaks TLS (a probe fails when its settings are
+    /// unusable, as the workers' connects do; never a plain fallback).
+    pub tls_wanted: bool,
 }
 
 impl Target {
-    /// The wait between probes while down: `down_interval` (jittered), or
-    /// the normal interval when that is already shorter.
-    fn down_every(&self, key: &BackendKey) -> Duration {
-        jittered(self.down_interval, key).min(self.interval)
+    /// The wait before the next probe: the interval while up; while down,
+    /// `down_interval` (jittered), or the interval when that is shorter.
+    fn every(&self, down: bool) -> Duration {
+        if down {
+            jittered(self.down_interval, &self.key).min(self.interval)
+        } else {
+            self.interval
+        }
     }
 }
 
@@ -77,124 +101,145 @@ pub struct ProbeResult {
     pub ok: bool,
 }
 
-/// Longest response a probe reads (and discards) before closing.
+/// Longest response body a probe reads (and discards) before closing.
 const MAX_PROBE_BODY: usize = 1 << 20;
 
-/// One probe: GET the path, check the status line, then read and discard
-/// the rest of the response (up to 1 MiB, within the timeout) so the
-/// backend sees a clean close, not a reset.
-pub fn probe(t: &Target) -> bool {
-    let deadline = Instant::now() + t.timeout;
-    let Ok(mut s) = TcpStream::connect_timeout(&t.addr, t.timeout) else { return false };
-    if t.tcp_only {
-        return true;
-    }
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    if s.set_read_timeout(Some(left)).is_err() || s.set_write_timeout(Some(left)).is_err() {
-        return false;
-    }
-    let req = format!(
-        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway-health/{}\r\nConnection: close\r\n{}\r\n",
-        t.method,
-        t.path,
-        t.host,
-        env!("CARGO_PKG_VERSION"),
-        t.headers
-    );
-    match &t.tls {
-        None => status_ok(&mut s, t, req.as_bytes(), deadline),
-        Some(tls) => {
-            let Ok(conn) = rustls::ClientConnection::new(tls.config.clone(), tls.name.clone()) else { return false };
-            let mut s = rustls::StreamOwned::new(conn, s);
-            status_ok(&mut s, t, req.as_bytes(), deadline)
-        }
-    }
+/// One probe within its timeout: connect, send the request, check the
+/// status (and the body, when asked), read the rest of the response (up to
+/// 1 MiB), close cleanly. `false` on any failure.
+pub async fn probe(t: &Target) -> bool {
+    monoio::time::timeout(t.timeout, check(t)).await.unwrap_or(false)
 }
 
-/// Sends the probe request and checks the status line.
-fn status_ok<S: Read + Write>(s: &mut S, t: &Target, req: &[u8], deadline: Instant) -> bool {
-    if s.write_all(req).is_err() || s.flush().is_err() {
+async fn check(t: &Target) -> bool {
+    if t.tcp_only {
+        return monoio::net::TcpStream::connect_addr(t.addr).await.is_ok();
+    }
+    if t.tls_wanted && t.tls.is_none() {
         return false;
     }
-    let mut buf = [0u8; 64];
-    let mut n = 0;
-    while n < 12 {
-        match s.read(&mut buf[n..]) {
-            Ok(0) => return false,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-    }
-    let line = &buf[..n];
-    if !(line.starts_with(b"HTTP/1.1 ") || line.starts_with(b"HTTP/1.0 ")) {
+    let Ok(mut s) = crate::upstream::open(t.addr, t.tls.as_ref()).await else { return false };
+    let mut buf = Vec::with_capacity(16 * 1024);
+    buf.extend_from_slice(
+        format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway-health/{}\r\nConnection: close\r\n{}\r\n",
+            t.method,
+            t.path,
+            t.host,
+            env!("CARGO_PKG_VERSION"),
+            t.headers
+        )
+        .as_bytes(),
+    );
+    if !write_all(&mut s, &mut buf).await {
         return false;
     }
-    let code = &line[9..12];
-    if !code.iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let status = code.iter().fold(0u16, |a, d| a * 10 + u16::from(d - b'0'));
-    let found = drain(s, deadline, t.expect_body.as_deref().map(str::as_bytes), &buf[..n]);
+    buf.clear();
+    let method = if t.method.eq_ignore_ascii_case("HEAD") { Method::Head } else { Method::Get };
+    let Some((status, body)) = read_head(&mut s, &mut buf, method).await else { return false };
+    let found = drain(&mut s, &mut buf, body, t.expect_body.as_deref().map(str::as_bytes)).await;
+    // Everything was read: the close is a clean FIN (and a close_notify
+    // over TLS), never a reset.
+    s.close_write().await;
     (t.expect.0..=t.expect.1).contains(&status) && found
 }
 
-/// Reads until the backend closes (it was asked to), 1 MiB, or the
-/// deadline; true when `want` (if any) appears in the body. `first` is
-/// what was read already (the status line and maybe more).
-fn drain<S: Read>(s: &mut S, deadline: Instant, want: Option<&[u8]>, first: &[u8]) -> bool {
-    let mut body = BodyMatch { want, head_done: false, found: want.is_none(), tail: Vec::new() };
-    body.feed(first);
-    let mut buf = [0u8; 16 * 1024];
-    let mut total = 0;
-    while total < MAX_PROBE_BODY && Instant::now() < deadline {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n;
-                body.feed(&buf[..n]);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+async fn write_all(s: &mut Stream, buf: &mut Vec<u8>) -> bool {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let end = buf.len();
+        match s.write(buf, pos, end).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => pos += n,
         }
     }
-    body.found
+    true
 }
 
-/// Looks for `want` in a response's body as it streams by, keeping only
-/// what a match across reads (or the end of the head) needs.
+/// Reads more onto `buf`; `false` at the end of the stream or an error.
+async fn read_more(s: &mut Stream, buf: &mut Vec<u8>) -> bool {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    matches!(s.read(buf).await, Ok(n) if n > 0)
+}
+
+/// The final response's status and framing (1xx answers skipped); what
+/// follows the head stays in `buf`.
+async fn read_head(s: &mut Stream, buf: &mut Vec<u8>, method: Method) -> Option<(u16, BodyKind)> {
+    let mut headers = Vec::new();
+    loop {
+        match parse_response(buf, &HeadLimits::default(), method, &mut headers) {
+            Ok(Some(h)) if h.status < 200 => {
+                buf.drain(..h.head_len);
+                continue;
+            }
+            Ok(Some(h)) => {
+                buf.drain(..h.head_len);
+                return Some((h.status, h.body));
+            }
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if !read_more(s, buf).await {
+            return None;
+        }
+    }
+}
+
+/// Reads the body by its framing (up to 1 MiB), looking for `want`;
+/// true when `want` (if any) was found.
+async fn drain(s: &mut Stream, buf: &mut Vec<u8>, body: BodyKind, want: Option<&[u8]>) -> bool {
+    let mut m = BodyMatch { want, found: want.is_none(), tail: Vec::new() };
+    let mut decoder = ChunkedDecoder::new(MAX_PROBE_BODY as u64);
+    let mut total = 0usize;
+    loop {
+        let done = match body {
+            BodyKind::None => true,
+            BodyKind::Length(n) => {
+                let take = (n.saturating_sub(total as u64)).min(buf.len() as u64) as usize;
+                m.feed(&buf[..take]);
+                total += take;
+                total as u64 >= n
+            }
+            BodyKind::Chunked => match decoder.feed(buf, &mut |data| m.feed(data)) {
+                Ok((used, fin)) => {
+                    total += used;
+                    fin
+                }
+                Err(_) => return false,
+            },
+            BodyKind::UntilClose => {
+                m.feed(buf);
+                total += buf.len();
+                false
+            }
+        };
+        buf.clear();
+        if done || total >= MAX_PROBE_BODY || !read_more(s, buf).await {
+            return m.found;
+        }
+    }
+}
+
+/// Looks for `want` in a body as it streams by, keeping only what a match
+/// across reads needs.
 struct BodyMatch<'a> {
     want: Option<&'a [u8]>,
-    head_done: bool,
     found: bool,
     tail: Vec<u8>,
 }
 
 impl BodyMatch<'_> {
     fn feed(&mut self, data: &[u8]) {
-        if self.found {
+        let Some(w) = self.want else { return };
+        if self.found || w.is_empty() {
+            self.found = true;
             return;
         }
         self.tail.extend_from_slice(data);
-        if !self.head_done {
-            match self.tail.windows(4).position(|w| w == b"\r\n\r\n") {
-                Some(i) => {
-                    self.tail.drain(..i + 4);
-                    self.head_done = true;
-                }
-                None => {
-                    let cut = self.tail.len().saturating_sub(3);
-                    self.tail.drain(..cut);
-                    return;
-                }
-            }
-        }
-        let Some(w) = self.want else { return };
         self.found = self.tail.windows(w.len()).any(|x| x == w);
-        let cut = self.tail.len().saturating_sub(w.len().saturating_sub(1));
+        let cut = self.tail.len().saturating_sub(w.len() - 1);
         self.tail.drain(..cut);
     }
 }
@@ -210,66 +255,155 @@ fn jittered(d: Duration, key: &BackendKey) -> Duration {
     d.mul_f64(f)
 }
 
+/// The control side's I/O thread body: runs the prober on its own monoio
+/// runtime until the control thread drops its sender.
+pub fn run(cmds: Inbox<ProbeCmd>, results: Sender<ProbeResult>, driver: Driver) {
+    let driver = crate::runtime::resolve_driver(driver);
+    if let Err(e) = crate::runtime::block_on(driver, schedule(cmds, results)) {
+        tracing::error!(error = %e, "health checker runtime did not start");
+    }
+}
+
+/// One target's schedule.
+struct Entry {
+    target: Rc<Target>,
+    /// Probed on the down schedule.
+    down: bool,
+    /// When the next probe is due.
+    due: Instant,
+    /// Tags this entry's live queue slot (older slots are stale).
+    slot: u64,
+    /// A probe of it is in flight (never two at once).
+    busy: Rc<Cell<bool>>,
+}
+
+/// Every target's schedule, with a queue ordered by due time (entries
+/// whose slot moved on are skipped when they surface).
+struct Schedule {
+    entries: HashMap<BackendKey, Entry>,
+    queue: BinaryHeap<Reverse<(Instant, u64, BackendKey)>>,
+    next_slot: u64,
+    in_flight: Rc<Cell<usize>>,
+    results: Rc<Sender<ProbeResult>>,
+}
+
+impl Schedule {
+    fn set_due(&mut self, key: &BackendKey, due: Instant) {
+        let Some(e) = self.entries.get_mut(key) else { return };
+        self.next_slot += 1;
+        e.slot = self.next_slot;
+        e.due = due;
+        self.queue.push(Reverse((due, e.slot, key.clone())));
+    }
+
+    /// Takes a new target list: targets that stay keep their schedule and
+    /// state; new ones start soon, spaced by `START_SPACING`.
+    fn set_targets(&mut self, list: Vec<Target>) {
+        let now = Instant::now();
+        let mut old = std::mem::take(&mut self.entries);
+        let mut start = now;
+        for t in list {
+            let key = t.key.clone();
+            match old.remove(&key) {
+                Some(mut e) if e.target.addr == t.addr => {
+                    e.target = Rc::new(t);
+                    self.entries.insert(key, e);
+                }
+                _ => {
+                    let e = Entry { target: Rc::new(t), down: false, due: start, slot: 0, busy: Rc::default() };
+                    self.entries.insert(key.clone(), e);
+                    self.set_due(&key, start);
+                    start += START_SPACING;
+                }
+            }
+        }
+        // Queue slots of kept entries stay valid; removed ones surface as stale.
+    }
+
+    /// A backend went down (probe it on its down schedule, from now) or up.
+    fn set_health(&mut self, key: &BackendKey, down: bool) {
+        let Some(e) = self.entries.get_mut(key) else { return };
+        e.down = down;
+        let soon = Instant::now() + e.target.every(true);
+        if down && soon < e.due {
+            self.set_due(key, soon);
+        }
+    }
+
+    /// Starts every probe that is due (up to the in-flight bound) and
+    /// schedules its next; returns when the next one is due.
+    fn launch_due(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        while let Some(Reverse((due, slot, _))) = self.queue.peek() {
+            if *due > now {
+                return Some(*due);
+            }
+            if self.in_flight.get() >= MAX_IN_FLIGHT {
+                // Full: look again shortly (a probe ends within its timeout).
+                return Some(now + Duration::from_millis(5));
+            }
+            let slot = *slot;
+            let Some(Reverse((_, _, key))) = self.queue.pop() else { break };
+            let Some(e) = self.entries.get(&key) else { continue };
+            if e.slot != slot {
+                continue;
+            }
+            if !e.busy.get() {
+                self.start(e);
+            }
+            let next = now + e.target.every(e.down);
+            self.set_due(&key, next);
+        }
+        None
+    }
+
+    fn start(&self, e: &Entry) {
+        let (target, busy, in_flight, results) =
+            (e.target.clone(), e.busy.clone(), self.in_flight.clone(), self.results.clone());
+        busy.set(true);
+        in_flight.set(in_flight.get() + 1);
+        monoio::spawn(async move {
+            let ok = probe(&target).await;
+            busy.set(false);
+            in_flight.set(in_flight.get() - 1);
+            let _ = results.send(ProbeResult { key: target.key.clone(), ok });
+        });
+    }
+}
+
+/// What woke the scheduler.
+enum Wake {
+    Cmd(ProbeCmd),
+    Due,
+    Closed,
+}
+
 /// The prober's loop: takes new target lists and health changes from
-/// `cmds`, sends results. A target is probed every `interval` while up and
-/// every `down_interval` (jittered) while down.
-pub fn run(cmds: Receiver<ProbeCmd>, results: Sender<ProbeResult>) {
-    // (target, next due, down)
-    let mut list: Vec<(Target, Instant, bool)> = Vec::new();
+/// `cmds`, starts due probes, sends results. A target is probed every
+/// `interval` while up and every `down_interval` (jittered) while down.
+async fn schedule(cmds: Inbox<ProbeCmd>, results: Sender<ProbeResult>) {
+    let mut s = Schedule {
+        entries: HashMap::new(),
+        queue: BinaryHeap::new(),
+        next_slot: 0,
+        in_flight: Rc::default(),
+        results: Rc::new(results),
+    };
     loop {
-        let now = Instant::now();
-        let next = list.iter().map(|(_, due, _)| *due).min();
-        let wait = next.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(now));
-        match cmds.recv_timeout(wait) {
-            Ok(ProbeCmd::Targets(new)) => {
-                // Keep the schedule of targets that stay; new ones probe at once.
-                let now = Instant::now();
-                list = new
-                    .into_iter()
-                    .map(|t| {
-                        let old = list.iter().find(|(o, _, _)| o.key == t.key && o.addr == t.addr);
-                        let (due, down) = old.map_or((now, false), |(_, d, down)| (*d, *down));
-                        (t, due, down)
-                    })
-                    .collect();
-                continue;
-            }
-            Ok(ProbeCmd::Health { key, down }) => {
-                if let Some(entry) = list.iter_mut().find(|(t, _, _)| t.key == key) {
-                    entry.2 = down;
-                    if down {
-                        let soon = Instant::now() + entry.0.down_every(&key);
-                        entry.1 = entry.1.min(soon);
-                    }
-                }
-                continue;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-        }
-        let now = Instant::now();
-        let due: Vec<usize> = (0..list.len()).filter(|&i| list[i].1 <= now).collect();
-        for chunk in due.chunks(FAN_OUT) {
-            let outcomes: Vec<(usize, bool)> = std::thread::scope(|s| {
-                let hs: Vec<_> = chunk
-                    .iter()
-                    .map(|&i| {
-                        let t = &list[i].0;
-                        s.spawn(move || (i, probe(t)))
-                    })
-                    .collect();
-                hs.into_iter().filter_map(|h| h.join().ok()).collect()
-            });
-            for (i, ok) in outcomes {
-                if results.send(ProbeResult { key: list[i].0.key.clone(), ok }).is_err() {
-                    return;
-                }
-            }
-        }
-        let now = Instant::now();
-        for &i in &due {
-            let (t, next, down) = &mut list[i];
-            *next = now + if *down { t.down_every(&t.key) } else { t.interval };
+        let next = s.launch_due().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let sleep = monoio::time::sleep_until(monoio::time::Instant::from_std(next));
+        let mut sleep = std::pin::pin!(sleep);
+        let wake = poll_fn(|cx| match cmds.poll_recv(cx) {
+            Poll::Ready(Some(c)) => Poll::Ready(Wake::Cmd(c)),
+            Poll::Ready(None) => Poll::Ready(Wake::Closed),
+            Poll::Pending => sleep.as_mut().poll(cx).map(|()| Wake::Due),
+        })
+        .await;
+        match wake {
+            Wake::Cmd(ProbeCmd::Targets(list)) => s.set_targets(list),
+            Wake::Cmd(ProbeCmd::Health { key, down }) => s.set_health(&key, down),
+            Wake::Due => {}
+            Wake::Closed => return,
         }
     }
 }

@@ -110,6 +110,11 @@ impl ConnPool {
         idle.push_back((stream, now));
     }
 
+    /// Idle connections held.
+    pub fn idle_len(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
     /// Closes every idle connection.
     pub fn clear_idle(&self) {
         self.idle.borrow_mut().clear();
@@ -236,15 +241,21 @@ impl Backend {
 /// A new connection to the pool's address, with a TLS handshake when the
 /// pool is TLS.
 async fn connect_to(pool: &ConnPool) -> Result<Stream, ProxyError> {
-    let tcp = TcpStream::connect_addr(pool.addr())
+    if pool.tls.is_none() && pool.key.tls.is_some() {
+        // Its CA file could not be read: never fall back to plain.
+        return Err(ProxyError::new(Kind::ConnectFailed, "backend TLS settings unusable (see the log)"));
+    }
+    open(pool.addr(), pool.tls.as_ref()).await
+}
+
+/// A new connection to `addr`, with a TLS handshake when `tls` is set
+/// (the data plane's pools and the health probes both connect here).
+pub async fn open(addr: SocketAddr, tls: Option<&UpstreamTls>) -> Result<Stream, ProxyError> {
+    let tcp = TcpStream::connect_addr(addr)
         .await
         .map_err(|e| ProxyError::new(Kind::ConnectFailed, "connect failed").caused_by(&e))?;
     let _ = tcp.set_nodelay(true);
-    let Some(tls) = &pool.tls else {
-        if pool.key.tls.is_some() {
-            // Its CA file could not be read: never fall back to plain.
-            return Err(ProxyError::new(Kind::ConnectFailed, "backend TLS settings unusable (see the log)"));
-        }
+    let Some(tls) = tls else {
         return Ok(Stream::plain(tcp));
     };
     let mut scratch = Vec::new();

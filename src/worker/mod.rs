@@ -566,7 +566,12 @@ impl Worker {
                 }
             }
         }
-        d.open_connections = self.open.get() as u64;
+        d.levels = control::stats::Levels {
+            open_connections: self.open.get() as u64,
+            buffers_in_use: self.bufs_in_use.get() as u64,
+            buffers_pooled: self.bufs.borrow().len() as u64,
+            upstream_idle: self.pools.borrow().values().map(|p| p.idle_len() as u64).sum(),
+        };
         d
     }
 
