@@ -555,3 +555,40 @@ fn certificates_are_validated_stored_and_never_shown() {
     api.delete("/api/v1/certificates/a.example").expect(204, "delete");
     api.delete("/api/v1/certificates/a.example").expect(404, "delete again");
 }
+
+#[test]
+fn a_backend_added_by_name_serves_as_soon_as_the_write_answers() {
+    let b = Backend::respond(200, "by-name").start();
+    let rw = Ringway::start(admin_config(vec![]));
+    let api = rw.api();
+    let backend = json!({"id": "named", "hostname": "localhost", "port": b.port()});
+    api.post("/api/v1/routes", &json!({"vHost": "named.example", "backends": [backend]})).expect(201, "POST");
+    // Resolved before the answer (not at the resolver's next round).
+    let r = get(rw.addr(), "named.example", "/");
+    assert_eq!((r.status, r.text()), (200, "by-name".to_string()), "{}", r.head);
+}
+
+#[test]
+fn a_state_file_that_cannot_be_written_refuses_the_change_and_keeps_serving() {
+    let a = Backend::respond(200, "a").start();
+    let dir = TempDir::new("unwritable");
+    let cfg_path = dir.join("edge.json");
+    let cfg = admin_config(vec![route("file.example", "ROUND_ROBIN", vec![a.config()])]);
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let rw = Ringway::start_at(&cfg_path, 1, &[]);
+    let api = rw.api();
+    // A directory where the state file goes: the atomic rename fails.
+    let state_path = state_file_of(&cfg_path);
+    let _ = std::fs::remove_file(&state_path);
+    std::fs::create_dir_all(state_path.join("in-the-way")).unwrap();
+    let reply = api.post("/api/v1/routes", &json!({"vHost": "added.example", "backends": [a.config()]}));
+    assert_eq!(reply.status, 500, "{:?}", reply);
+    assert_eq!(reply.error(), Some("persistFailed"), "{:?}", reply);
+    assert_eq!(api.vhosts(), vec!["file.example".to_string()], "the running config is untouched");
+    assert_eq!(get(rw.addr(), "added.example", "/").status, 404);
+    assert_eq!(get(rw.addr(), "file.example", "/").status, 200);
+    // Once the way is clear, writes go through again.
+    std::fs::remove_dir_all(&state_path).unwrap();
+    api.post("/api/v1/routes", &json!({"vHost": "added.example", "backends": [a.config()]})).expect(201, "POST");
+    assert_eq!(get(rw.addr(), "added.example", "/").status, 200);
+}

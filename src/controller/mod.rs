@@ -80,8 +80,14 @@ pub struct Controller {
     rest_until: HashMap<BackendKey, Instant>,
     /// New probe target lists go here.
     targets: Option<InboxSender<ProbeCmd>>,
-    /// New name lists for the resolver go here.
-    names_tx: Option<Sender<Vec<(String, u16)>>>,
+    /// New name lists for the resolver go here, numbered.
+    names_tx: Option<Sender<(u64, Vec<(String, u16)>)>>,
+    /// The last name list sent, and its number.
+    names_sent: (u64, Vec<(String, u16)>),
+    /// State file writes go here (the persister thread).
+    persist_tx: Option<Sender<statefile::Job>>,
+    /// A change on its way to being durable, resolved and published.
+    pending: Option<Pending>,
     /// Merged statistics.
     stats: control::stats::StatsStore,
     /// Time base for the stats windows.
@@ -106,6 +112,36 @@ pub struct Channels {
     /// Cross-worker counters.
     pub shared: Arc<Shared>,
 }
+
+/// Who asked for a change, and what to answer once it is applied.
+enum Origin {
+    /// An API write: the reply channel and the answer on success.
+    Api { reply: Sender<AdminReply>, ok: AdminReply },
+    /// SIGHUP.
+    Reload,
+}
+
+/// Where a change stands between "validated" and "published".
+enum Stage {
+    /// Being written to the state file by the persister thread.
+    Persisting,
+    /// Swapped in; waiting (until the deadline) for the resolver to
+    /// answer for backend names the change introduced.
+    Resolving { version: u64, until: Instant },
+}
+
+/// A change on its way. While one is, the control loop takes no other
+/// change (API calls wait in their channel) but keeps serving workers,
+/// probes and the resolver: it never blocks on the disk or on DNS.
+struct Pending {
+    next: Option<Box<State>>,
+    origin: Origin,
+    stage: Stage,
+}
+
+/// How long an API write waits for the names it introduced to resolve
+/// before publishing anyway (such a backend stays down until they do).
+const RESOLVE_WAIT: Duration = Duration::from_secs(2);
 
 /// Certificates expiring within this many seconds are warned about.
 const EXPIRY_WARNING: i64 = 14 * 24 * 3600;
@@ -141,6 +177,9 @@ impl Controller {
             rest_until: HashMap::new(),
             targets: None,
             names_tx: None,
+            names_sent: (0, Vec::new()),
+            persist_tx: None,
+            pending: None,
             stats: control::stats::StatsStore::default(),
             started: Instant::now(),
             flush_id: 0,
@@ -366,28 +405,114 @@ impl Controller {
         }
     }
 
-    /// Persists, swaps in and publishes a new state. `Err` carries the
-    /// reply for a failure after the state was committed.
-    fn commit(&mut self, next: State) -> Result<(), AdminReply> {
-        if let Some(path) = &self.state_file {
-            if let Err(e) = statefile::write(path, &next) {
+    /// Starts applying a validated change: the state file write goes to
+    /// the persister thread (the answer comes back in `on_persisted`);
+    /// without a state file, straight to swapping it in.
+    fn commit(&mut self, next: State, origin: Origin) {
+        let (Some(path), Some(tx)) = (&self.state_file, &self.persist_tx) else {
+            self.pending = Some(Pending { next: Some(Box::new(next)), origin, stage: Stage::Persisting });
+            self.on_persisted(Ok(()));
+            return;
+        };
+        let job = statefile::encode(&next).map(|bytes| statefile::Job { path: path.clone(), bytes });
+        let sent = match job {
+            Ok(job) => tx.send(job).map_err(|_| std::io::Error::other("the persister thread is gone")),
+            Err(e) => Err(e),
+        };
+        self.pending = Some(Pending { next: Some(Box::new(next)), origin, stage: Stage::Persisting });
+        if let Err(e) = sent {
+            self.on_persisted(Err(e));
+        }
+    }
+
+    /// The state file write finished: on success the change is swapped in
+    /// and, once any new backend names are resolved, published.
+    fn on_persisted(&mut self, result: std::io::Result<()>) {
+        let Some(mut p) = self.pending.take() else { return };
+        if let Err(e) = result {
+            if let Some(path) = &self.state_file {
                 tracing::error!(path = %path.display(), error = %e, "state file write failed: change refused");
-                return Err(AdminReply::json(
-                    500,
-                    &serde_json::json!({"error": "persistFailed", "field": null, "message": e.to_string()}),
-                ));
+            }
+            let reply = AdminReply::json(
+                500,
+                &serde_json::json!({"error": "persistFailed", "field": null, "message": e.to_string()}),
+            );
+            self.answer(p.origin, Err(reply));
+            return;
+        }
+        if let Some(next) = p.next.take() {
+            self.state = *next;
+        }
+        let names = self.names();
+        let new_names = names.iter().any(|n| !self.names_sent.1.contains(n));
+        let version = self.send_names(names);
+        match (new_names, version) {
+            (true, Some(version)) => {
+                p.stage = Stage::Resolving { version, until: Instant::now() + RESOLVE_WAIT };
+                self.pending = Some(p);
+            }
+            _ => self.publish_change(p.origin),
+        }
+    }
+
+    /// Sends the current backend names to the resolver; returns the
+    /// list's number when it changed (an answer for it will come).
+    fn send_names(&mut self, names: Vec<(String, u16)>) -> Option<u64> {
+        if names == self.names_sent.1 {
+            return None;
+        }
+        let tx = self.names_tx.as_ref()?;
+        let version = self.names_sent.0 + 1;
+        tx.send((version, names.clone())).ok()?;
+        self.names_sent = (version, names);
+        Some(version)
+    }
+
+    /// The resolver answered for list `version` (or the wait ran out):
+    /// a change waiting for it is published.
+    fn on_resolved(&mut self, version: u64, addrs: Vec<(String, u16, SocketAddr)>) {
+        let changed = addrs != self.resolved;
+        self.resolved = addrs;
+        if let Some(Pending { stage: Stage::Resolving { version: want, .. }, .. }) = &self.pending {
+            if version >= *want {
+                if let Some(p) = self.pending.take() {
+                    self.publish_change(p.origin);
+                }
+                return;
             }
         }
-        self.state = next;
+        if changed && self.pending.is_none() {
+            tracing::info!("backend addresses changed: publishing");
+            if let Err(e) = self.publish() {
+                tracing::warn!(error = %e, "publish after re-resolution");
+            }
+            if let Some(tx) = &self.targets {
+                let _ = tx.send(ProbeCmd::Targets(self.probe_targets()));
+            }
+        }
+    }
+
+    /// A change waiting on names past its deadline is published anyway.
+    fn resolve_timeout(&mut self) {
+        if let Some(Pending { stage: Stage::Resolving { until, .. }, .. }) = &self.pending {
+            if *until <= Instant::now() {
+                tracing::warn!("backend names did not resolve in time: publishing (those backends stay down)");
+                if let Some(p) = self.pending.take() {
+                    self.publish_change(p.origin);
+                }
+            }
+        }
+    }
+
+    /// Publishes the swapped-in state to every worker and the prober, then
+    /// answers whoever asked.
+    fn publish_change(&mut self, origin: Origin) {
         let result = self.publish();
         // Probes follow the routes.
         if let Some(tx) = &self.targets {
             let _ = tx.send(ProbeCmd::Targets(self.probe_targets()));
         }
-        if let Some(tx) = &self.names_tx {
-            let _ = tx.send(self.names());
-        }
-        match result {
+        let result = match result {
             Ok(()) => Ok(()),
             Err(PublishError::NotAcked { workers, generation }) => Err(AdminReply::json(
                 503,
@@ -396,6 +521,25 @@ impl Controller {
             )),
             Err(PublishError::Failed(r)) => {
                 Err(AdminReply::json(503, &serde_json::json!({"error": "workerFailed", "field": null, "message": r})))
+            }
+        };
+        self.answer(origin, result);
+    }
+
+    /// Answers the API call (or logs the reload) a change came from.
+    fn answer(&self, origin: Origin, result: Result<(), AdminReply>) {
+        match (origin, result) {
+            (Origin::Api { reply, ok }, Ok(())) => {
+                let _ = reply.send(ok);
+            }
+            (Origin::Api { reply, .. }, Err(a)) => {
+                let _ = reply.send(a);
+            }
+            (Origin::Reload, Ok(())) => {
+                tracing::info!(generation = self.generation, "config file routes applied (SIGHUP)")
+            }
+            (Origin::Reload, Err(a)) => {
+                tracing::warn!(status = a.status, "reload: {}", String::from_utf8_lossy(&a.body))
             }
         }
     }
@@ -554,14 +698,11 @@ impl Controller {
                 }
                 Outcome::Commit { change, next, reply } => {
                     tracing::info!(change = ?change_name(&change), generation = next.generation, "api change");
-                    match self.commit(*next) {
-                        Ok(()) => {
-                            let mut a = AdminReply::json(reply.status, &reply.body);
-                            a.etag = reply.etag;
-                            a
-                        }
-                        Err(a) => a,
-                    }
+                    let mut ok = AdminReply::json(reply.status, &reply.body);
+                    ok.etag = reply.etag;
+                    // Answered once durable, resolved and acked.
+                    self.commit(*next, Origin::Api { reply: call.reply, ok });
+                    return;
                 }
             }
         };
@@ -574,10 +715,7 @@ impl Controller {
             tracing::warn!(error = ?e, "reload refused");
             return;
         }
-        match self.commit(next) {
-            Ok(()) => tracing::info!(generation = self.generation, "config file routes applied (SIGHUP)"),
-            Err(a) => tracing::warn!(status = a.status, "reload: {}", String::from_utf8_lossy(&a.body)),
-        }
+        self.commit(next, Origin::Reload);
     }
 
     fn on_event(&mut self, ev: WorkerEvent) {
@@ -626,9 +764,39 @@ impl Controller {
 
     /// The control loop. `ready` hears once whether the start succeeded.
     pub fn run(mut self, ready: Sender<Result<(), String>>) {
-        // The first resolution happens before any traffic; later ones run
-        // on the resolver thread and only a changed answer is published.
-        self.resolved = resolve(&self.names());
+        // Blocking work runs on helper threads: names on the resolver,
+        // state file writes on the persister.
+        let (names_tx, names_rx) = crossbeam_channel::unbounded();
+        let (resolved_tx, resolved_rx) = crossbeam_channel::unbounded();
+        self.names_tx = Some(names_tx);
+        let resolver =
+            std::thread::Builder::new().name("ringway-resolver".into()).spawn(move || resolver(names_rx, resolved_tx));
+        if let Err(e) = &resolver {
+            tracing::error!(error = %e, "resolver did not start");
+        }
+        let (persisted_tx, persisted_rx) = crossbeam_channel::unbounded();
+        if self.state_file.is_some() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let spawned = std::thread::Builder::new()
+                .name("ringway-persist".into())
+                .spawn(move || statefile::persister(rx, persisted_tx));
+            if let Err(e) = spawned {
+                let _ = ready.send(Err(format!("state file writer: {e}")));
+                return;
+            }
+            self.persist_tx = Some(tx);
+        }
+        // The first answer comes before any traffic (bounded: a name that
+        // has not resolved by then leaves its backend down until it does).
+        if let Some(version) = self.send_names(self.names()) {
+            let deadline = Instant::now() + START_RESOLVE_WAIT;
+            while let Ok((v, addrs)) = resolved_rx.recv_deadline(deadline) {
+                self.resolved = addrs;
+                if v >= version {
+                    break;
+                }
+            }
+        }
         if let Err(e) = self.publish() {
             let _ = ready.send(Err(e.to_string()));
             self.broadcast(ControlMsg::Shutdown { drain: Duration::ZERO });
@@ -644,15 +812,6 @@ impl Controller {
             .spawn(move || probe::run(target_rx, probe_tx, driver));
         if let Err(e) = &prober {
             tracing::error!(error = %e, "health checker did not start");
-        }
-        let (names_tx, names_rx) = crossbeam_channel::unbounded();
-        let (resolved_tx, resolved_rx) = crossbeam_channel::unbounded();
-        let _ = names_tx.send(self.names());
-        self.names_tx = Some(names_tx);
-        let resolver =
-            std::thread::Builder::new().name("ringway-resolver".into()).spawn(move || resolver(names_rx, resolved_tx));
-        if let Err(e) = &resolver {
-            tracing::error!(error = %e, "resolver did not start");
         }
         let (admin_tx, mut admin_rx) = crossbeam_channel::bounded::<AdminCall>(64);
         if let Some((listener, settings)) = self.admin.take() {
@@ -671,13 +830,24 @@ impl Controller {
         }
         let mut probe_rx = probe_rx;
         let mut resolved_rx = resolved_rx;
+        let mut persisted_rx = persisted_rx;
         let _ = ready.send(Ok(()));
+        // While a change is pending, new changes (API calls, SIGHUP) wait.
+        let (no_calls, no_cmds) = (crossbeam_channel::never(), crossbeam_channel::never());
         loop {
+            let resolving = match &self.pending {
+                Some(Pending { stage: Stage::Resolving { until, .. }, .. }) => Some(*until),
+                _ => None,
+            };
             let wait = self
                 .rest_until
                 .values()
+                .copied()
+                .chain(resolving)
                 .min()
                 .map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+            let (calls, cmds) =
+                if self.pending.is_some() { (&no_calls, &no_cmds) } else { (&admin_rx, &self.cmds) };
             select! {
                 recv(self.events) -> ev => match ev {
                     Ok(ev) => self.on_event(ev),
@@ -689,34 +859,36 @@ impl Controller {
                     Ok(r) => self.on_probe(r),
                     Err(_) => probe_rx = crossbeam_channel::never(),
                 },
-                recv(admin_rx) -> call => match call {
+                recv(calls) -> call => match call {
                     Ok(call) => self.on_admin(call),
                     Err(_) => admin_rx = crossbeam_channel::never(),
                 },
-                recv(resolved_rx) -> r => match r {
-                    Err(_) => resolved_rx = crossbeam_channel::never(),
-                    Ok(r) if r != self.resolved => {
-                        tracing::info!("backend addresses changed: publishing");
-                        self.resolved = r;
-                        if let Err(e) = self.publish() {
-                            tracing::warn!(error = %e, "publish after re-resolution");
-                        }
-                        if let Some(tx) = &self.targets {
-                            let _ = tx.send(ProbeCmd::Targets(self.probe_targets()));
-                        }
+                recv(persisted_rx) -> r => match r {
+                    Ok(r) => self.on_persisted(r),
+                    Err(_) => {
+                        persisted_rx = crossbeam_channel::never();
+                        self.on_persisted(Err(std::io::Error::other("the persister thread is gone")));
                     }
-                    Ok(_) => {}
                 },
-                recv(self.cmds) -> cmd => match cmd {
+                recv(resolved_rx) -> r => match r {
+                    Ok((version, addrs)) => self.on_resolved(version, addrs),
+                    Err(_) => {
+                        resolved_rx = crossbeam_channel::never();
+                        self.on_resolved(u64::MAX, self.resolved.clone());
+                    }
+                },
+                recv(cmds) -> cmd => match cmd {
                     Ok(ControlCmd::Reload(routes)) => self.on_reload(routes),
                     Ok(ControlCmd::Shutdown) | Err(_) => break,
                 },
                 default(wait) => {},
             }
             self.wake_rested();
+            self.resolve_timeout();
         }
         self.targets = None;
         self.names_tx = None;
+        self.persist_tx = None;
         self.shutdown();
     }
 
@@ -754,23 +926,22 @@ fn resolve(names: &[(String, u16)]) -> Vec<(String, u16, SocketAddr)> {
     out
 }
 
-/// The resolver thread: re-resolves the current names every
-/// `RESOLVE_EVERY` and sends each answer; a new name list comes on `names`.
-fn resolver(names: Receiver<Vec<(String, u16)>>, out: Sender<Vec<(String, u16, SocketAddr)>>) {
-    let mut current: Vec<(String, u16)> = Vec::new();
+/// How long the start waits for the first resolution.
+const START_RESOLVE_WAIT: Duration = Duration::from_secs(5);
+
+/// The resolver thread (the control side's blocking helper for DNS): a new
+/// name list is resolved at once and answered with its number; the
+/// current list is resolved again every `RESOLVE_EVERY`.
+fn resolver(names: Receiver<(u64, Vec<(String, u16)>)>, out: Sender<(u64, Vec<(String, u16, SocketAddr)>)>) {
+    let mut current: (u64, Vec<(String, u16)>) = (0, Vec::new());
     loop {
         match names.recv_timeout(RESOLVE_EVERY) {
-            Ok(n) => {
-                current = n;
-                continue;
-            }
+            Ok(n) => current = n,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if current.1.is_empty() => continue,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
-        if current.is_empty() {
-            continue;
-        }
-        if out.send(resolve(&current)).is_err() {
+        if out.send((current.0, resolve(&current.1))).is_err() {
             return;
         }
     }

@@ -17,12 +17,42 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Writes `state` to `path` atomically.
 pub fn write(path: &Path, state: &State) -> io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(&state.to_json()).map_err(io::Error::other)?;
+    write_bytes(path, &encode(state)?)
+}
+
+/// What the state file holds for `state`.
+pub fn encode(state: &State) -> io::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(&state.to_json()).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// A state file write for the persister thread.
+pub struct Job {
+    /// Where.
+    pub path: PathBuf,
+    /// What (from `encode`).
+    pub bytes: Vec<u8>,
+}
+
+/// The persister thread (the control side's blocking helper for the
+/// disk): writes each job atomically and durably, answers with the
+/// outcome, so the control thread never waits on an fsync.
+pub fn persister(jobs: crossbeam_channel::Receiver<Job>, done: crossbeam_channel::Sender<io::Result<()>>) {
+    for job in jobs {
+        if done.send(write_bytes(&job.path, &job.bytes)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a crash at any moment leaves the
+/// old or the new file.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_path(path);
     {
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.write_all(b"\n")?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
