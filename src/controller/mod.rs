@@ -81,9 +81,9 @@ pub struct Controller {
     /// New probe target lists go here.
     targets: Option<InboxSender<ProbeCmd>>,
     /// New name lists for the resolver go here, numbered.
-    names_tx: Option<Sender<(u64, Vec<(String, u16)>)>>,
+    names_tx: Option<Sender<NameList>>,
     /// The last name list sent, and its number.
-    names_sent: (u64, Vec<(String, u16)>),
+    names_sent: NameList,
     /// State file writes go here (the persister thread).
     persist_tx: Option<Sender<statefile::Job>>,
     /// A change on its way to being durable, resolved and published.
@@ -846,8 +846,7 @@ impl Controller {
                 .chain(resolving)
                 .min()
                 .map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
-            let (calls, cmds) =
-                if self.pending.is_some() { (&no_calls, &no_cmds) } else { (&admin_rx, &self.cmds) };
+            let (calls, cmds) = if self.pending.is_some() { (&no_calls, &no_cmds) } else { (&admin_rx, &self.cmds) };
             select! {
                 recv(self.events) -> ev => match ev {
                     Ok(ev) => self.on_event(ev),
@@ -926,14 +925,19 @@ fn resolve(names: &[(String, u16)]) -> Vec<(String, u16, SocketAddr)> {
     out
 }
 
+/// Backend names (host, port) to resolve, numbered.
+type NameList = (u64, Vec<(String, u16)>);
+/// The resolver's answer for a numbered list: the names that resolved.
+type Resolved = (u64, Vec<(String, u16, SocketAddr)>);
+
 /// How long the start waits for the first resolution.
 const START_RESOLVE_WAIT: Duration = Duration::from_secs(5);
 
 /// The resolver thread (the control side's blocking helper for DNS): a new
 /// name list is resolved at once and answered with its number; the
 /// current list is resolved again every `RESOLVE_EVERY`.
-fn resolver(names: Receiver<(u64, Vec<(String, u16)>)>, out: Sender<(u64, Vec<(String, u16, SocketAddr)>)>) {
-    let mut current: (u64, Vec<(String, u16)>) = (0, Vec::new());
+fn resolver(names: Receiver<NameList>, out: Sender<Resolved>) {
+    let mut current: NameList = (0, Vec::new());
     loop {
         match names.recv_timeout(RESOLVE_EVERY) {
             Ok(n) => current = n,

@@ -469,6 +469,11 @@ impl BackendHandle {
         self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Requests read and not yet answered, now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)

@@ -140,6 +140,15 @@ impl Client {
         Client { stream, buf: Vec::new() }
     }
 
+    /// Like `connect`, but a failed connect is an `Err` (within `timeout`).
+    pub fn try_connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Client { stream, buf: Vec::new() })
+    }
+
     /// Writes exactly `bytes`.
     pub fn send(&mut self, bytes: &[u8]) -> &mut Client {
         self.stream.write_all(bytes).unwrap_or_else(|e| panic!("write to ringway: {e}"));
