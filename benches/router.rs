@@ -33,6 +33,7 @@ fn worker_with(routes: usize, wildcard: bool) -> Worker {
         down: Default::default(),
         timeouts: config.timeouts,
         limits: config.limits,
+        http2: config.http2,
         tls: None,
     };
     let (tx, _rx) = crossbeam_channel::unbounded();

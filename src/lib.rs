@@ -31,6 +31,7 @@ pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod http2;
 pub mod proxy;
 pub mod route;
 pub mod router;

@@ -142,6 +142,9 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
                     Some(guard) if tls => {
                         monoio::spawn(serve_tls(guard, stream, peer));
                     }
+                    Some(guard) if worker.active().http2.h2c => {
+                        monoio::spawn(serve_plain(guard, stream, peer));
+                    }
                     Some(guard) => {
                         monoio::spawn(crate::proxy::serve_client(guard, Stream::plain(stream), peer));
                     }
@@ -179,10 +182,39 @@ async fn serve_tls(guard: ConnGuard, tcp: monoio::net::TcpStream, peer: std::net
     let handshake = Box::pin(crate::tls::accept(tcp, tls.config.clone(), &tls.state.index));
     let done = idle::before(&w.timers, deadline, handshake).await;
     match done {
+        Some(Ok(stream)) if stream.alpn() == Some(b"h2") => Box::pin(crate::http2::serve(guard, stream, peer)).await,
         Some(Ok(stream)) => crate::proxy::serve_client(guard, stream, peer).await,
         Some(Err(e)) => tracing::debug!(worker = w.index, %peer, error = %e, "TLS handshake failed"),
         None => tracing::debug!(worker = w.index, %peer, "TLS handshake timed out"),
     }
+}
+
+/// A plain connection where h2c is on: HTTP/2 with prior knowledge when
+/// its first bytes are the HTTP/2 preface, else HTTP/1.1.
+async fn serve_plain(guard: ConnGuard, tcp: monoio::net::TcpStream, peer: std::net::SocketAddr) {
+    let w = guard.worker().clone();
+    let deadline = Instant::now() + w.active().timeouts.client_head;
+    if !matches!(idle::before(&w.timers, deadline, tcp.readable(false)).await, Some(Ok(()))) {
+        return;
+    }
+    if starts_with_preface(&tcp) {
+        Box::pin(crate::http2::serve(guard, Stream::plain(tcp), peer)).await;
+    } else {
+        crate::proxy::serve_client(guard, Stream::plain(tcp), peer).await;
+    }
+}
+
+/// Whether the bytes waiting on `tcp` begin like the HTTP/2 preface (the
+/// h2 handshake then checks all of it). "PRI " is enough: no HTTP/1.1
+/// request ringway serves starts so.
+fn starts_with_preface(tcp: &monoio::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut first = [0u8; 4];
+    // SAFETY: a non-blocking peek into a local buffer on a socket we own.
+    let n = unsafe {
+        libc::recv(tcp.as_raw_fd(), first.as_mut_ptr().cast(), first.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    n == 4 && first == crate::http2::PREFACE[..4]
 }
 
 /// Hands buffered access-log lines to the writer every 100 ms.

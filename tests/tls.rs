@@ -715,19 +715,28 @@ fn min_version_13_refuses_tls12() {
 }
 
 #[test]
-fn alpn_negotiates_http11() {
+fn alpn_offers_h2_first_and_http11_and_h2_can_be_turned_off() {
     let ca = TestCa::new();
     let leaf = ca.issue(&["a.test"]);
     let b = Backend::respond(200, "ok").start();
     let rw = Ringway::start(tls_config(vec![any_route(&b)], vec![cert_file(&leaf, true)]));
-
     let s = handshake(&rw, Some("a.test"), &["-alpn", "h2,http/1.1"]);
     assert!(s.handshake_ok(), "{}\n{}", s.stdout, s.stderr);
+    assert_eq!(s.alpn.as_deref(), Some("h2"), "{}", s.stdout);
+    let s = handshake(&rw, Some("a.test"), &["-alpn", "http/1.1"]);
     assert_eq!(s.alpn.as_deref(), Some("http/1.1"), "{}", s.stdout);
-    // A client that offers only h2 gets no ALPN protocol rather than h2.
+    let r = curl_https_with(tls_port(&rw), "a.test", "/", ca.ca_path(), &["--http2"]);
+    assert_eq!((r.exit_code, r.status, r.http_version.as_str()), (0, 200, "2"), "curl --http2: {}", r.stderr);
+
+    // "http2": {"enabled": false}: HTTP/1.1 only; a client offering only h2
+    // gets no ALPN protocol rather than h2.
+    let mut cfg = tls_config(vec![any_route(&b)], vec![cert_file(&leaf, true)]);
+    cfg["http2"] = json!({"enabled": false});
+    let rw = Ringway::start(cfg);
+    let s = handshake(&rw, Some("a.test"), &["-alpn", "h2,http/1.1"]);
+    assert_eq!(s.alpn.as_deref(), Some("http/1.1"), "{}", s.stdout);
     let s = handshake(&rw, Some("a.test"), &["-alpn", "h2"]);
     assert_ne!(s.alpn.as_deref(), Some("h2"), "h2 negotiated:\n{}", s.stdout);
-    // curl asking for HTTP/2 falls back to HTTP/1.1.
     let r = curl_https_with(tls_port(&rw), "a.test", "/", ca.ca_path(), &["--http2"]);
     assert_eq!((r.exit_code, r.status, r.http_version.as_str()), (0, 200, "1.1"), "curl --http2: {}", r.stderr);
 }

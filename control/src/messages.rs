@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     /// Global limits.
     pub limits: Limits,
+    /// HTTP/2 settings.
+    pub http2: crate::model::Http2,
     /// TLS state built by the data plane's controller (see `Opaque`).
     pub tls: Option<Opaque>,
 }

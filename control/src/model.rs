@@ -155,6 +155,94 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// TLS listeners and certificates, if any.
     pub tls: Option<Tls>,
+    /// HTTP/2 from clients.
+    pub http2: Http2,
+}
+
+/// `http2`: HTTP/2 from clients (over TLS by ALPN; h2c by prior knowledge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2 {
+    /// Offer `h2` by ALPN on TLS listeners.
+    pub enabled: bool,
+    /// Accept HTTP/2 with prior knowledge on plain listeners.
+    pub h2c: bool,
+    /// Streams a client may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Largest decoded header list (also bounded by `limits.maxHeadBytes`
+    /// once the request is written as HTTP/1.1).
+    pub max_header_list_bytes: u32,
+    /// Each stream's receive window.
+    pub initial_stream_window: u32,
+    /// The connection's receive window.
+    pub initial_connection_window: u32,
+    /// Largest frame accepted.
+    pub max_frame_size: u32,
+    /// A connection without open streams is closed (GOAWAY) after this.
+    pub idle: Duration,
+    /// Longest wait for the client's preface and SETTINGS.
+    pub handshake: Duration,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Http2 {
+            enabled: true,
+            h2c: false,
+            max_concurrent_streams: 128,
+            max_header_list_bytes: 65536,
+            initial_stream_window: 256 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_frame_size: 16384,
+            idle: Duration::from_secs(60),
+            handshake: Duration::from_secs(10),
+        }
+    }
+}
+
+fn http2_from(raw: Option<&crate::raw::RawHttp2>, errs: &mut Errs) -> Http2 {
+    let d = Http2::default();
+    let Some(h) = raw else { return d };
+    let f =
+        |v, def: u32, min, max, field: &str, errs: &mut Errs| bounded(v, u64::from(def), min, max, field, errs) as u32;
+    Http2 {
+        enabled: h.enabled.unwrap_or(d.enabled),
+        h2c: h.h2c.unwrap_or(d.h2c),
+        max_concurrent_streams: f(
+            h.max_concurrent_streams,
+            d.max_concurrent_streams,
+            1,
+            10_000,
+            "http2.maxConcurrentStreams",
+            errs,
+        ),
+        max_header_list_bytes: f(
+            h.max_header_list_bytes,
+            d.max_header_list_bytes,
+            1024,
+            1 << 20,
+            "http2.maxHeaderListBytes",
+            errs,
+        ),
+        initial_stream_window: f(
+            h.initial_stream_window_bytes,
+            d.initial_stream_window,
+            1024,
+            (1 << 31) - 1,
+            "http2.initialStreamWindowBytes",
+            errs,
+        ),
+        initial_connection_window: f(
+            h.initial_connection_window_bytes,
+            d.initial_connection_window,
+            65535,
+            (1 << 31) - 1,
+            "http2.initialConnectionWindowBytes",
+            errs,
+        ),
+        max_frame_size: f(h.max_frame_bytes, d.max_frame_size, 16384, (1 << 24) - 1, "http2.maxFrameBytes", errs),
+        idle: ms(h.idle_ms, d.idle, "http2.idleMs", errs),
+        handshake: ms(h.handshake_ms, d.handshake, "http2.handshakeMs", errs),
+    }
 }
 
 /// `tls`: listeners, certificates and protocol settings.
@@ -659,6 +747,7 @@ impl TryFrom<&RawConfig> for Config {
         let access_log = raw.access_log.as_ref().and_then(|a| a.path.as_ref()).map(PathBuf::from);
         let state_file = raw.state_file.as_ref().map(PathBuf::from);
         let tls = raw.tls.as_ref().and_then(|t| tls_from(t, &mut errs));
+        let http2 = http2_from(raw.http2.as_ref(), &mut errs);
         let defaults = RouteDefaults {
             timeouts,
             max_body_bytes: limits.max_body_bytes,
@@ -677,7 +766,7 @@ impl TryFrom<&RawConfig> for Config {
             }
         }
         if errs.list.is_empty() {
-            Ok(Config { listen, workers, admin, timeouts, limits, health, access_log, state_file, routes, tls })
+            Ok(Config { listen, workers, admin, timeouts, limits, health, access_log, state_file, routes, tls, http2 })
         } else {
             Err(ConfigErrors(errs.list))
         }

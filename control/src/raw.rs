@@ -30,6 +30,32 @@ pub struct RawConfig {
     pub routes: Option<Vec<RawRoute>>,
     /// TLS listeners and their certificates.
     pub tls: Option<RawTls>,
+    /// HTTP/2 from clients.
+    pub http2: Option<RawHttp2>,
+}
+
+/// `http2`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawHttp2 {
+    /// Offer `h2` by ALPN on TLS listeners.
+    pub enabled: Option<bool>,
+    /// Accept HTTP/2 with prior knowledge on plain listeners.
+    pub h2c: Option<bool>,
+    /// Streams a client may have open at once.
+    pub max_concurrent_streams: Option<u64>,
+    /// Largest decoded header list.
+    pub max_header_list_bytes: Option<u64>,
+    /// Each stream's receive window.
+    pub initial_stream_window_bytes: Option<u64>,
+    /// The connection's receive window.
+    pub initial_connection_window_bytes: Option<u64>,
+    /// Largest frame we accept.
+    pub max_frame_bytes: Option<u64>,
+    /// A connection without open streams closes after this long.
+    pub idle_ms: Option<u64>,
+    /// Longest wait for the connection preface and SETTINGS.
+    pub handshake_ms: Option<u64>,
 }
 
 /// `tls`.

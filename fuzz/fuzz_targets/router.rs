@@ -22,6 +22,7 @@ thread_local! {
             down: Default::default(),
             timeouts: config.timeouts,
             limits: config.limits,
+            http2: config.http2,
             tls: None,
         };
         let (tx, _rx) = crossbeam_channel::unbounded();

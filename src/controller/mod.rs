@@ -292,6 +292,7 @@ impl Controller {
             down,
             timeouts: self.config.timeouts,
             limits: self.config.limits,
+            http2: self.config.http2,
             tls,
         })
     }

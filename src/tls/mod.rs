@@ -172,12 +172,14 @@ fn versions(tls13_only: bool) -> &'static [&'static rustls::SupportedProtocolVer
 pub fn server_config(
     state: &TlsState,
     cache: Arc<dyn StoresServerSessions>,
+    h2: bool,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(state.tls13_only))?
         .with_no_client_auth()
         .with_cert_resolver(state.index.clone());
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 first when offered (clients pick from what both speak).
+    cfg.alpn_protocols = if h2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     cfg.session_storage = cache;
     if let Some(t) = ticketer() {
         cfg.ticketer = t;

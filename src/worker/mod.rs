@@ -50,6 +50,8 @@ pub struct Active {
     pub limits: Limits,
     /// Global timeouts.
     pub timeouts: Timeouts,
+    /// HTTP/2 settings.
+    pub http2: control::model::Http2,
 }
 
 /// Reusable per-request buffers, lent to a connection only while it has
@@ -171,9 +173,11 @@ fn upstream_tls(state: Option<&crate::tls::TlsState>, key: &PoolKey) -> Option<U
     Some(UpstreamTls { config, name })
 }
 
-/// Decrements the connection counts when a connection ends.
+/// Decrements the connection counts when a connection ends (an HTTP/2
+/// stream's guard counts nothing: its connection is counted).
 pub struct ConnGuard {
     worker: Rc<Worker>,
+    counted: bool,
 }
 
 impl ConnGuard {
@@ -185,6 +189,9 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
         let w = &self.worker;
         w.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         let n = w.open.get().saturating_sub(1);
@@ -235,6 +242,7 @@ impl Worker {
                 generation: 0,
                 router: Router::default(),
                 limits: Limits::default(),
+                http2: control::model::Http2::default(),
                 timeouts: Timeouts::default(),
             })),
             backends: RefCell::new(HashMap::new()),
@@ -271,7 +279,7 @@ impl Worker {
         if cur.as_ref().is_some_and(|c| Arc::ptr_eq(&c.state, &state)) {
             return Some(state);
         }
-        match crate::tls::server_config(&state, self.session_cache.clone()) {
+        match crate::tls::server_config(&state, self.session_cache.clone(), snap.http2.enabled) {
             Ok(config) => *cur = Some(WorkerTls { state: state.clone(), config }),
             Err(e) => tracing::error!(worker = self.index, error = %e, "TLS config not built; keeping the last"),
         }
@@ -358,6 +366,11 @@ impl Worker {
         }
     }
 
+    /// A guard for one HTTP/2 stream (its connection holds the counted one).
+    pub fn stream_guard(self: &Rc<Self>) -> ConnGuard {
+        ConnGuard { worker: self.clone(), counted: false }
+    }
+
     /// Counts a new connection; `None` when over `maxConnections`.
     pub fn admit_connection(self: &Rc<Self>, max: usize) -> Option<ConnGuard> {
         let prev = self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
@@ -367,7 +380,7 @@ impl Worker {
             return None;
         }
         self.open.set(self.open.get() + 1);
-        Some(ConnGuard { worker: self.clone() })
+        Some(ConnGuard { worker: self.clone(), counted: true })
     }
 
     /// Builds this worker's structures from a snapshot, carrying over
@@ -469,6 +482,7 @@ impl Worker {
             generation: snap.generation,
             router: Router::new(&routes),
             limits: snap.limits,
+            http2: snap.http2,
             timeouts: snap.timeouts,
         });
     }

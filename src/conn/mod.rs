@@ -20,6 +20,9 @@
 //! longer shows, so `readable` answers at once when rustls holds plaintext
 //! (or a close) and only otherwise waits on the socket.
 
+pub mod compat;
+pub mod h2stream;
+
 use std::io::{self, BufRead, Write};
 use std::os::fd::AsRawFd;
 
@@ -42,6 +45,8 @@ pub enum Stream {
     /// TLS over TCP (boxed: the rustls state is large and plain
     /// connections should not pay for it).
     Tls(Box<TlsStream>),
+    /// One HTTP/2 stream, carrying one HTTP/1.1 exchange (see `h2stream`).
+    H2(Box<h2stream::H2Stream>),
 }
 
 /// A TLS connection: the socket, the rustls state, and outgoing ciphertext.
@@ -56,7 +61,7 @@ pub struct TlsStream {
 }
 
 /// What a TLS connection negotiated (for the access log).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct TlsInfo {
     /// "TLSv1.2" or "TLSv1.3".
     pub version: &'static str,
@@ -72,11 +77,28 @@ impl Stream {
         Stream::Plain(tcp)
     }
 
-    /// The underlying socket.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The underlying socket (none for an HTTP/2 stream).
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => &t.tcp,
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(t) => Some(&t.tcp),
+            Stream::H2(_) => None,
+        }
+    }
+
+    /// The ALPN protocol a TLS client and we agreed on.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Tls(t) => t.tls.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    /// The protocol the client speaks: `"h2"` for an HTTP/2 stream.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Stream::H2(_) => "h2",
+            _ => "h1",
         }
     }
 
@@ -90,6 +112,7 @@ impl Stream {
         match self {
             Stream::Plain(_) => None,
             Stream::Tls(t) => Some(TlsInfo { version: version_name(t.tls.protocol_version()) }),
+            Stream::H2(h) => h.info().tls,
         }
     }
 
@@ -101,12 +124,15 @@ impl Stream {
                 rustls::Connection::Client(_) => None,
             },
             Stream::Plain(_) => None,
+            Stream::H2(h) => h.info().sni.as_deref(),
         }
     }
 
     /// Sets TCP_NODELAY.
     pub fn set_nodelay(&self) {
-        let _ = self.tcp().set_nodelay(true);
+        if let Some(tcp) = self.tcp() {
+            let _ = tcp.set_nodelay(true);
+        }
     }
 
     /// Reads more bytes onto the end of `buf`, into its spare capacity
@@ -127,6 +153,7 @@ impl Stream {
                 }
             },
             Stream::Tls(t) => t.read(buf).await,
+            Stream::H2(h) => h.read(buf).await,
         }
     }
 
@@ -144,18 +171,23 @@ impl Stream {
                 }
             },
             Stream::Tls(t) => t.write(&buf[start..end]).await,
+            Stream::H2(h) => h.write(&buf[start..end]).await,
         }
     }
 
     /// Waits until a read would find something: bytes (or a close) on the
     /// socket, or plaintext a TLS stream already holds. Holds no buffer.
     pub async fn readable(&mut self) -> io::Result<()> {
-        if let Stream::Tls(t) = self {
-            if t.holds_input() {
-                return Ok(());
+        match self {
+            Stream::Plain(s) => s.readable(false).await,
+            Stream::Tls(t) => {
+                if t.holds_input() {
+                    return Ok(());
+                }
+                t.tcp.readable(false).await
             }
+            Stream::H2(h) => h.readable().await,
         }
-        self.tcp().readable(false).await
     }
 
     /// Sends what the socket takes at once, without waiting (a direct
@@ -207,12 +239,18 @@ impl Stream {
     /// a FIN, so the peer sees the end of the response and of the stream
     /// together and this side closes first.
     pub async fn close_write(&mut self) {
-        if let Stream::Tls(t) = self {
-            t.tls.send_close_notify();
-            let _ = Box::pin(t.flush()).await;
+        match self {
+            Stream::Tls(t) => {
+                t.tls.send_close_notify();
+                let _ = Box::pin(t.flush()).await;
+            }
+            Stream::H2(h) => return h.finish(),
+            Stream::Plain(_) => {}
         }
-        // SAFETY: shutting down the write half of a socket we own only sends a FIN.
-        unsafe { libc::shutdown(self.tcp().as_raw_fd(), libc::SHUT_WR) };
+        if let Some(tcp) = self.tcp() {
+            // SAFETY: shutting down the write half of a socket we own only sends a FIN.
+            unsafe { libc::shutdown(tcp.as_raw_fd(), libc::SHUT_WR) };
+        }
     }
 
     /// Whether the peer has neither closed nor written on an idle
@@ -223,7 +261,8 @@ impl Stream {
                 return false;
             }
         }
-        let fd = self.tcp().as_raw_fd();
+        let Some(tcp) = self.tcp() else { return false };
+        let fd = tcp.as_raw_fd();
         let mut byte = 0u8;
         // SAFETY: recv into a one-byte local buffer on a socket we own.
         let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };

@@ -1,0 +1,386 @@
+//! One HTTP/2 stream, seen by the request path as a connection that carries
+//! one HTTP/1.1 exchange.
+//!
+//! Reading gives the request as HTTP/1.1: a head written from the stream's
+//! decoded headers (`:authority` as Host; connection-specific fields, `TE`
+//! other than `trailers` and `Expect` left out; cookie crumbs joined), then
+//! the body — as sent when the client gave a Content-Length, else chunked,
+//! with its trailers. Our own HTTP/1.1 parser then checks that head like any
+//! other, so every phase (route, admission, policies, retries, stats, the
+//! access log) runs unchanged.
+//!
+//! Writing takes the HTTP/1.1 response the request path produces (its head,
+//! then the body in canonical framing) and turns it back into HEADERS, DATA
+//! and trailers, under the stream's flow control: a write waits until the
+//! client's window has room, so a slow reader holds back the backend, and
+//! a stream's memory stays within its window. A response that ends before
+//! its framing is complete resets the stream, so the client sees the
+//! truncation.
+//!
+//! Memory: the request body is pulled one DATA frame at a time, and the
+//! window is released as it is handed on, so at most a window's worth waits
+//! in h2 and one frame here.
+
+use std::future::poll_fn;
+use std::io;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response};
+
+use super::TlsInfo;
+use crate::http::{parse_response, push_chunk, slice, BodyKind, ChunkedDecoder, HeadLimits, Method};
+
+/// Fields that never cross between HTTP/2 and HTTP/1.1 (RFC 9113 8.2.2).
+const CONNECTION_SPECIFIC: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "te", "expect"];
+
+/// What the connection it came on negotiated (for the access log).
+#[derive(Clone, Debug, Default)]
+pub struct ConnInfo {
+    /// TLS version, when over TLS.
+    pub tls: Option<TlsInfo>,
+    /// The SNI name the client sent.
+    pub sni: Option<Box<str>>,
+}
+
+/// One stream as a connection (see the module docs).
+pub struct H2Stream {
+    /// Request bytes not yet read: the head, then body pieces.
+    inbound: Vec<u8>,
+    pos: usize,
+    /// The request body still to come.
+    body: Option<RecvStream>,
+    /// The body goes out chunked (the client sent no Content-Length).
+    chunked: bool,
+    respond: Option<SendResponse<Bytes>>,
+    out: Out,
+    /// The request was HEAD (its response has no body).
+    head_request: bool,
+    info: Rc<ConnInfo>,
+}
+
+/// Where the response stands.
+enum Out {
+    /// Head bytes gathered so far.
+    Head(Vec<u8>),
+    /// Sending the body, by its HTTP/1.1 framing.
+    Body(SendStream<Bytes>, Framing),
+    /// Complete (or abandoned after a reset).
+    Done,
+}
+
+enum Framing {
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+    UntilClose,
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl H2Stream {
+    /// A stream for `req`, answered through `respond`.
+    pub fn new(req: Request<RecvStream>, respond: SendResponse<Bytes>, info: Rc<ConnInfo>) -> H2Stream {
+        let (parts, body) = req.into_parts();
+        let mut head = Vec::with_capacity(512);
+        head.extend_from_slice(parts.method.as_str().as_bytes());
+        head.push(b' ');
+        match parts.uri.path_and_query() {
+            Some(pq) if !pq.as_str().is_empty() => head.extend_from_slice(pq.as_str().as_bytes()),
+            // CONNECT names an authority only (the request path refuses it).
+            _ if parts.method == http::Method::CONNECT => {
+                head.extend_from_slice(parts.uri.authority().map_or("", |a| a.as_str()).as_bytes())
+            }
+            _ => head.push(b'/'),
+        }
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        let authority = parts.uri.authority().map(|a| a.as_str().as_bytes().to_vec());
+        let host = authority.or_else(|| parts.headers.get(http::header::HOST).map(|h| h.as_bytes().to_vec()));
+        if let Some(h) = host {
+            head.extend_from_slice(b"host: ");
+            head.extend_from_slice(&h);
+            head.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in &parts.headers {
+            let n = name.as_str();
+            let keep = !CONNECTION_SPECIFIC.contains(&n) && n != "cookie";
+            if keep || (n == "te" && value.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+                head.extend_from_slice(n.as_bytes());
+                head.extend_from_slice(b": ");
+                head.extend_from_slice(value.as_bytes());
+                head.extend_from_slice(b"\r\n");
+            }
+        }
+        // HTTP/2 may split a cookie into crumbs; HTTP/1.1 wants one field.
+        for (i, c) in parts.headers.get_all(http::header::COOKIE).iter().enumerate() {
+            head.extend_from_slice(if i == 0 { b"cookie: " } else { b"; " });
+            head.extend_from_slice(c.as_bytes());
+        }
+        if parts.headers.contains_key(http::header::COOKIE) {
+            head.extend_from_slice(b"\r\n");
+        }
+        let has_body = !body.is_end_stream();
+        let chunked = has_body && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+        if chunked {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        // One exchange per stream: the request path closes after it.
+        head.extend_from_slice(b"connection: close\r\n\r\n");
+        H2Stream {
+            inbound: head,
+            pos: 0,
+            body: has_body.then_some(body),
+            chunked,
+            respond: Some(respond),
+            out: Out::Head(Vec::new()),
+            head_request: parts.method == http::Method::HEAD,
+            info,
+        }
+    }
+
+    /// What the connection negotiated.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// Makes request bytes available in `inbound` (the next DATA frame,
+    /// or the end of the body); false at the end of the request.
+    async fn fill(&mut self) -> io::Result<bool> {
+        if self.pos < self.inbound.len() {
+            return Ok(true);
+        }
+        self.inbound.clear();
+        self.pos = 0;
+        let Some(body) = &mut self.body else { return Ok(false) };
+        match poll_fn(|cx| body.poll_data(cx)).await {
+            Some(Ok(data)) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                if self.chunked {
+                    push_chunk(&mut self.inbound, &data);
+                } else {
+                    self.inbound.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(other(e)),
+            None => {
+                let trailers = poll_fn(|cx| body.poll_trailers(cx)).await.map_err(other)?;
+                self.body = None;
+                if self.chunked {
+                    self.inbound.extend_from_slice(b"0\r\n");
+                    for (name, value) in trailers.iter().flatten() {
+                        self.inbound.extend_from_slice(name.as_str().as_bytes());
+                        self.inbound.extend_from_slice(b": ");
+                        self.inbound.extend_from_slice(value.as_bytes());
+                        self.inbound.extend_from_slice(b"\r\n");
+                    }
+                    self.inbound.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads request bytes onto the end of `buf` (into its spare capacity,
+    /// or all of the next piece when there is none); `Ok(0)` at the end.
+    pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        while self.pos >= self.inbound.len() {
+            if !self.fill().await? {
+                return Ok(0);
+            }
+        }
+        let avail = &self.inbound[self.pos..];
+        let room = buf.capacity() - buf.len();
+        let n = if room == 0 { avail.len() } else { avail.len().min(room) };
+        buf.extend_from_slice(&avail[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+
+    /// Waits until a read would find something (bytes or the end).
+    pub async fn readable(&mut self) -> io::Result<()> {
+        self.fill().await.map(|_| ())
+    }
+
+    /// Takes response bytes (HTTP/1.1, as the request path writes them);
+    /// returns once they are handed to h2 within the client's window.
+    pub async fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            rest = match &mut self.out {
+                Out::Head(_) => self.take_head(rest)?,
+                Out::Body(send, framing) => {
+                    let (used, end) = send_body(send, framing, rest).await?;
+                    if end {
+                        self.out = Out::Done;
+                    }
+                    &rest[used..]
+                }
+                // Anything after the end is not ours to send.
+                Out::Done => &[],
+            };
+        }
+        Ok(data.len())
+    }
+
+    /// Gathers the response head; once complete, sends HEADERS. Returns
+    /// what follows the head in `data`.
+    fn take_head<'d>(&mut self, data: &'d [u8]) -> io::Result<&'d [u8]> {
+        let Out::Head(buf) = &mut self.out else { return Ok(data) };
+        let before = buf.len();
+        buf.extend_from_slice(data);
+        let method = if self.head_request { Method::Head } else { Method::Get };
+        let limits = HeadLimits { max_head_bytes: 1 << 20, max_headers: 256 };
+        let mut spans = Vec::new();
+        let Some(h) = parse_response(buf, &limits, method, &mut spans).map_err(|e| other(e.reason()))? else {
+            return Ok(&[]);
+        };
+        let used = h.head_len - before;
+        if h.status < 200 {
+            // 1xx: not relayed (Expect is not forwarded, upgrades are not
+            // offered over HTTP/2); the final answer follows.
+            buf.clear();
+            return Ok(&data[used..]);
+        }
+        let mut resp = Response::builder().status(h.status);
+        if let Some(headers) = resp.headers_mut() {
+            for s in &spans {
+                let (name, value) = (slice(buf, s.name), slice(buf, s.value));
+                let Ok(name) = HeaderName::from_bytes(name) else { continue };
+                if CONNECTION_SPECIFIC.contains(&name.as_str()) {
+                    continue;
+                }
+                if let Ok(v) = HeaderValue::from_bytes(value) {
+                    headers.append(name, v);
+                }
+            }
+        }
+        let resp = resp.body(()).map_err(other)?;
+        let framing = match h.body {
+            BodyKind::None => None,
+            BodyKind::Length(0) => None,
+            BodyKind::Length(n) => Some(Framing::Length(n)),
+            BodyKind::Chunked => Some(Framing::Chunked(Box::new(ChunkedDecoder::new(0)))),
+            BodyKind::UntilClose => Some(Framing::UntilClose),
+        };
+        let Some(respond) = self.respond.as_mut() else { return Err(io::ErrorKind::BrokenPipe.into()) };
+        let send = respond.send_response(resp, framing.is_none()).map_err(other)?;
+        self.out = match framing {
+            Some(f) => Out::Body(send, f),
+            None => Out::Done,
+        };
+        Ok(&data[used..])
+    }
+
+    /// The request path ends the response: a body that runs to the close
+    /// ends here; anything else incomplete is reset.
+    pub fn finish(&mut self) {
+        match std::mem::replace(&mut self.out, Out::Done) {
+            Out::Body(mut send, Framing::UntilClose) => {
+                let _ = send.send_data(Bytes::new(), true);
+            }
+            Out::Body(mut send, _) => send.send_reset(Reason::INTERNAL_ERROR),
+            Out::Head(_) => {
+                if let Some(r) = self.respond.as_mut() {
+                    r.send_reset(Reason::INTERNAL_ERROR);
+                }
+            }
+            Out::Done => {}
+        }
+    }
+}
+
+impl Drop for H2Stream {
+    /// A response left incomplete (the backend failed mid-body, a write
+    /// timed out) resets the stream: never a complete-looking body.
+    fn drop(&mut self) {
+        match &mut self.out {
+            Out::Done => {}
+            Out::Body(send, _) => send.send_reset(Reason::INTERNAL_ERROR),
+            Out::Head(_) => {
+                if let Some(r) = self.respond.as_mut() {
+                    r.send_reset(Reason::INTERNAL_ERROR);
+                }
+            }
+        }
+    }
+}
+
+/// Sends body bytes by the response's HTTP/1.1 framing; returns how many
+/// of `data` were taken and whether the body is complete (END_STREAM sent).
+async fn send_body(send: &mut SendStream<Bytes>, framing: &mut Framing, data: &[u8]) -> io::Result<(usize, bool)> {
+    match framing {
+        Framing::Length(left) => {
+            let take = (*left).min(data.len() as u64) as usize;
+            *left -= take as u64;
+            let end = *left == 0;
+            send_flow(send, &data[..take], end).await?;
+            Ok((take, end))
+        }
+        Framing::UntilClose => {
+            send_flow(send, data, false).await?;
+            Ok((data.len(), false))
+        }
+        Framing::Chunked(d) => {
+            let mut pieces: Vec<u8> = Vec::new();
+            let (used, fin) = d.feed(data, &mut |p| pieces.extend_from_slice(p)).map_err(|_| other("bad chunk"))?;
+            send_flow(send, &pieces, false).await?;
+            if fin {
+                let trailers = trailer_map(d.trailers());
+                if trailers.is_empty() {
+                    send.send_data(Bytes::new(), true).map_err(other)?;
+                } else {
+                    send.send_trailers(trailers).map_err(other)?;
+                }
+            }
+            Ok((used, fin))
+        }
+    }
+}
+
+/// Trailer fields (`name:value\r\n` each, as the chunked decoder keeps
+/// them) as a header map; fields HTTP/2 cannot carry are dropped.
+fn trailer_map(raw: &[u8]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for line in raw.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else { continue };
+        if !CONNECTION_SPECIFIC.contains(&name.as_str()) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// Sends `data` as DATA frames as the client's window allows (waiting for
+/// it to open); `end` ends the stream with the last of it.
+async fn send_flow(send: &mut SendStream<Bytes>, mut data: &[u8], end: bool) -> io::Result<()> {
+    if data.is_empty() {
+        if end {
+            send.send_data(Bytes::new(), true).map_err(other)?;
+        }
+        return Ok(());
+    }
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(other(e)),
+            None => return Err(io::ErrorKind::BrokenPipe.into()),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let n = granted.min(data.len());
+        let last = end && n == data.len();
+        send.send_data(Bytes::copy_from_slice(&data[..n]), last).map_err(other)?;
+        data = &data[n..];
+    }
+    Ok(())
+}

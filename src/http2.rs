@@ -1,0 +1,108 @@
+//! HTTP/2 from clients: one connection's frames (the `h2` crate, over
+//! monoio-compat's `StreamWrapper` on our own plain or TLS stream; no tokio
+//! runtime), its settings and the timeouts h2 lacks (preface and SETTINGS,
+//! idle), a graceful GOAWAY on drain, and one task per stream on the worker
+//! that accepted the connection, running the ordinary request path (see
+//! `conn::h2stream`). The h2 crate carries the flood defences (rapid
+//! reset, CONTINUATION floods, excess resets); a connection it gives up on
+//! is logged once, as a warning with the peer's address.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use monoio_compat::StreamWrapper;
+
+use crate::conn::compat::CompatIo;
+use crate::conn::h2stream::{ConnInfo, H2Stream};
+use crate::conn::Stream;
+use crate::worker::{idle, ConnGuard, Worker};
+
+/// The HTTP/2 connection preface's first bytes (a plain listener with h2c
+/// tells HTTP/2 from HTTP/1.1 by them).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Socket I/O buffers of an HTTP/2 connection (each way).
+const IO_BUFFER: usize = 8 * 1024;
+
+/// Most response bytes h2 buffers per stream before a write waits.
+const SEND_BUFFER: usize = 64 * 1024;
+
+/// Serves one HTTP/2 connection until it closes, idles out or drains.
+pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
+    let w = guard.worker().clone();
+    let s = w.active().http2;
+    let info = Rc::new(ConnInfo { tls: stream.tls_info(), sni: stream.sni().map(Box::from) });
+    let io = StreamWrapper::new_with_buffer_size(CompatIo::new(stream), IO_BUFFER, IO_BUFFER);
+    let mut b = h2::server::Builder::new();
+    b.max_concurrent_streams(s.max_concurrent_streams)
+        .max_header_list_size(s.max_header_list_bytes)
+        .initial_window_size(s.initial_stream_window)
+        .initial_connection_window_size(s.initial_connection_window)
+        .max_frame_size(s.max_frame_size)
+        .max_send_buffer_size(SEND_BUFFER);
+    let handshake = Box::pin(b.handshake::<_, Bytes>(io));
+    let mut conn = match idle::before(&w.timers, Instant::now() + s.handshake, handshake).await {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            tracing::debug!(worker = w.index, %peer, error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+        None => {
+            tracing::debug!(worker = w.index, %peer, "HTTP/2 handshake timed out");
+            return;
+        }
+    };
+    let streams = Rc::new(Streams { open: Cell::new(0), last: Cell::new(Instant::now()) });
+    let mut closing: Option<Instant> = None;
+    loop {
+        let tick = monoio::time::sleep(s.idle.min(Duration::from_secs(1)));
+        let next = monoio::select! {
+            r = conn.accept() => Some(r),
+            _ = w.drain.wait(), if closing.is_none() => None,
+            _ = tick => None,
+        };
+        match next {
+            Some(Some(Ok((req, respond)))) => {
+                let stream = H2Stream::new(req, respond, info.clone());
+                monoio::spawn(run_stream(w.clone(), stream, peer, streams.clone()));
+            }
+            Some(Some(Err(e))) => {
+                if e.is_io() || e.reason() == Some(h2::Reason::NO_ERROR) {
+                    tracing::debug!(worker = w.index, %peer, error = %e, "HTTP/2 connection ended");
+                } else {
+                    tracing::warn!(worker = w.index, %peer, error = %e, "HTTP/2 connection closed on error");
+                }
+                return;
+            }
+            Some(None) => return,
+            None => {
+                let idle = streams.open.get() == 0 && streams.last.get().elapsed() >= s.idle;
+                if closing.is_none() && (w.drain.is_fired() || idle) {
+                    // GOAWAY; open streams finish within the drain budget.
+                    conn.graceful_shutdown();
+                    closing = Some(Instant::now() + w.active().timeouts.drain);
+                }
+                if closing.is_some_and(|t| Instant::now() >= t) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A connection's open streams, and when the last one ended.
+struct Streams {
+    open: Cell<usize>,
+    last: Cell<Instant>,
+}
+
+/// One stream through the ordinary request path.
+async fn run_stream(w: std::rc::Rc<Worker>, stream: H2Stream, peer: SocketAddr, streams: Rc<Streams>) {
+    streams.open.set(streams.open.get() + 1);
+    crate::proxy::serve_client(w.stream_guard(), Stream::H2(Box::new(stream)), peer).await;
+    streams.open.set(streams.open.get() - 1);
+    streams.last.set(Instant::now());
+}
