@@ -161,6 +161,16 @@ pub fn begin(line: &mut Vec<u8>, now: SystemTime, request_id: &[u8], client: Soc
     push_json_str(line, path);
 }
 
+/// The connection's facts for its log lines: the protocol (`h1`, `h2`)
+/// and, over TLS, version and SNI.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnFields<'a> {
+    /// `h1` or `h2`.
+    pub protocol: &'a str,
+    /// TLS facts, over TLS.
+    pub tls: Option<TlsFields<'a>>,
+}
+
 /// A TLS connection's facts for its log lines: version and SNI.
 #[derive(Clone, Copy, Debug)]
 pub struct TlsFields<'a> {
@@ -170,21 +180,17 @@ pub struct TlsFields<'a> {
     pub sni: Option<&'a str>,
 }
 
-/// Ends a line with the outcome (and, on TLS connections, the version and SNI).
-pub fn finish(
-    line: &mut Vec<u8>,
-    status: u16,
-    backend: Option<&str>,
-    bytes: u64,
-    duration_us: u64,
-    tls: Option<TlsFields<'_>>,
-) {
+/// Ends a line with the outcome, the protocol (and, on TLS connections,
+/// the version and SNI).
+pub fn finish(line: &mut Vec<u8>, status: u16, backend: Option<&str>, bytes: u64, duration_us: u64, conn: ConnFields<'_>) {
     let _ = write!(line, ",\"status\":{status},\"backend\":");
     match backend {
         Some(b) => push_json_str(line, b.as_bytes()),
         None => line.extend_from_slice(b"null"),
     }
-    if let Some(t) = tls {
+    line.extend_from_slice(b",\"protocol\":");
+    push_json_str(line, conn.protocol.as_bytes());
+    if let Some(t) = conn.tls {
         line.extend_from_slice(b",\"tls\":");
         push_json_str(line, t.version.as_bytes());
         line.extend_from_slice(b",\"sni\":");
@@ -206,7 +212,8 @@ mod tests {
         let mut l = Vec::new();
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         begin(&mut l, t, b"abc", "127.0.0.1:5".parse().expect("addr"), b"GET", b"/a\"b");
-        finish(&mut l, 200, Some("n1"), 12, 345, Some(TlsFields { version: "TLSv1.3", sni: Some("a.test") }));
+        let tls = Some(TlsFields { version: "TLSv1.3", sni: Some("a.test") });
+        finish(&mut l, 200, Some("n1"), 12, 345, ConnFields { protocol: "h2", tls });
         let v: serde_json::Value = serde_json::from_slice(&l).expect("json");
         assert_eq!(v["time"], "2023-11-14T22:13:20.123Z");
         assert_eq!(v["path"], "/a\"b");
@@ -215,5 +222,6 @@ mod tests {
         assert_eq!(v["durationUs"], 345);
         assert_eq!(v["tls"], "TLSv1.3");
         assert_eq!(v["sni"], "a.test");
+        assert_eq!(v["protocol"], "h2");
     }
 }

@@ -18,6 +18,7 @@ use monoio_compat::StreamWrapper;
 use crate::conn::compat::CompatIo;
 use crate::conn::h2stream::{ConnInfo, H2Stream};
 use crate::conn::Stream;
+use crate::stats::bump;
 use crate::worker::{idle, ConnGuard, Worker};
 
 /// The HTTP/2 connection preface's first bytes (a plain listener with h2c
@@ -34,7 +35,8 @@ const SEND_BUFFER: usize = 64 * 1024;
 pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
     let w = guard.worker().clone();
     let s = w.active().http2;
-    let info = Rc::new(ConnInfo { tls: stream.tls_info(), sni: stream.sni().map(Box::from) });
+    let info =
+        Rc::new(ConnInfo { tls: stream.tls_info(), sni: stream.sni().map(Box::from), counters: w.proto.clone() });
     let io = StreamWrapper::new_with_buffer_size(CompatIo::new(stream), IO_BUFFER, IO_BUFFER);
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(s.max_concurrent_streams)
@@ -55,6 +57,7 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
             return;
         }
     };
+    bump(&w.proto.h2_connections);
     let streams = Rc::new(Streams { open: Cell::new(0), last: Cell::new(Instant::now()) });
     let mut closing: Option<Instant> = None;
     loop {
@@ -73,6 +76,7 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
                 if e.is_io() || e.reason() == Some(h2::Reason::NO_ERROR) {
                     tracing::debug!(worker = w.index, %peer, error = %e, "HTTP/2 connection ended");
                 } else {
+                    bump(&w.proto.h2_connection_errors);
                     tracing::warn!(worker = w.index, %peer, error = %e, "HTTP/2 connection closed on error");
                 }
                 return;

@@ -165,3 +165,45 @@ mod tests {
         assert_eq!(l.take_into(&mut out), 4..4, "zeroed");
     }
 }
+
+/// Requests by protocol and HTTP/2 events on one worker (cells bumped
+/// where they happen; taken and zeroed with each delta).
+#[derive(Default)]
+pub struct ProtoCounters {
+    /// Requests over HTTP/1.x.
+    pub h1: Cell<u64>,
+    /// Requests over HTTP/2.
+    pub h2: Cell<u64>,
+    /// HTTP/2 connections accepted.
+    pub h2_connections: Cell<u64>,
+    /// HTTP/2 connections closed on an error or flood.
+    pub h2_connection_errors: Cell<u64>,
+    /// Streams the client reset.
+    pub h2_reset_by_client: Cell<u64>,
+    /// Streams reset because the response could not complete.
+    pub h2_reset_incomplete: Cell<u64>,
+}
+
+/// Adds one to a counter cell.
+pub fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+impl ProtoCounters {
+    /// Whether anything was counted since the last take.
+    pub fn dirty(&self) -> bool {
+        self.h1.get() != 0 || self.h2.get() != 0 || self.h2_connections.get() != 0
+    }
+
+    /// What was counted, zeroing it.
+    pub fn take(&self) -> control::stats::Protocols {
+        control::stats::Protocols {
+            h1: self.h1.take(),
+            h2: self.h2.take(),
+            h2_connections: self.h2_connections.take(),
+            h2_connection_errors: self.h2_connection_errors.take(),
+            h2_reset_by_client: self.h2_reset_by_client.take(),
+            h2_reset_incomplete: self.h2_reset_incomplete.take(),
+        }
+    }
+}

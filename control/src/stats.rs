@@ -118,12 +118,53 @@ pub struct StatsDelta {
     pub unrouted: Counters,
     /// This worker's resource levels now.
     pub levels: Levels,
+    /// Requests by protocol and HTTP/2 events since the last delta.
+    pub protocols: Protocols,
     /// Every route's latency pairs (and those of unrouted requests, which
     /// count in the global histogram only), one flat list: one allocation
     /// per delta, not one per route.
     pub route_latency: Vec<(u16, u64)>,
     /// Every backend's latency pairs.
     pub backend_latency: Vec<(u16, u64)>,
+}
+
+/// Requests by the protocol the client spoke, and HTTP/2 events
+/// (counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Protocols {
+    /// Requests over HTTP/1.x.
+    pub h1: u64,
+    /// Requests over HTTP/2 (streams).
+    pub h2: u64,
+    /// HTTP/2 connections accepted.
+    pub h2_connections: u64,
+    /// HTTP/2 connections closed on a protocol error or a flood.
+    pub h2_connection_errors: u64,
+    /// Streams the client reset.
+    pub h2_reset_by_client: u64,
+    /// Streams reset by ringway because the response could not complete.
+    pub h2_reset_incomplete: u64,
+}
+
+impl Protocols {
+    /// Adds `o` to these.
+    pub fn add(&mut self, o: &Protocols) {
+        self.h1 += o.h1;
+        self.h2 += o.h2;
+        self.h2_connections += o.h2_connections;
+        self.h2_connection_errors += o.h2_connection_errors;
+        self.h2_reset_by_client += o.h2_reset_by_client;
+        self.h2_reset_incomplete += o.h2_reset_incomplete;
+    }
+
+    fn json(&self) -> Value {
+        json!({"h1": self.h1, "h2": self.h2})
+    }
+
+    fn http2_json(&self) -> Value {
+        json!({"connections": self.h2_connections, "connectionErrors": self.h2_connection_errors,
+               "streamsReset": {"byClient": self.h2_reset_by_client, "incompleteResponse": self.h2_reset_incomplete}})
+    }
 }
 
 /// A worker's resource levels (gauges, not counters): what a soak or a
@@ -301,6 +342,7 @@ pub struct StatsStore {
     routes: HashMap<String, Series>,
     backends: HashMap<BackendKey, BackendAgg>,
     levels: BTreeMap<usize, Levels>,
+    protocols: Protocols,
 }
 
 /// How a backend stands, for the stats view.
@@ -335,6 +377,7 @@ impl StatsStore {
             agg.latency.add_sparse(pairs(&d.backend_latency, &b.latency));
         }
         self.levels.insert(worker, d.levels);
+        self.protocols.add(&d.protocols);
     }
 
     /// Every worker's levels, summed.
@@ -372,6 +415,8 @@ impl StatsStore {
         v["openConnections"] = json!(l.open_connections);
         v["buffers"] = json!({"inUse": l.buffers_in_use, "pooled": l.buffers_pooled});
         v["upstreamIdleConnections"] = json!(l.upstream_idle);
+        v["protocols"] = self.protocols.json();
+        v["http2"] = self.protocols.http2_json();
         let routes: serde_json::Map<String, Value> =
             self.routes.iter().map(|(k, s)| (k.clone(), s.json(now)["requests"]["total"].clone())).collect();
         v["routes"] = Value::Object(routes);
@@ -474,6 +519,21 @@ impl StatsStore {
         let _ = writeln!(out, "# HELP ringway_upstream_idle_connections Idle upstream connections kept for reuse.");
         let _ = writeln!(out, "# TYPE ringway_upstream_idle_connections gauge");
         let _ = writeln!(out, "ringway_upstream_idle_connections {}", l.upstream_idle);
+        let p = &self.protocols;
+        let _ = writeln!(out, "# HELP ringway_requests_by_protocol_total Requests by the protocol the client spoke.");
+        let _ = writeln!(out, "# TYPE ringway_requests_by_protocol_total counter");
+        let _ = writeln!(out, "ringway_requests_by_protocol_total{{protocol=\"h1\"}} {}", p.h1);
+        let _ = writeln!(out, "ringway_requests_by_protocol_total{{protocol=\"h2\"}} {}", p.h2);
+        let _ = writeln!(out, "# HELP ringway_h2_connections_total HTTP/2 connections accepted.");
+        let _ = writeln!(out, "# TYPE ringway_h2_connections_total counter");
+        let _ = writeln!(out, "ringway_h2_connections_total {}", p.h2_connections);
+        let _ = writeln!(out, "# HELP ringway_h2_connection_errors_total HTTP/2 connections closed on a protocol error or flood.");
+        let _ = writeln!(out, "# TYPE ringway_h2_connection_errors_total counter");
+        let _ = writeln!(out, "ringway_h2_connection_errors_total {}", p.h2_connection_errors);
+        let _ = writeln!(out, "# HELP ringway_h2_streams_reset_total HTTP/2 streams reset, by reason.");
+        let _ = writeln!(out, "# TYPE ringway_h2_streams_reset_total counter");
+        let _ = writeln!(out, "ringway_h2_streams_reset_total{{reason=\"client\"}} {}", p.h2_reset_by_client);
+        let _ = writeln!(out, "ringway_h2_streams_reset_total{{reason=\"incomplete_response\"}} {}", p.h2_reset_incomplete);
         out
     }
 }

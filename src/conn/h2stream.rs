@@ -32,19 +32,23 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
 
 use super::TlsInfo;
+use crate::stats::{bump, ProtoCounters};
 use crate::http::{parse_response, push_chunk, slice, BodyKind, ChunkedDecoder, HeadLimits, Method};
 
 /// Fields that never cross between HTTP/2 and HTTP/1.1 (RFC 9113 8.2.2).
 const CONNECTION_SPECIFIC: &[&str] =
     &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "te", "expect"];
 
-/// What the connection it came on negotiated (for the access log).
-#[derive(Clone, Debug, Default)]
+/// What the connection it came on negotiated (for the access log), and
+/// where its streams' resets are counted.
+#[derive(Default)]
 pub struct ConnInfo {
     /// TLS version, when over TLS.
     pub tls: Option<TlsInfo>,
     /// The SNI name the client sent.
     pub sni: Option<Box<str>>,
+    /// The worker's counters.
+    pub counters: Rc<ProtoCounters>,
 }
 
 /// One stream as a connection (see the module docs).
@@ -166,7 +170,7 @@ impl H2Stream {
                     self.inbound.extend_from_slice(&data);
                 }
             }
-            Some(Err(e)) => return Err(other(e)),
+            Some(Err(e)) => return Err(self.h2_error(e)),
             None => {
                 let trailers = poll_fn(|cx| body.poll_trailers(cx)).await.map_err(other)?;
                 self.body = None;
@@ -183,6 +187,28 @@ impl H2Stream {
             }
         }
         Ok(true)
+    }
+
+    /// An h2 error as an I/O error, counting a client's reset.
+    fn h2_error(&self, e: h2::Error) -> io::Error {
+        if e.is_reset() && e.is_remote() {
+            bump(&self.info.counters.h2_reset_by_client);
+        }
+        other(e)
+    }
+
+    /// Counts (and sends) a reset for a response that cannot complete.
+    fn reset_incomplete(&mut self) {
+        match std::mem::replace(&mut self.out, Out::Done) {
+            Out::Done => return,
+            Out::Body(mut send, _) => send.send_reset(Reason::INTERNAL_ERROR),
+            Out::Head(_) => {
+                if let Some(r) = self.respond.as_mut() {
+                    r.send_reset(Reason::INTERNAL_ERROR);
+                }
+            }
+        }
+        bump(&self.info.counters.h2_reset_incomplete);
     }
 
     /// Reads request bytes onto the end of `buf` (into its spare capacity,
@@ -214,7 +240,15 @@ impl H2Stream {
             rest = match &mut self.out {
                 Out::Head(_) => self.take_head(rest)?,
                 Out::Body(send, framing) => {
-                    let (used, end) = send_body(send, framing, rest).await?;
+                    let (used, end) = match send_body(send, framing, rest).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            if e.kind() == io::ErrorKind::ConnectionReset {
+                                bump(&self.info.counters.h2_reset_by_client);
+                            }
+                            return Err(e);
+                        }
+                    };
                     if end {
                         self.out = Out::Done;
                     }
@@ -279,18 +313,11 @@ impl H2Stream {
     /// The request path ends the response: a body that runs to the close
     /// ends here; anything else incomplete is reset.
     pub fn finish(&mut self) {
-        match std::mem::replace(&mut self.out, Out::Done) {
-            Out::Body(mut send, Framing::UntilClose) => {
-                let _ = send.send_data(Bytes::new(), true);
-            }
-            Out::Body(mut send, _) => send.send_reset(Reason::INTERNAL_ERROR),
-            Out::Head(_) => {
-                if let Some(r) = self.respond.as_mut() {
-                    r.send_reset(Reason::INTERNAL_ERROR);
-                }
-            }
-            Out::Done => {}
+        if let Out::Body(send, Framing::UntilClose) = &mut self.out {
+            let _ = send.send_data(Bytes::new(), true);
+            self.out = Out::Done;
         }
+        self.reset_incomplete();
     }
 }
 
@@ -298,15 +325,7 @@ impl Drop for H2Stream {
     /// A response left incomplete (the backend failed mid-body, a write
     /// timed out) resets the stream: never a complete-looking body.
     fn drop(&mut self) {
-        match &mut self.out {
-            Out::Done => {}
-            Out::Body(send, _) => send.send_reset(Reason::INTERNAL_ERROR),
-            Out::Head(_) => {
-                if let Some(r) = self.respond.as_mut() {
-                    r.send_reset(Reason::INTERNAL_ERROR);
-                }
-            }
-        }
+        self.reset_incomplete();
     }
 }
 
@@ -371,6 +390,9 @@ async fn send_flow(send: &mut SendStream<Bytes>, mut data: &[u8], end: bool) -> 
         send.reserve_capacity(data.len());
         let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
             Some(Ok(n)) => n,
+            Some(Err(e)) if e.is_reset() && e.is_remote() => {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, e.to_string()))
+            }
             Some(Err(e)) => return Err(other(e)),
             None => return Err(io::ErrorKind::BrokenPipe.into()),
         };

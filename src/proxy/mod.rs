@@ -200,12 +200,14 @@ fn record(w: &Worker, client: &Stream, peer: SocketAddr, b: &mut Bufs, ex: &Exch
         duration_us: us,
     };
     w.record_exchange(ex.route.as_deref(), &outcome);
+    crate::stats::bump(if client.protocol() == "h2" { &w.proto.h2 } else { &w.proto.h1 });
     if let Some(log) = &w.log {
         if b.log.is_empty() {
             crate::accesslog::begin(&mut b.log, std::time::SystemTime::now(), b"-", peer, b"-", b"-");
         }
         let tls = client.tls_info().map(|i| crate::accesslog::TlsFields { version: i.version, sni: client.sni() });
-        crate::accesslog::finish(&mut b.log, ex.status, ex.backend.as_deref(), ex.bytes, us, tls);
+        let conn = crate::accesslog::ConnFields { protocol: client.protocol(), tls };
+        crate::accesslog::finish(&mut b.log, ex.status, ex.backend.as_deref(), ex.bytes, us, conn);
         log.push(&b.log);
     }
 }

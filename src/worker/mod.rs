@@ -146,6 +146,8 @@ pub struct Worker {
     tls: RefCell<Option<WorkerTls>>,
     /// This worker's TLS session cache (kept across certificate changes).
     session_cache: Arc<rustls::server::ServerSessionMemoryCache>,
+    /// Requests by protocol and HTTP/2 events.
+    pub proto: Rc<crate::stats::ProtoCounters>,
     /// The port of the first TLS listener (for `autoHttps` redirects).
     pub tls_port: Option<u16>,
 }
@@ -262,6 +264,7 @@ impl Worker {
             rid_counter: Cell::new(0),
             tls: RefCell::new(None),
             session_cache: rustls::server::ServerSessionMemoryCache::new(crate::tls::SESSION_CACHE),
+            proto: Rc::default(),
             tls_port: None,
         }
     }
@@ -540,6 +543,7 @@ impl Worker {
         !self.dirty_routes.borrow().is_empty()
             || !self.dirty_backends.borrow().is_empty()
             || self.unrouted.latency_dirty()
+            || self.proto.dirty()
     }
 
     /// What was counted since the last delta, at most `batch` routes and
@@ -580,6 +584,7 @@ impl Worker {
                 }
             }
         }
+        d.protocols = self.proto.take();
         d.levels = control::stats::Levels {
             open_connections: self.open.get() as u64,
             buffers_in_use: self.bufs_in_use.get() as u64,
