@@ -47,8 +47,9 @@ SCENARIOS = {
     # TLS (ECDSA P-256 certificate, TLS 1.3, keep-alive upstreams):
     "https": ("/", 50, None, 1),        # HTTPS keep-alive with wrk
     "tlsnew": ("/", 1, None, 1),        # a full handshake per request (openssl s_time -new: no resumption)
+    "h2": ("/", 10, None, 1),           # HTTP/2 over TLS: h2load -c10 -m10 (ALPN h2)
 }
-TLS_SCENARIOS = {"https", "tlsnew"}
+TLS_SCENARIOS = {"https", "tlsnew", "h2"}
 SUBJECTS = ["ringway", "nginx", "haproxy", "haproxy-tcp"]
 
 
@@ -148,6 +149,24 @@ def run_s_time(port, path, duration):
         n += int(m.group(1)) if m else 0
     return {"raw": "\n".join(outs), "requests": n, "rps": n / max(duration, 1), "p50_us": None, "p99_us": None,
             "non2xx": 0, "socket_errors": 0}
+
+
+def run_h2load(port, path, conns, duration):
+    """HTTP/2 over TLS: `conns` connections, 10 streams at once on each."""
+    cmd = ["taskset", "-c", "0", "h2load", f"-c{conns}", "-m10", "-D", str(duration),
+           f"https://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    res = {"raw": out, "p50_us": None, "p99_us": None}
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    res["requests"] = int(m.group(2)) if m else 0
+    res["socket_errors"] = int(m.group(4)) if m else 0
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    res["non2xx"] = sum(int(x) for x in m.groups()[1:]) if m else 0
+    m = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+    res["p50_us"] = parse_latency(m.group(1)) if m else None  # h2load gives the mean, not percentiles
+    return res
 
 
 def run_wrk(port, path, conns, script, duration, tls=False):
@@ -260,7 +279,7 @@ def start_subject(name, tmp, backend_port, routes, driver, tls=False):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "ringway.err"), "w"), env=env)
     elif name == "nginx":
         conf = os.path.join(tmp, "proxy-nginx.conf")
-        tls_listen = (f"listen 127.0.0.1:{tls_port} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; "
+        tls_listen = (f"listen 127.0.0.1:{tls_port} ssl http2; ssl_certificate {cert}; ssl_certificate_key {key}; "
                       f"ssl_protocols TLSv1.3; ssl_session_cache shared:SSL:10m;") if tls else ""
         server_name = ""
         if names:
@@ -297,7 +316,7 @@ defaults
   {"" if tcp else "http-reuse always"}
 frontend fe
   bind 127.0.0.1:{port}
-  {f"bind 127.0.0.1:{tls_port} ssl crt {both} ssl-min-ver TLSv1.3" if tls else ""}
+  {f"bind 127.0.0.1:{tls_port} ssl crt {both} ssl-min-ver TLSv1.3 alpn h2,http/1.1" if tls else ""}
   {route}
 backend be
   server s1 127.0.0.1:{backend_port}
@@ -323,6 +342,8 @@ def run_one(subject, scenario, tmp, backend_port, duration, driver):
         b0 = core_busy(0)
         if scenario == "tlsnew":
             r = run_s_time(port, path, duration)
+        elif scenario == "h2":
+            r = run_h2load(port, path, conns, duration)
         else:
             r = run_wrk(port, path, conns, script, duration, tls)
         b1 = core_busy(0)
