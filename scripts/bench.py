@@ -396,15 +396,52 @@ unset multiplot
             print(f"bench: no chart for {scenario}: {e}", file=sys.stderr)
 
 
-def idle_memory(subjects, conns, tls=False):
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(ftype, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_get(c):
+    """One HTTP/2 GET / on a fresh connection (ALPN h2); returns once its
+    stream has ended. HPACK: static-table :method GET, :path /, :scheme
+    https, and a literal :authority."""
+    block = b"\x82\x84\x87\x41" + bytes([len(b"bench.local")]) + b"bench.local"
+    c.sendall(H2_PREFACE + h2_frame(4, 0, 0) + h2_frame(1, 0x5, 1, block))
+    buf = b""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        data = c.recv(65536)
+        if not data:
+            return False
+        buf += data
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + n:
+                break
+            ftype, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            buf = buf[9 + n:]
+            if ftype == 4 and not flags & 1:
+                c.sendall(h2_frame(4, 1, 0))  # ACK the server's SETTINGS
+            if stream == 1 and ftype in (0, 1) and flags & 1:
+                return True
+    return False
+
+
+def idle_memory(subjects, conns, tls=False, h2=False):
     """RSS growth per idle keep-alive client connection: open `conns`
     connections, one request each, keep them open, measure. With `tls`,
-    TLS 1.3 connections (full handshake each) to each subject's TLS port."""
+    TLS 1.3 connections (full handshake each) to each subject's TLS port;
+    with `h2`, HTTP/2 over them (ALPN h2, one stream each)."""
     import selectors
     import ssl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if h2:
+        tls = True
+        ctx.set_alpn_protocols(["h2"])
 
     def connect(port):
         c = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -422,12 +459,20 @@ def idle_memory(subjects, conns, tls=False):
                 # Warm the proxy (pools, first buffers) before the baseline.
                 for _ in range(20):
                     with connect(port) as c:
-                        c.sendall(req)
-                        c.recv(4096)
+                        if h2:
+                            h2_get(c)
+                        else:
+                            c.sendall(req)
+                            c.recv(4096)
                 time.sleep(0.3)
                 before = rss_kb(proc.pid)
                 for _ in range(conns):
                     c = connect(port)
+                    if h2:
+                        if c.selected_alpn_protocol() != "h2" or not h2_get(c):
+                            raise SystemExit(f"idle-memory: {subject}: HTTP/2 request failed")
+                        socks.append(c)
+                        continue
                     c.sendall(req)
                     if tls:
                         # One at a time: a TLS response read is simplest blocking.
@@ -470,7 +515,8 @@ def idle_memory(subjects, conns, tls=False):
     for r in rows:
         r["vs_nginx"] = r["bytes_per_connection"] / base["bytes_per_connection"] if base and base["bytes_per_connection"] else None
     os.makedirs(OUT_DIR, exist_ok=True)
-    with open(os.path.join(OUT_DIR, "idle-memory-tls.json" if tls else "idle-memory.json"), "w") as f:
+    name = "idle-memory-h2.json" if h2 else "idle-memory-tls.json" if tls else "idle-memory.json"
+    with open(os.path.join(OUT_DIR, name), "w") as f:
         json.dump(rows, f, indent=1)
     print()
     print("| subject | bytes per idle connection | ÷ nginx |")
@@ -484,6 +530,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--idle-memory", type=int, default=0, help="measure memory per idle connection with N connections")
     ap.add_argument("--tls", action="store_true", help="with --idle-memory: TLS connections")
+    ap.add_argument("--h2", action="store_true", help="with --idle-memory: HTTP/2 over TLS connections")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -493,7 +540,7 @@ def main():
     args = ap.parse_args()
     if args.idle_memory:
         subs = [x for x in args.subjects.split(",") if x and x != "haproxy-tcp"]
-        idle_memory(subs, args.idle_memory, args.tls)
+        idle_memory(subs, args.idle_memory, args.tls, args.h2)
         return
     scenarios = [s for s in args.scenarios.split(",") if s]
     subjects = [s for s in args.subjects.split(",") if s]

@@ -25,8 +25,11 @@ use crate::worker::{idle, ConnGuard, Worker};
 /// tells HTTP/2 from HTTP/1.1 by them).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Socket I/O buffers of an HTTP/2 connection (each way).
-const IO_BUFFER: usize = 8 * 1024;
+/// Socket I/O buffers of an HTTP/2 connection: reads (frames are parsed
+/// out of h2's own buffer), and writes (h2 hands over up to a frame at a
+/// time).
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Most response bytes h2 buffers per stream before a write waits.
 const SEND_BUFFER: usize = 64 * 1024;
@@ -37,7 +40,7 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
     let s = w.active().http2;
     let info =
         Rc::new(ConnInfo { tls: stream.tls_info(), sni: stream.sni().map(Box::from), counters: w.proto.clone() });
-    let io = StreamWrapper::new_with_buffer_size(CompatIo::new(stream), IO_BUFFER, IO_BUFFER);
+    let io = StreamWrapper::new_with_buffer_size(CompatIo::new(stream), READ_BUFFER, WRITE_BUFFER);
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(s.max_concurrent_streams)
         .max_header_list_size(s.max_header_list_bytes)

@@ -35,6 +35,12 @@ impl AsyncReadRent for CompatIo {
             Stream::H2(_) => return (Err(io::ErrorKind::Unsupported.into()), buf),
         };
         if self.pos >= self.plain.len() {
+            // Wait without a buffer: an idle connection holds none.
+            if !tls.holds_input() {
+                if let Err(e) = tls.tcp.readable(false).await {
+                    return (Err(e), buf);
+                }
+            }
             self.plain.clear();
             self.pos = 0;
             self.plain.reserve(TLS_READ);
@@ -53,6 +59,11 @@ impl AsyncReadRent for CompatIo {
             buf.set_init(n);
         }
         self.pos += n;
+        if self.pos >= self.plain.len() {
+            // Drained: an idle connection keeps no plaintext buffer.
+            self.plain = Vec::new();
+            self.pos = 0;
+        }
         (Ok(n), buf)
     }
 
