@@ -7,12 +7,19 @@ cd "$(dirname "$0")/.."
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}"
   else
     echo "missing: ${need[*]} (run as root to install)" >&2
   fi
+fi
+# gRPC end-to-end tests: a real grpcio client and server.
+if ! python3 -c "import grpc" >/dev/null 2>&1; then
+  echo "== installing grpcio"
+  python3 -m pip install -q grpcio 2>/dev/null || python3 -m pip install -q --break-system-packages grpcio
 fi
 
 if cargo fmt --version >/dev/null 2>&1; then
@@ -56,6 +63,22 @@ if cargo +nightly --version >/dev/null 2>&1; then
   fi
 else
   echo "== nightly is not installed: fuzz smoke run skipped"
+fi
+# Soak smoke: mixed load, API churn and backend restarts against the debug
+# binary the tests just built (scripts/soak.sh runs longer; SOAK_SECONDS
+# changes the length, 0 skips). The CSV and chart stay only on failure.
+soak_seconds="${SOAK_SECONDS:-60}"
+if [ "$soak_seconds" = 0 ]; then
+  echo "== soak skipped (SOAK_SECONDS=0)"
+else
+  echo "== soak (${soak_seconds} s)"
+  soak_dir=$(mktemp -d)
+  if RINGWAY_BIN=target/debug/ringway scripts/soak.sh --seconds "$soak_seconds" --out "$soak_dir/soak.csv"; then
+    rm -rf "$soak_dir"
+  else
+    echo "soak failed: CSV, chart and error log in $soak_dir" >&2
+    status=1
+  fi
 fi
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

@@ -182,7 +182,14 @@ pub struct TlsFields<'a> {
 
 /// Ends a line with the outcome, the protocol (and, on TLS connections,
 /// the version and SNI).
-pub fn finish(line: &mut Vec<u8>, status: u16, backend: Option<&str>, bytes: u64, duration_us: u64, conn: ConnFields<'_>) {
+pub fn finish(
+    line: &mut Vec<u8>,
+    status: u16,
+    backend: Option<&str>,
+    bytes: u64,
+    duration_us: u64,
+    conn: ConnFields<'_>,
+) {
     let _ = write!(line, ",\"status\":{status},\"backend\":");
     match backend {
         Some(b) => push_json_str(line, b.as_bytes()),

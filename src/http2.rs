@@ -40,7 +40,8 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
     let s = w.active().http2;
     let info =
         Rc::new(ConnInfo { tls: stream.tls_info(), sni: stream.sni().map(Box::from), counters: w.proto.clone() });
-    let io = StreamWrapper::new_with_buffer_size(CompatIo::new(stream), READ_BUFFER, WRITE_BUFFER);
+    let opened = Rc::new(Cell::new(false));
+    let io = StreamWrapper::new_with_buffer_size(CompatIo::server(stream, opened.clone()), READ_BUFFER, WRITE_BUFFER);
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(s.max_concurrent_streams)
         .max_header_list_size(s.max_header_list_bytes)
@@ -49,7 +50,9 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
         .max_frame_size(s.max_frame_size)
         .max_send_buffer_size(SEND_BUFFER);
     let handshake = Box::pin(b.handshake::<_, Bytes>(io));
-    let mut conn = match idle::before(&w.timers, Instant::now() + s.handshake, handshake).await {
+    // The preface and the client's SETTINGS, within `handshakeMs`.
+    let opening_deadline = Instant::now() + s.handshake;
+    let mut conn = match idle::before(&w.timers, opening_deadline, handshake).await {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
             tracing::debug!(worker = w.index, %peer, error = %e, "HTTP/2 handshake failed");
@@ -64,7 +67,11 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
     let streams = Rc::new(Streams { open: Cell::new(0), last: Cell::new(Instant::now()) });
     let mut closing: Option<Instant> = None;
     loop {
-        let tick = monoio::time::sleep(s.idle.min(Duration::from_secs(1)));
+        let mut every = s.idle.min(Duration::from_secs(1));
+        if !opened.get() {
+            every = every.min(opening_deadline.saturating_duration_since(Instant::now()));
+        }
+        let tick = monoio::time::sleep(every);
         let next = monoio::select! {
             r = conn.accept() => Some(r),
             _ = w.drain.wait(), if closing.is_none() => None,
@@ -86,6 +93,10 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
             }
             Some(None) => return,
             None => {
+                if !opened.get() && Instant::now() >= opening_deadline {
+                    tracing::debug!(worker = w.index, %peer, "HTTP/2 SETTINGS did not arrive in time");
+                    return;
+                }
                 let idle = streams.open.get() == 0 && streams.last.get().elapsed() >= s.idle;
                 if closing.is_none() && (w.drain.is_fired() || idle) {
                     // GOAWAY; open streams finish within the drain budget.

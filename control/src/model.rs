@@ -592,6 +592,30 @@ pub struct Backend {
     pub weight: u32,
     /// TLS to this backend, if set.
     pub tls: Option<BackendTls>,
+    /// The protocol spoken to it.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The protocol ringway speaks to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (pooled keep-alive connections).
+    #[default]
+    Http1,
+    /// HTTP/2: with prior knowledge over plain TCP (h2c), or by ALPN over
+    /// TLS (h2); streams multiplexed over few connections.
+    Http2,
+}
+
+impl UpstreamProtocol {
+    /// The config name (`tls` tells h2 from h2c).
+    pub fn name(self, tls: bool) -> &'static str {
+        match (self, tls) {
+            (UpstreamProtocol::Http1, _) => "http/1.1",
+            (UpstreamProtocol::Http2, false) => "h2c",
+            (UpstreamProtocol::Http2, true) => "h2",
+        }
+    }
 }
 
 /// How a backend is reached over TLS.
@@ -1222,5 +1246,21 @@ fn backend_from(b: &RawBackend, path: &str, errs: &mut Errs) -> Option<Backend> 
             errs.push(join(path, "sni"), format!("{sni:?} is not a host name"));
         }
     }
-    (errs.list.len() == before).then_some(Backend { id, hostname, port, weight, tls })
+    let protocol = match (b.protocol.as_deref(), tls.is_some()) {
+        (None | Some("http/1.1"), _) => UpstreamProtocol::Http1,
+        (Some("h2c"), false) | (Some("h2"), true) => UpstreamProtocol::Http2,
+        (Some("h2c"), true) => {
+            errs.push(join(path, "protocol"), "\"h2c\" is HTTP/2 without TLS: use \"h2\" with \"tls\": true");
+            UpstreamProtocol::Http1
+        }
+        (Some("h2"), false) => {
+            errs.push(join(path, "protocol"), "\"h2\" needs \"tls\": true (\"h2c\" is HTTP/2 without TLS)");
+            UpstreamProtocol::Http1
+        }
+        (Some(p), _) => {
+            errs.push(join(path, "protocol"), format!("{p:?} is not one of \"http/1.1\", \"h2c\", \"h2\""));
+            UpstreamProtocol::Http1
+        }
+    };
+    (errs.list.len() == before).then_some(Backend { id, hostname, port, weight, tls, protocol })
 }

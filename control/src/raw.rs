@@ -270,4 +270,7 @@ pub struct RawBackend {
     pub ca_file: Option<String>,
     /// Do not verify the backend's certificate (never the default).
     pub insecure_skip_verify: Option<bool>,
+    /// "http/1.1" (default), "h2c" (HTTP/2, prior knowledge) or "h2"
+    /// (HTTP/2 over TLS by ALPN).
+    pub protocol: Option<String>,
 }

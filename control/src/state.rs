@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
-use crate::model::{Backend, Health, PathRule, Route, RouteDefaults, Strategy, VHost};
+use crate::model::{Backend, Health, PathRule, Route, RouteDefaults, Strategy, UpstreamProtocol, VHost};
 use crate::raw::RawRoute;
 
 /// A refused change: HTTP status, a machine-readable code, the field when
@@ -317,6 +317,9 @@ fn health_json(h: &Health) -> Value {
 
 fn backend_json(b: &Backend) -> Value {
     let mut v = json!({"id": b.id, "hostname": b.hostname, "port": b.port, "weight": b.weight});
+    if let (UpstreamProtocol::Http2, Some(m)) = (b.protocol, v.as_object_mut()) {
+        m.insert("protocol".into(), Value::String(b.protocol.name(b.tls.is_some()).into()));
+    }
     if let (Some(t), Some(m)) = (&b.tls, v.as_object_mut()) {
         m.insert("tls".into(), Value::Bool(true));
         if let Some(sni) = &t.sni {
@@ -471,7 +474,14 @@ mod tests {
                     1 => Change::DeleteRoute { key },
                     2 => Change::AddBackend {
                         key,
-                        backend: Backend { id, hostname: "127.0.0.1".into(), port: 9, weight: 1, tls: None },
+                        backend: Backend {
+                            id,
+                            hostname: "127.0.0.1".into(),
+                            port: 9,
+                            weight: 1,
+                            tls: None,
+                            protocol: Default::default(),
+                        },
                     },
                     3 => Change::DeleteBackend { key, id },
                     4 => Change::Maintenance { key, id, dead: g.next(2) == 0 },

@@ -527,13 +527,17 @@ impl StatsStore {
         let _ = writeln!(out, "# HELP ringway_h2_connections_total HTTP/2 connections accepted.");
         let _ = writeln!(out, "# TYPE ringway_h2_connections_total counter");
         let _ = writeln!(out, "ringway_h2_connections_total {}", p.h2_connections);
-        let _ = writeln!(out, "# HELP ringway_h2_connection_errors_total HTTP/2 connections closed on a protocol error or flood.");
+        let _ = writeln!(
+            out,
+            "# HELP ringway_h2_connection_errors_total HTTP/2 connections closed on a protocol error or flood."
+        );
         let _ = writeln!(out, "# TYPE ringway_h2_connection_errors_total counter");
         let _ = writeln!(out, "ringway_h2_connection_errors_total {}", p.h2_connection_errors);
         let _ = writeln!(out, "# HELP ringway_h2_streams_reset_total HTTP/2 streams reset, by reason.");
         let _ = writeln!(out, "# TYPE ringway_h2_streams_reset_total counter");
         let _ = writeln!(out, "ringway_h2_streams_reset_total{{reason=\"client\"}} {}", p.h2_reset_by_client);
-        let _ = writeln!(out, "ringway_h2_streams_reset_total{{reason=\"incomplete_response\"}} {}", p.h2_reset_incomplete);
+        let _ =
+            writeln!(out, "ringway_h2_streams_reset_total{{reason=\"incomplete_response\"}} {}", p.h2_reset_incomplete);
         out
     }
 }

@@ -4,7 +4,9 @@
 //! sockets pass straight through; TLS plaintext is copied out of a small
 //! buffer of our own.
 
+use std::cell::Cell;
 use std::io;
+use std::rc::Rc;
 
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -18,21 +20,72 @@ pub struct CompatIo {
     /// TLS plaintext read but not yet taken.
     plain: Vec<u8>,
     pos: usize,
+    /// Watches the client's first bytes for the end of its SETTINGS frame.
+    opening: Option<Opening>,
+}
+
+/// The first bytes a server reads: the 24-byte preface, then the client's
+/// SETTINGS frame (a 9-byte frame header and its payload). h2's handshake
+/// ends with the preface; this tells when the SETTINGS is in too, so the
+/// connection's handshake deadline covers both.
+struct Opening {
+    first: [u8; 33],
+    seen: usize,
+    done: Rc<Cell<bool>>,
+}
+
+impl Opening {
+    fn feed(&mut self, data: &[u8]) {
+        let take = data.len().min(self.first.len().saturating_sub(self.seen));
+        self.first[self.seen..self.seen + take].copy_from_slice(&data[..take]);
+        let before = self.seen;
+        self.seen += data.len();
+        if before < 33 && self.seen < 33 {
+            return;
+        }
+        let len = u32::from_be_bytes([0, self.first[24], self.first[25], self.first[26]]) as usize;
+        if self.seen >= 33 + len {
+            self.done.set(true);
+        }
+    }
 }
 
 impl CompatIo {
     /// Wraps a plain or TLS connection.
     pub fn new(stream: Stream) -> CompatIo {
-        CompatIo { stream, plain: Vec::new(), pos: 0 }
+        CompatIo { stream, plain: Vec::new(), pos: 0, opening: None }
+    }
+
+    /// Wraps a server-side connection; `done` turns true once the client's
+    /// preface and first SETTINGS frame have been read.
+    pub fn server(stream: Stream, done: Rc<Cell<bool>>) -> CompatIo {
+        CompatIo { stream, plain: Vec::new(), pos: 0, opening: Some(Opening { first: [0; 33], seen: 0, done }) }
+    }
+
+    fn opened(&mut self, data: &[u8]) {
+        if let Some(o) = &mut self.opening {
+            o.feed(data);
+            if o.done.get() {
+                self.opening = None;
+            }
+        }
     }
 }
 
 impl AsyncReadRent for CompatIo {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         let tls = match &mut self.stream {
-            Stream::Plain(s) => return s.read(buf).await,
+            Stream::Plain(s) => {
+                let (r, mut buf) = s.read(buf).await;
+                if let (Ok(n), true) = (&r, self.opening.is_some()) {
+                    // SAFETY: the read wrote `n` bytes at the buffer's start (`write_ptr()`).
+                    let got = unsafe { std::slice::from_raw_parts(buf.write_ptr().cast_const(), *n) };
+                    self.opened(got);
+                }
+                return (r, buf);
+            }
             Stream::Tls(t) => t,
-            Stream::H2(_) => return (Err(io::ErrorKind::Unsupported.into()), buf),
+            Stream::H2(_) | Stream::H2Up(_) => return (Err(io::ErrorKind::Unsupported.into()), buf),
         };
         if self.pos >= self.plain.len() {
             // Wait without a buffer: an idle connection holds none.
@@ -50,13 +103,19 @@ impl AsyncReadRent for CompatIo {
                 Err(e) => return (Err(e), buf),
             }
         }
-        let avail = &self.plain[self.pos..];
-        let n = avail.len().min(buf.bytes_total());
+        let n = (self.plain.len() - self.pos).min(buf.bytes_total());
+        let avail = &self.plain[self.pos..self.pos + n];
         // SAFETY: `buf` has room for `bytes_total()` bytes at `write_ptr()`,
         // and `n` is at most that; the source is a live slice of `n` bytes.
         unsafe {
             std::ptr::copy_nonoverlapping(avail.as_ptr(), buf.write_ptr(), n);
             buf.set_init(n);
+        }
+        if let Some(o) = &mut self.opening {
+            o.feed(&self.plain[self.pos..self.pos + n]);
+            if o.done.get() {
+                self.opening = None;
+            }
         }
         self.pos += n;
         if self.pos >= self.plain.len() {
@@ -85,7 +144,7 @@ impl AsyncWriteRent for CompatIo {
                 let r = t.write(data).await;
                 (r, buf)
             }
-            Stream::H2(_) => (Err(io::ErrorKind::Unsupported.into()), buf),
+            Stream::H2(_) | Stream::H2Up(_) => (Err(io::ErrorKind::Unsupported.into()), buf),
         }
     }
 

@@ -29,15 +29,12 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 
+use super::h2body::{other, send_body, Framing, Inbound, CONNECTION_SPECIFIC};
 use super::TlsInfo;
+use crate::http::{parse_response, slice, BodyKind, ChunkedDecoder, HeadLimits, Method};
 use crate::stats::{bump, ProtoCounters};
-use crate::http::{parse_response, push_chunk, slice, BodyKind, ChunkedDecoder, HeadLimits, Method};
-
-/// Fields that never cross between HTTP/2 and HTTP/1.1 (RFC 9113 8.2.2).
-const CONNECTION_SPECIFIC: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "te", "expect"];
 
 /// What the connection it came on negotiated (for the access log), and
 /// where its streams' resets are counted.
@@ -53,13 +50,8 @@ pub struct ConnInfo {
 
 /// One stream as a connection (see the module docs).
 pub struct H2Stream {
-    /// Request bytes not yet read: the head, then body pieces.
-    inbound: Vec<u8>,
-    pos: usize,
-    /// The request body still to come.
-    body: Option<RecvStream>,
-    /// The body goes out chunked (the client sent no Content-Length).
-    chunked: bool,
+    /// The request as HTTP/1.1 bytes: the head, then the body.
+    inbound: Inbound,
     respond: Option<SendResponse<Bytes>>,
     out: Out,
     /// The request was HEAD (its response has no body).
@@ -75,16 +67,6 @@ enum Out {
     Body(SendStream<Bytes>, Framing),
     /// Complete (or abandoned after a reset).
     Done,
-}
-
-enum Framing {
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
-    UntilClose,
-}
-
-fn other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
 }
 
 impl H2Stream {
@@ -136,10 +118,7 @@ impl H2Stream {
         // One exchange per stream: the request path closes after it.
         head.extend_from_slice(b"connection: close\r\n\r\n");
         H2Stream {
-            inbound: head,
-            pos: 0,
-            body: has_body.then_some(body),
-            chunked,
+            inbound: Inbound::new(head, has_body.then_some(body), chunked),
             respond: Some(respond),
             out: Out::Head(Vec::new()),
             head_request: parts.method == http::Method::HEAD,
@@ -152,41 +131,18 @@ impl H2Stream {
         &self.info
     }
 
-    /// Makes request bytes available in `inbound` (the next DATA frame,
-    /// or the end of the body); false at the end of the request.
-    async fn fill(&mut self) -> io::Result<bool> {
-        if self.pos < self.inbound.len() {
-            return Ok(true);
+    /// Until the response starts: a stream the client has reset already
+    /// (rapid reset) ends here, before it reaches a backend.
+    async fn check_reset(&mut self) -> io::Result<()> {
+        let (Out::Head(_), Some(respond)) = (&self.out, self.respond.as_mut()) else { return Ok(()) };
+        let reset = poll_fn(|cx| std::task::Poll::Ready(respond.poll_reset(cx))).await;
+        if let std::task::Poll::Ready(r) = reset {
+            bump(&self.info.counters.h2_reset_by_client);
+            self.out = Out::Done;
+            let reason = r.map(|r| r.to_string()).unwrap_or_else(|e| e.to_string());
+            return Err(io::Error::new(io::ErrorKind::ConnectionReset, reason));
         }
-        self.inbound.clear();
-        self.pos = 0;
-        let Some(body) = &mut self.body else { return Ok(false) };
-        match poll_fn(|cx| body.poll_data(cx)).await {
-            Some(Ok(data)) => {
-                let _ = body.flow_control().release_capacity(data.len());
-                if self.chunked {
-                    push_chunk(&mut self.inbound, &data);
-                } else {
-                    self.inbound.extend_from_slice(&data);
-                }
-            }
-            Some(Err(e)) => return Err(self.h2_error(e)),
-            None => {
-                let trailers = poll_fn(|cx| body.poll_trailers(cx)).await.map_err(other)?;
-                self.body = None;
-                if self.chunked {
-                    self.inbound.extend_from_slice(b"0\r\n");
-                    for (name, value) in trailers.iter().flatten() {
-                        self.inbound.extend_from_slice(name.as_str().as_bytes());
-                        self.inbound.extend_from_slice(b": ");
-                        self.inbound.extend_from_slice(value.as_bytes());
-                        self.inbound.extend_from_slice(b"\r\n");
-                    }
-                    self.inbound.extend_from_slice(b"\r\n");
-                }
-            }
-        }
-        Ok(true)
+        Ok(())
     }
 
     /// An h2 error as an I/O error, counting a client's reset.
@@ -214,22 +170,20 @@ impl H2Stream {
     /// Reads request bytes onto the end of `buf` (into its spare capacity,
     /// or all of the next piece when there is none); `Ok(0)` at the end.
     pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        while self.pos >= self.inbound.len() {
-            if !self.fill().await? {
-                return Ok(0);
-            }
+        self.check_reset().await?;
+        match self.inbound.read(buf).await {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.h2_error(e)),
         }
-        let avail = &self.inbound[self.pos..];
-        let room = buf.capacity() - buf.len();
-        let n = if room == 0 { avail.len() } else { avail.len().min(room) };
-        buf.extend_from_slice(&avail[..n]);
-        self.pos += n;
-        Ok(n)
     }
 
     /// Waits until a read would find something (bytes or the end).
     pub async fn readable(&mut self) -> io::Result<()> {
-        self.fill().await.map(|_| ())
+        self.check_reset().await?;
+        match self.inbound.fill().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.h2_error(e)),
+        }
     }
 
     /// Takes response bytes (HTTP/1.1, as the request path writes them);
@@ -327,82 +281,4 @@ impl Drop for H2Stream {
     fn drop(&mut self) {
         self.reset_incomplete();
     }
-}
-
-/// Sends body bytes by the response's HTTP/1.1 framing; returns how many
-/// of `data` were taken and whether the body is complete (END_STREAM sent).
-async fn send_body(send: &mut SendStream<Bytes>, framing: &mut Framing, data: &[u8]) -> io::Result<(usize, bool)> {
-    match framing {
-        Framing::Length(left) => {
-            let take = (*left).min(data.len() as u64) as usize;
-            *left -= take as u64;
-            let end = *left == 0;
-            send_flow(send, &data[..take], end).await?;
-            Ok((take, end))
-        }
-        Framing::UntilClose => {
-            send_flow(send, data, false).await?;
-            Ok((data.len(), false))
-        }
-        Framing::Chunked(d) => {
-            let mut pieces: Vec<u8> = Vec::new();
-            let (used, fin) = d.feed(data, &mut |p| pieces.extend_from_slice(p)).map_err(|_| other("bad chunk"))?;
-            send_flow(send, &pieces, false).await?;
-            if fin {
-                let trailers = trailer_map(d.trailers());
-                if trailers.is_empty() {
-                    send.send_data(Bytes::new(), true).map_err(other)?;
-                } else {
-                    send.send_trailers(trailers).map_err(other)?;
-                }
-            }
-            Ok((used, fin))
-        }
-    }
-}
-
-/// Trailer fields (`name:value\r\n` each, as the chunked decoder keeps
-/// them) as a header map; fields HTTP/2 cannot carry are dropped.
-fn trailer_map(raw: &[u8]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for line in raw.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else { continue };
-        if !CONNECTION_SPECIFIC.contains(&name.as_str()) {
-            map.append(name, value);
-        }
-    }
-    map
-}
-
-/// Sends `data` as DATA frames as the client's window allows (waiting for
-/// it to open); `end` ends the stream with the last of it.
-async fn send_flow(send: &mut SendStream<Bytes>, mut data: &[u8], end: bool) -> io::Result<()> {
-    if data.is_empty() {
-        if end {
-            send.send_data(Bytes::new(), true).map_err(other)?;
-        }
-        return Ok(());
-    }
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
-            Some(Ok(n)) => n,
-            Some(Err(e)) if e.is_reset() && e.is_remote() => {
-                return Err(io::Error::new(io::ErrorKind::ConnectionReset, e.to_string()))
-            }
-            Some(Err(e)) => return Err(other(e)),
-            None => return Err(io::ErrorKind::BrokenPipe.into()),
-        };
-        if granted == 0 {
-            continue;
-        }
-        let n = granted.min(data.len());
-        let last = end && n == data.len();
-        send.send_data(Bytes::copy_from_slice(&data[..n]), last).map_err(other)?;
-        data = &data[n..];
-    }
-    Ok(())
 }

@@ -21,7 +21,9 @@
 //! (or a close) and only otherwise waits on the socket.
 
 pub mod compat;
+mod h2body;
 pub mod h2stream;
+pub mod h2up;
 
 use std::io::{self, BufRead, Write};
 use std::os::fd::AsRawFd;
@@ -47,6 +49,8 @@ pub enum Stream {
     Tls(Box<TlsStream>),
     /// One HTTP/2 stream, carrying one HTTP/1.1 exchange (see `h2stream`).
     H2(Box<h2stream::H2Stream>),
+    /// One HTTP/2 stream to a backend, as an HTTP/1.1 connection (see `h2up`).
+    H2Up(Box<h2up::H2Up>),
 }
 
 /// A TLS connection: the socket, the rustls state, and outgoing ciphertext.
@@ -82,7 +86,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => Some(s),
             Stream::Tls(t) => Some(&t.tcp),
-            Stream::H2(_) => None,
+            Stream::H2(_) | Stream::H2Up(_) => None,
         }
     }
 
@@ -113,6 +117,7 @@ impl Stream {
             Stream::Plain(_) => None,
             Stream::Tls(t) => Some(TlsInfo { version: version_name(t.tls.protocol_version()) }),
             Stream::H2(h) => h.info().tls,
+            Stream::H2Up(_) => None,
         }
     }
 
@@ -123,7 +128,7 @@ impl Stream {
                 rustls::Connection::Server(s) => s.server_name(),
                 rustls::Connection::Client(_) => None,
             },
-            Stream::Plain(_) => None,
+            Stream::Plain(_) | Stream::H2Up(_) => None,
             Stream::H2(h) => h.info().sni.as_deref(),
         }
     }
@@ -154,6 +159,7 @@ impl Stream {
             },
             Stream::Tls(t) => t.read(buf).await,
             Stream::H2(h) => h.read(buf).await,
+            Stream::H2Up(h) => h.read(buf).await,
         }
     }
 
@@ -172,6 +178,7 @@ impl Stream {
             },
             Stream::Tls(t) => t.write(&buf[start..end]).await,
             Stream::H2(h) => h.write(&buf[start..end]).await,
+            Stream::H2Up(h) => h.write(&buf[start..end]).await,
         }
     }
 
@@ -187,6 +194,7 @@ impl Stream {
                 t.tcp.readable(false).await
             }
             Stream::H2(h) => h.readable().await,
+            Stream::H2Up(h) => h.readable().await,
         }
     }
 
@@ -245,6 +253,7 @@ impl Stream {
                 let _ = Box::pin(t.flush()).await;
             }
             Stream::H2(h) => return h.finish(),
+            Stream::H2Up(_) => return,
             Stream::Plain(_) => {}
         }
         if let Some(tcp) = self.tcp() {

@@ -49,29 +49,81 @@ impl std::fmt::Debug for UpstreamTls {
     }
 }
 
-/// What a pool is keyed by: the address and, for TLS, the trust setting
-/// and server name (connections differ in all three).
+/// What a pool is keyed by: the address, for TLS the trust setting and
+/// server name, and the protocol (connections differ in all of them).
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct PoolKey {
     /// Where.
     pub addr: SocketAddr,
     /// TLS trust and name, if TLS.
     pub tls: Option<(crate::tls::upstream::Trust, Box<str>)>,
+    /// HTTP/2 (streams multiplexed over one connection) rather than
+    /// HTTP/1.1 (a connection per request in flight).
+    pub h2: bool,
 }
 
-/// One worker's idle connections to one address.
+/// One worker's connections to one address: idle HTTP/1.1 keep-alive
+/// connections, or the HTTP/2 connection its streams share.
 pub struct ConnPool {
     key: PoolKey,
     tls: Option<UpstreamTls>,
     idle: RefCell<VecDeque<(Stream, Instant)>>,
+    /// The HTTP/2 connection's request handle (HTTP/2 pools).
+    h2: RefCell<Option<h2::client::SendRequest<bytes::Bytes>>>,
     /// Connections opened (for tests and stats).
     pub connects: Cell<u64>,
 }
 
+/// Socket buffers of an HTTP/2 connection to a backend (each way).
+const H2_IO_BUFFER: usize = 16 * 1024;
+
 impl ConnPool {
     /// An empty pool for `key` (over TLS when `tls` is set).
     pub fn new(key: PoolKey, tls: Option<UpstreamTls>) -> ConnPool {
-        ConnPool { key, tls, idle: RefCell::new(VecDeque::new()), connects: Cell::new(0) }
+        ConnPool { key, tls, idle: RefCell::new(VecDeque::new()), h2: RefCell::new(None), connects: Cell::new(0) }
+    }
+
+    /// A new stream on this pool's HTTP/2 connection, opening one when
+    /// there is none or it failed (a GOAWAY'd connection is replaced).
+    /// `reused`: the connection existed before this request.
+    async fn h2_stream(&self, timeout: Duration) -> Result<Upstream, ProxyError> {
+        let current = self.h2.borrow().clone();
+        if let Some(mut send) = current {
+            if std::future::poll_fn(|cx| send.poll_ready(cx)).await.is_ok() {
+                let stream = Stream::H2Up(Box::new(crate::conn::h2up::H2Up::new(send, self.tls.is_some())));
+                return Ok(Upstream { stream, reused: true });
+            }
+            self.h2.borrow_mut().take();
+        }
+        let handshake = async {
+            let tcp = connect_to(self).await?;
+            let io = monoio_compat::StreamWrapper::new_with_buffer_size(
+                crate::conn::compat::CompatIo::new(tcp),
+                H2_IO_BUFFER,
+                H2_IO_BUFFER,
+            );
+            h2::client::Builder::new()
+                .initial_window_size(1 << 20)
+                .initial_connection_window_size(4 << 20)
+                .handshake::<_, bytes::Bytes>(io)
+                .await
+                .map_err(|e| {
+                    ProxyError::new(Kind::ConnectFailed, "HTTP/2 handshake with the backend failed")
+                        .caused_by(&std::io::Error::other(e))
+                })
+        };
+        let (send, conn) = match monoio::time::timeout(timeout, Box::pin(handshake)).await {
+            Err(_) => return Err(ProxyError::new(Kind::ConnectTimeout, "connect timed out")),
+            Ok(r) => r?,
+        };
+        // The connection runs as its own task until every handle and stream is gone.
+        monoio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.connects.set(self.connects.get() + 1);
+        *self.h2.borrow_mut() = Some(send.clone());
+        let stream = Stream::H2Up(Box::new(crate::conn::h2up::H2Up::new(send, self.tls.is_some())));
+        Ok(Upstream { stream, reused: false })
     }
 
     /// The address.
@@ -101,8 +153,12 @@ impl ConnPool {
         None
     }
 
-    /// Returns a reusable connection (the oldest is dropped when full).
+    /// Returns a reusable connection (the oldest is dropped when full). An
+    /// HTTP/2 stream is not reusable (its connection stays in the pool).
     pub fn put_idle(&self, stream: Stream, now: Instant) {
+        if matches!(stream, Stream::H2Up(_)) {
+            return;
+        }
         let mut idle = self.idle.borrow_mut();
         if idle.len() >= MAX_IDLE_PER_BACKEND {
             idle.pop_front();
@@ -115,9 +171,11 @@ impl ConnPool {
         self.idle.borrow().len()
     }
 
-    /// Closes every idle connection.
+    /// Closes every idle connection (and lets go of the HTTP/2 one: open
+    /// streams finish on it, new ones get a new connection).
     pub fn clear_idle(&self) {
         self.idle.borrow_mut().clear();
+        self.h2.borrow_mut().take();
     }
 }
 
@@ -226,6 +284,10 @@ impl Backend {
         let Some(pool) = &self.pool else {
             return Err(ProxyError::new(Kind::ConnectFailed, "backend address not resolved"));
         };
+        if pool.key.h2 {
+            // Boxed: rare, and inline it would grow every request's future.
+            return Box::pin(pool.h2_stream(timeout)).await;
+        }
         // One budget for the TCP connect and, for TLS, the handshake.
         match monoio::time::timeout(timeout, connect_to(pool)).await {
             Err(_) => Err(ProxyError::new(Kind::ConnectTimeout, "connect timed out")),

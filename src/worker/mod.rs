@@ -170,7 +170,13 @@ fn upstream_tls_key(b: &control::model::Backend, host: &HostHeader) -> Option<(c
 /// The TLS settings of a new pool, from the snapshot's client configs.
 fn upstream_tls(state: Option<&crate::tls::TlsState>, key: &PoolKey) -> Option<UpstreamTls> {
     let (trust, name) = key.tls.as_ref()?;
-    let config = state.and_then(|s| s.upstream.get(trust))?.clone();
+    let mut config = state.and_then(|s| s.upstream.get(trust))?.clone();
+    if key.h2 {
+        // HTTP/2 backends are asked for h2 by ALPN (once per pool).
+        let mut c = (*config).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        config = Arc::new(c);
+    }
     let name = rustls::pki_types::ServerName::try_from(name.to_string()).ok()?;
     Some(UpstreamTls { config, name })
 }
@@ -403,7 +409,8 @@ impl Worker {
                 .iter()
                 .map(|b| {
                     let bkey = BackendKey { route: key.clone(), backend: Arc::from(b.id.as_str()) };
-                    let pkey = snap.address_of(b).map(|addr| PoolKey { addr, tls: upstream_tls_key(b, host) });
+                    let h2 = b.protocol == control::model::UpstreamProtocol::Http2;
+                    let pkey = snap.address_of(b).map(|addr| PoolKey { addr, tls: upstream_tls_key(b, host), h2 });
                     let backend = match old.get(&bkey) {
                         Some(prev)
                             if prev.pool.as_ref().map(|p| p.key()) == pkey.as_ref()

@@ -113,11 +113,17 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Whether the response was chunked.
     pub chunked: bool,
+    /// The trailer fields of a chunked body.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         header_of(&self.headers, name)
+    }
+
+    pub fn trailer(&self, name: &str) -> Option<&str> {
+        header_of(&self.trailers, name)
     }
 
     pub fn text(&self) -> String {
@@ -184,11 +190,13 @@ impl Client {
         let te = header_of(&headers, "transfer-encoding").map(|v| v.to_ascii_lowercase());
         let chunked = te.as_deref().is_some_and(|v| v.contains("chunked"));
         let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+        let mut trailers = Vec::new();
         let body = if no_body {
             Vec::new()
         } else if chunked {
-            let (body, used, _) = read_chunked(&mut self.stream, &mut self.buf)?;
+            let (body, used, t) = read_chunked(&mut self.stream, &mut self.buf)?;
             self.buf.drain(..used);
+            trailers = t;
             body
         } else if let Some(n) = header_of(&headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
             fill(&mut self.stream, &mut self.buf, n)?;
@@ -199,7 +207,7 @@ impl Client {
             self.stream.read_to_end(&mut rest)?;
             rest
         };
-        Ok(Response { status, head, headers, body, chunked })
+        Ok(Response { status, head, headers, body, chunked, trailers })
     }
 
     /// Reads exactly `n` raw bytes (e.g. from a tunnel).

@@ -8,12 +8,16 @@
 //! - `client`: the raw HTTP/1.1 client and the admin API client;
 //! - `config`: config builders (`route`, `config`, `catch_all`, …);
 //! - `ringway`: the ringway process (`Ringway`, `TempDir`, `temp_path`, …);
-//! - `tls`: a test CA (openssl CLI), `curl_https`, `s_client`.
+//! - `tls`: a test CA (openssl CLI), `curl_https`, `s_client`;
+//! - `h2raw`: a raw HTTP/2 frame client over h2c (`H2Client`, `Frame`, HPACK);
+//! - `h2tools`: `curl_h2c`, `h2load`, `nghttp`, and /proc probes (`cpu_ms`, `rss_kb`).
 #![allow(dead_code)]
 
 mod backend;
 mod client;
 mod config;
+mod h2raw;
+mod h2tools;
 mod ringway;
 mod tls;
 
@@ -24,6 +28,10 @@ pub use backend::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use config::*;
+#[allow(unused_imports)]
+pub use h2raw::*;
+#[allow(unused_imports)]
+pub use h2tools::*;
 #[allow(unused_imports)]
 pub use ringway::*;
 #[allow(unused_imports)]

@@ -1,0 +1,126 @@
+//! gRPC end to end through ringway with HTTP/2 on both sides: a real grpcio
+//! client (h2c, prior knowledge) → ringway → a real grpcio server
+//! (`"protocol": "h2c"`). Unary, server-streaming, client-streaming and
+//! bidirectional calls, an error status and trailing metadata intact, a
+//! backend that dies mid-call; and an HTTP/1.1 client reaching the same
+//! HTTP/2 backend with its trailers (scripts/test.sh installs grpcio).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc");
+
+/// The grpcio test server (tests/grpc/server.py); stopped on drop.
+struct GrpcServer {
+    child: Child,
+    port: u16,
+}
+
+impl GrpcServer {
+    fn start() -> GrpcServer {
+        let mut child = Command::new("python3")
+            .arg(format!("{DIR}/server.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 tests/grpc/server.py (scripts/test.sh installs grpcio)");
+        let out = child.stdout.take().expect("stdout");
+        // Bounded: the server prints its port at once, or fails and exits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the gRPC server did not start in 30 s");
+        let port = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            panic!("the gRPC server said {line:?} (is grpcio installed?)");
+        };
+        GrpcServer { child, port }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ringway with h2c on its plain listener, in front of `server` over h2c.
+fn ringway_for(server: &GrpcServer) -> Ringway {
+    let backend = json!({"id": "grpc", "hostname": "127.0.0.1", "port": server.port, "protocol": "h2c"});
+    let mut cfg = config(vec![route("*", "ROUND_ROBIN", vec![backend])]);
+    cfg["http2"] = json!({"h2c": true});
+    Ringway::start(cfg)
+}
+
+/// Runs tests/grpc/client.py against `target`; its JSON answer.
+fn client(target: std::net::SocketAddr, extra: &[&str]) -> Value {
+    let out = Command::new("timeout")
+        .args(["60", "python3", &format!("{DIR}/client.py"), &target.to_string()])
+        .args(extra)
+        .output()
+        .expect("python3 tests/grpc/client.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("client.py: {e}\nstdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+#[test]
+fn every_kind_of_grpc_call_works_through_ringway_with_status_and_trailers_intact() {
+    let server = GrpcServer::start();
+    let rw = ringway_for(&server);
+    let got = client(rw.addr(), &[]);
+    assert_eq!(got["unary"], "hello", "{got}");
+    assert_eq!(got["unary_trailers"]["x-trailer"], "t1", "trailing metadata: {got}");
+    assert_eq!(got["fail"], json!(["INVALID_ARGUMENT", "asked to fail"]), "grpc-status and grpc-message: {got}");
+    assert_eq!(got["server_stream"], json!(["msg-0", "msg-1", "msg-2", "msg-3", "msg-4"]), "{got}");
+    assert_eq!(got["client_stream"], "abc", "{got}");
+    assert_eq!(got["bidi"], json!(["X", "Y", "Z"]), "{got}");
+    // Counted as HTTP/2 requests.
+    let log = rw.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn a_grpc_backend_that_dies_mid_call_gives_the_client_an_error_not_a_hang() {
+    let server = GrpcServer::start();
+    let rw = ringway_for(&server);
+    let started = std::time::Instant::now();
+    let got = client(rw.addr(), &["die"]);
+    assert_eq!(got["die"], "UNAVAILABLE", "{got}");
+    eprintln!("error seen after {:?}", started.elapsed());
+}
+
+#[test]
+fn an_http11_client_reaches_an_http2_backend_and_gets_its_trailers() {
+    let server = GrpcServer::start();
+    let rw = ringway_for(&server);
+    // One gRPC message (5-byte prefix: not compressed, length 5) over HTTP/1.1.
+    let mut req = b"POST /test.Echo/Unary HTTP/1.1\r\nHost: grpc.test\r\ncontent-type: application/grpc\r\n\
+                    te: trailers\r\ncontent-length: 10\r\n\r\n"
+        .to_vec();
+    req.extend_from_slice(b"\x00\x00\x00\x00\x05hello");
+    let mut c = Client::connect(rw.addr());
+    c.send(&req);
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.chunked, "a body without a length comes chunked (trailers follow it): {}", r.head);
+    assert_eq!(r.body, b"\x00\x00\x00\x00\x05hello", "{}", r.head);
+    assert_eq!(r.trailer("grpc-status"), Some("0"), "trailers: {:?}", r.trailers);
+    assert_eq!(r.trailer("x-trailer"), Some("t1"), "trailers: {:?}", r.trailers);
+}

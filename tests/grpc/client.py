@@ -1,0 +1,40 @@
+"""Calls test.Echo through ringway (h2c, prior knowledge) and prints one
+JSON object with what each kind of call returned. argv: TARGET [die]."""
+import json
+import sys
+
+import grpc
+
+
+def ident(b):
+    return b
+
+
+target = sys.argv[1]
+out = {}
+with grpc.insecure_channel(target) as ch:
+    grpc.channel_ready_future(ch).result(timeout=10)
+    unary = ch.unary_unary("/test.Echo/Unary", ident, ident)
+    if len(sys.argv) > 2 and sys.argv[2] == "die":
+        try:
+            unary(b"die", timeout=10)
+            out["die"] = "ok"
+        except grpc.RpcError as e:
+            out["die"] = e.code().name
+        print(json.dumps(out))
+        sys.exit(0)
+    resp, call = unary.with_call(b"hello", timeout=10)
+    out["unary"] = resp.decode()
+    out["unary_trailers"] = dict(call.trailing_metadata() or ())
+    try:
+        unary(b"fail", timeout=10)
+        out["fail"] = "ok"
+    except grpc.RpcError as e:
+        out["fail"] = [e.code().name, e.details()]
+    ss = ch.unary_stream("/test.Echo/ServerStream", ident, ident)
+    out["server_stream"] = [m.decode() for m in ss(b"5", timeout=10)]
+    cs = ch.stream_unary("/test.Echo/ClientStream", ident, ident)
+    out["client_stream"] = cs(iter([b"a", b"b", b"c"]), timeout=10).decode()
+    bd = ch.stream_stream("/test.Echo/Bidi", ident, ident)
+    out["bidi"] = [m.decode() for m in bd(iter([b"x", b"y", b"z"]), timeout=10)]
+print(json.dumps(out))
