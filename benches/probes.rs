@@ -123,6 +123,7 @@ fn target(i: usize, addr: SocketAddr, interval: Duration, timeout: Duration) -> 
         method: "GET".into(),
         tls: None,
         tls_wanted: false,
+        grpc: false,
     }
 }
 

@@ -3,7 +3,8 @@
 //! (`"protocol": "h2c"`). Unary, server-streaming, client-streaming and
 //! bidirectional calls, an error status and trailing metadata intact, a
 //! backend that dies mid-call; and an HTTP/1.1 client reaching the same
-//! HTTP/2 backend with its trailers (scripts/test.sh installs grpcio).
+//! HTTP/2 backend with its trailers; gRPC health checks (scripts/test.sh
+//! installs grpcio).
 
 mod support;
 
@@ -123,4 +124,38 @@ fn an_http11_client_reaches_an_http2_backend_and_gets_its_trailers() {
     assert_eq!(r.body, b"\x00\x00\x00\x00\x05hello", "{}", r.head);
     assert_eq!(r.trailer("grpc-status"), Some("0"), "trailers: {:?}", r.trailers);
     assert_eq!(r.trailer("x-trailer"), Some("t1"), "trailers: {:?}", r.trailers);
+}
+
+/// The health state the stats API reports for the catch-all route's
+/// backend, polled until it is `want` (bounded); the last one seen.
+fn state_becomes(rw: &Ringway, want: &str, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let s = rw.api().get("/api/v1/stats").expect(200, "GET /api/v1/stats").json;
+        let state = s["backends"][0]["state"].as_str().unwrap_or("").to_string();
+        if state == want || std::time::Instant::now() >= deadline {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn grpc_health_checks_follow_the_servers_serving_status() {
+    let server = GrpcServer::start();
+    let backend = json!({"id": "grpc", "hostname": "127.0.0.1", "port": server.port, "protocol": "h2c"});
+    let mut r = route("*", "ROUND_ROBIN", vec![backend]);
+    r["health"] =
+        json!({"grpc": true, "intervalMs": 200, "downIntervalMs": 200, "rise": 1, "fall": 1, "timeoutMs": 1000});
+    let mut cfg = with_admin(config(vec![r]), None);
+    cfg["http2"] = json!({"h2c": true});
+    let rw = Ringway::start(cfg);
+    assert_eq!(state_becomes(&rw, "up", Duration::from_secs(5)), "up");
+    // NOT_SERVING (set through ringway itself): taken out.
+    assert_eq!(client(rw.addr(), &["health=0"])["health"], "0");
+    assert_eq!(state_becomes(&rw, "down", Duration::from_secs(5)), "down", "NOT_SERVING must take it out");
+    // SERVING again (straight to the server: ringway answers 503 now).
+    let direct = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
+    assert_eq!(client(direct, &["health=1"])["health"], "1");
+    assert_eq!(state_becomes(&rw, "up", Duration::from_secs(5)), "up", "SERVING must bring it back");
 }

@@ -421,6 +421,9 @@ pub struct Health {
     pub headers: Vec<(String, String)>,
     /// `GET` or `HEAD`.
     pub method: String,
+    /// gRPC's standard health check (`grpc.health.v1.Health/Check`, over
+    /// HTTP/2) instead of an HTTP GET.
+    pub grpc: bool,
 }
 
 impl Default for Health {
@@ -439,6 +442,7 @@ impl Default for Health {
             expect_body: None,
             headers: Vec::new(),
             method: "GET".to_string(),
+            grpc: false,
         }
     }
 }
@@ -938,6 +942,12 @@ fn health_from(raw: Option<&RawHealth>, base: &Health, path: &str, errs: &mut Er
         Some("http") => out.tcp_only = false,
         Some("tcp") => out.tcp_only = true,
         Some(k) => errs.push(join(path, "type"), format!("{k:?}: expected \"http\" or \"tcp\"")),
+    }
+    if let Some(g) = h.grpc {
+        if g && out.tcp_only {
+            errs.push(join(path, "grpc"), "a gRPC check is not a TCP check: leave \"type\" out or \"http\"");
+        }
+        out.grpc = g;
     }
     if let Some(b) = &h.expect_body {
         if b.is_empty() || b.len() > 1024 {

@@ -167,6 +167,8 @@ pub struct RawHealth {
     pub headers: Option<BTreeMap<String, String>>,
     /// `"GET"` (default) or `"HEAD"`.
     pub method: Option<String>,
+    /// Probe with gRPC's `grpc.health.v1.Health/Check` over HTTP/2.
+    pub grpc: Option<bool>,
 }
 
 /// `accessLog`.

@@ -312,6 +312,7 @@ fn health_json(h: &Health) -> Value {
         "expectBody": h.expect_body,
         "headers": h.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "method": h.method,
+        "grpc": h.grpc,
     })
 }
 

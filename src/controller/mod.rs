@@ -146,6 +146,11 @@ const RESOLVE_WAIT: Duration = Duration::from_secs(2);
 /// Certificates expiring within this many seconds are warned about.
 const EXPIRY_WARNING: i64 = 14 * 24 * 3600;
 
+/// Whether `b`'s active checks are gRPC health checks.
+fn health_grpc(r: &Route, b: &Backend) -> bool {
+    r.health_of(&b.id).grpc
+}
+
 fn each_backend(route: &Route) -> impl Iterator<Item = &Backend> {
     route.pool.backends.iter().chain(route.paths.iter().flat_map(|p| p.pool.backends.iter()))
 }
@@ -306,7 +311,13 @@ impl Controller {
     fn probe_tls(&self, r: &Route, b: &Backend) -> Option<crate::upstream::UpstreamTls> {
         let t = b.tls.as_ref()?;
         let state = self.tls.as_ref().and_then(|(_, o)| o.0.clone().downcast::<crate::tls::TlsState>().ok())?;
-        let config = state.upstream.get(&crate::tls::upstream::Trust::of(t))?.clone();
+        let mut config = state.upstream.get(&crate::tls::upstream::Trust::of(t))?.clone();
+        if health_grpc(r, b) {
+            // gRPC checks speak HTTP/2: asked for by ALPN.
+            let mut c = (*config).clone();
+            c.alpn_protocols = vec![b"h2".to_vec()];
+            config = Arc::new(c);
+        }
         let name = crate::tls::upstream::server_name(b, &r.host_header)?.to_string();
         let name = rustls::pki_types::ServerName::try_from(name).ok()?;
         Some(crate::upstream::UpstreamTls { config, name })
@@ -337,6 +348,7 @@ impl Controller {
                     method: health.method.clone(),
                     tls: self.probe_tls(r, b),
                     tls_wanted: b.tls.is_some(),
+                    grpc: health.grpc,
                 });
             }
         }

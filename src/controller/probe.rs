@@ -64,6 +64,8 @@ pub struct Target {
     /// The backend speaks TLS (a probe fails when its settings are
     /// unusable, as the workers' connects do; never a plain fallback).
     pub tls_wanted: bool,
+    /// gRPC's health check over HTTP/2 (h2c, or h2 when `tls`).
+    pub grpc: bool,
 }
 
 impl Target {
@@ -118,6 +120,9 @@ async fn check(t: &Target) -> bool {
     if t.tls_wanted && t.tls.is_none() {
         return false;
     }
+    if t.grpc {
+        return check_grpc(t).await;
+    }
     let Ok(mut s) = crate::upstream::open(t.addr, t.tls.as_ref()).await else { return false };
     let mut buf = Vec::with_capacity(16 * 1024);
     buf.extend_from_slice(
@@ -142,6 +147,50 @@ async fn check(t: &Target) -> bool {
     // over TLS), never a reset.
     s.close_write().await;
     (t.expect.0..=t.expect.1).contains(&status) && found
+}
+
+/// gRPC's standard check: `grpc.health.v1.Health/Check` with an empty
+/// `HealthCheckRequest` (all services) over HTTP/2; passes when the answer
+/// has `grpc-status: 0` and says SERVING (field 1 = 1).
+async fn check_grpc(t: &Target) -> bool {
+    use bytes::Bytes;
+    const SERVING: &[u8] = &[0, 0, 0, 0, 2, 0x08, 0x01];
+    let Ok(s) = crate::upstream::open(t.addr, t.tls.as_ref()).await else { return false };
+    let io = monoio_compat::StreamWrapper::new_with_buffer_size(crate::conn::compat::CompatIo::new(s), 4096, 4096);
+    let Ok((mut send, conn)) = h2::client::handshake(io).await else { return false };
+    monoio::spawn(async move {
+        let _ = conn.await;
+    });
+    let scheme = if t.tls.is_some() { "https" } else { "http" };
+    let req = http::Request::post(format!("{scheme}://{}/grpc.health.v1.Health/Check", t.host))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("user-agent", concat!("ringway-health/", env!("CARGO_PKG_VERSION")))
+        .body(());
+    let Ok(req) = req else { return false };
+    let Ok((response, mut body_out)) = send.send_request(req, false) else { return false };
+    // An empty HealthCheckRequest: not compressed, length 0.
+    if body_out.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true).is_err() {
+        return false;
+    }
+    let Ok(resp) = response.await else { return false };
+    let ok_status = |h: &http::HeaderMap| h.get("grpc-status").is_some_and(|v| v == "0");
+    if resp.status() != 200 {
+        return false;
+    }
+    let (parts, mut body) = resp.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
+        let Ok(chunk) = chunk else { return false };
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+        if data.len() > 4096 {
+            return false;
+        }
+    }
+    let trailers = poll_fn(|cx| body.poll_trailers(cx)).await;
+    let status_ok = ok_status(&parts.headers) || matches!(&trailers, Ok(Some(t)) if ok_status(t));
+    status_ok && data == SERVING
 }
 
 async fn write_all(s: &mut Stream, buf: &mut Vec<u8>) -> bool {

@@ -15,6 +15,10 @@ out = {}
 with grpc.insecure_channel(target) as ch:
     grpc.channel_ready_future(ch).result(timeout=10)
     unary = ch.unary_unary("/test.Echo/Unary", ident, ident)
+    if len(sys.argv) > 2 and sys.argv[2].startswith("health="):
+        ch.unary_unary("/test.Echo/SetHealth", ident, ident)(sys.argv[2][7:].encode(), timeout=10)
+        print(json.dumps({"health": sys.argv[2][7:]}))
+        sys.exit(0)
     if len(sys.argv) > 2 and sys.argv[2] == "die":
         try:
             unary(b"die", timeout=10)

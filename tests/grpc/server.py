@@ -8,6 +8,8 @@ Methods of service test.Echo:
   ServerStream answers N messages, N = int(request), each b"msg-i".
   ClientStream answers the concatenation of what the client streamed.
   Bidi         echoes each message as it arrives, upper-cased.
+  SetHealth    b"1": SERVING, b"0": NOT_SERVING, for
+grpc.health.v1.Health/Check (raw protobuf: field 1 = status).
 """
 import os
 import sys
@@ -39,6 +41,18 @@ def bidi(it, ctx):
         yield m.upper()
 
 
+health = {"status": 1}
+
+
+def set_health(req, ctx):
+    health["status"] = 1 if req == b"1" else 2
+    return req
+
+
+def check(req, ctx):
+    return bytes([0x08, health["status"]])
+
+
 def ident(b):
     return b
 
@@ -48,10 +62,15 @@ handlers = {
     "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, ident, ident),
     "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream, ident, ident),
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi, ident, ident),
+    "SetHealth": grpc.unary_unary_rpc_method_handler(set_health, ident, ident),
 }
+health_handlers = {"Check": grpc.unary_unary_rpc_method_handler(check, ident, ident)}
 
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+server.add_generic_rpc_handlers((
+    grpc.method_handlers_generic_handler("test.Echo", handlers),
+    grpc.method_handlers_generic_handler("grpc.health.v1.Health", health_handlers),
+))
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
 print(f"port {port}", flush=True)
