@@ -159,3 +159,39 @@ fn grpc_health_checks_follow_the_servers_serving_status() {
     assert_eq!(client(direct, &["health=1"])["health"], "1");
     assert_eq!(state_becomes(&rw, "up", Duration::from_secs(5)), "up", "SERVING must bring it back");
 }
+
+/// Established TCP connections to 127.0.0.1:`port` (from /proc/net/tcp).
+fn connections_to(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "01" && f[2].ends_with(&format!(":{port:04X}"))
+        })
+        .count()
+}
+
+#[test]
+fn calls_beyond_a_backends_stream_limit_open_more_connections_up_to_eight() {
+    let server = GrpcServer::start();
+    let rw = ringway_for(&server);
+    // 12 slow calls at once; the server takes 2 streams per connection.
+    let mut child = Command::new("timeout")
+        .args(["60", "python3", &format!("{DIR}/client.py"), &rw.addr().to_string(), "parallel=12"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client.py");
+    let mut most = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        most = most.max(connections_to(server.port));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("client output");
+    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(got["parallel"].as_array().map(|a| a.len()), Some(12), "{got}");
+    assert!(got["parallel"].as_array().is_some_and(|a| a.iter().all(|v| v == "sleep")), "{got}");
+    eprintln!("most connections to the backend at once: {most}");
+    assert!((2..=8).contains(&most), "connections to the backend: {most} (streams limit 2, 12 calls, cap 8)");
+}

@@ -11,8 +11,10 @@
 //! then works as for any HTTP/1.1 backend. A stream is never pooled: the
 //! multiplexed connection it came from is (see `upstream::ConnPool`).
 
+use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
@@ -26,6 +28,8 @@ use crate::http::{parse_request, slice, BodyKind, ChunkedDecoder, HeadLimits, Me
 /// An HTTP/2 stream to a backend (see the module docs).
 pub struct H2Up {
     send: SendRequest<Bytes>,
+    /// Streams open on this stream's connection (this one included).
+    open: Rc<Cell<usize>>,
     /// `http` (h2c) or `https` (h2).
     scheme: &'static str,
     req: Req,
@@ -46,9 +50,11 @@ enum Req {
 
 impl H2Up {
     /// A stream on the connection behind `send` (ready for a request).
-    pub fn new(send: SendRequest<Bytes>, tls: bool) -> H2Up {
+    pub fn new(send: SendRequest<Bytes>, open: Rc<Cell<usize>>, tls: bool) -> H2Up {
+        open.set(open.get() + 1);
         H2Up {
             send,
+            open,
             scheme: if tls { "https" } else { "http" },
             req: Req::Head(Vec::new()),
             response: None,
@@ -177,6 +183,7 @@ impl Drop for H2Up {
     /// A request abandoned mid-way (the client went away, a timeout)
     /// resets its stream, so the backend stops working on it.
     fn drop(&mut self) {
+        self.open.set(self.open.get().saturating_sub(1));
         if let Req::Body(send, _) = &mut self.req {
             send.send_reset(h2::Reason::CANCEL);
         }

@@ -68,8 +68,12 @@ pub struct ConnPool {
     key: PoolKey,
     tls: Option<UpstreamTls>,
     idle: RefCell<VecDeque<(Stream, Instant)>>,
-    /// The HTTP/2 connection's request handle (HTTP/2 pools).
-    h2: RefCell<Option<h2::client::SendRequest<bytes::Bytes>>>,
+    /// The HTTP/2 connections' request handles and open streams (HTTP/2
+    /// pools): a new connection only when every one is at the backend's
+    /// concurrent-stream limit.
+    h2: RefCell<Vec<H2Conn>>,
+    /// HTTP/2 connections being opened now (they count toward the limit).
+    h2_connecting: Cell<usize>,
     /// Connections opened (for tests and stats).
     pub connects: Cell<u64>,
 }
@@ -77,23 +81,58 @@ pub struct ConnPool {
 /// Socket buffers of an HTTP/2 connection to a backend (each way).
 const H2_IO_BUFFER: usize = 16 * 1024;
 
+/// Most HTTP/2 connections one worker opens to one backend.
+const MAX_H2_CONNECTIONS: usize = 8;
+
+/// One HTTP/2 connection of a pool.
+struct H2Conn {
+    send: h2::client::SendRequest<bytes::Bytes>,
+    /// Streams open on it now.
+    open: Rc<Cell<usize>>,
+}
+
 impl ConnPool {
     /// An empty pool for `key` (over TLS when `tls` is set).
     pub fn new(key: PoolKey, tls: Option<UpstreamTls>) -> ConnPool {
-        ConnPool { key, tls, idle: RefCell::new(VecDeque::new()), h2: RefCell::new(None), connects: Cell::new(0) }
+        ConnPool {
+            key,
+            tls,
+            idle: RefCell::new(VecDeque::new()),
+            h2: RefCell::new(Vec::new()),
+            h2_connecting: Cell::new(0),
+            connects: Cell::new(0),
+        }
     }
 
     /// A new stream on this pool's HTTP/2 connection, opening one when
     /// there is none or it failed (a GOAWAY'd connection is replaced).
     /// `reused`: the connection existed before this request.
     async fn h2_stream(&self, timeout: Duration) -> Result<Upstream, ProxyError> {
-        let current = self.h2.borrow().clone();
-        if let Some(mut send) = current {
-            if std::future::poll_fn(|cx| send.poll_ready(cx)).await.is_ok() {
-                let stream = Stream::H2Up(Box::new(crate::conn::h2up::H2Up::new(send, self.tls.is_some())));
-                return Ok(Upstream { stream, reused: true });
+        let give_up = Instant::now() + timeout;
+        // The least busy connection with room (or, when all are full and no
+        // more may be opened, the least busy one: its streams queue). While
+        // the limit is taken by connections still opening, wait for them.
+        let pick = loop {
+            let conns = self.h2.borrow();
+            let best = conns.iter().min_by_key(|c| c.open.get());
+            let full = best.is_none_or(|c| c.open.get() >= c.send.current_max_send_streams());
+            let at_limit = conns.len() + self.h2_connecting.get() >= MAX_H2_CONNECTIONS;
+            match best {
+                Some(c) if !full || at_limit => break Some((c.send.clone(), c.open.clone())),
+                None if self.h2_connecting.get() > 0 && Instant::now() < give_up => {
+                    drop(conns);
+                    monoio::time::sleep(Duration::from_millis(1)).await;
+                }
+                _ => break None,
             }
-            self.h2.borrow_mut().take();
+        };
+        if let Some((mut send, open)) = pick {
+            if std::future::poll_fn(|cx| send.poll_ready(cx)).await.is_ok() {
+                let up = crate::conn::h2up::H2Up::new(send, open, self.tls.is_some());
+                return Ok(Upstream { stream: Stream::H2Up(Box::new(up)), reused: true });
+            }
+            // Failed or gone away: new streams go to another connection.
+            self.h2.borrow_mut().retain(|c| !Rc::ptr_eq(&c.open, &open));
         }
         let handshake = async {
             let tcp = connect_to(self).await?;
@@ -112,7 +151,10 @@ impl ConnPool {
                         .caused_by(&std::io::Error::other(e))
                 })
         };
-        let (send, conn) = match monoio::time::timeout(timeout, Box::pin(handshake)).await {
+        self.h2_connecting.set(self.h2_connecting.get() + 1);
+        let opened = monoio::time::timeout(timeout, Box::pin(handshake)).await;
+        self.h2_connecting.set(self.h2_connecting.get() - 1);
+        let (send, conn) = match opened {
             Err(_) => return Err(ProxyError::new(Kind::ConnectTimeout, "connect timed out")),
             Ok(r) => r?,
         };
@@ -121,9 +163,10 @@ impl ConnPool {
             let _ = conn.await;
         });
         self.connects.set(self.connects.get() + 1);
-        *self.h2.borrow_mut() = Some(send.clone());
-        let stream = Stream::H2Up(Box::new(crate::conn::h2up::H2Up::new(send, self.tls.is_some())));
-        Ok(Upstream { stream, reused: false })
+        let open = Rc::new(Cell::new(0));
+        self.h2.borrow_mut().push(H2Conn { send: send.clone(), open: open.clone() });
+        let up = crate::conn::h2up::H2Up::new(send, open, self.tls.is_some());
+        Ok(Upstream { stream: Stream::H2Up(Box::new(up)), reused: false })
     }
 
     /// The address.
@@ -175,7 +218,7 @@ impl ConnPool {
     /// streams finish on it, new ones get a new connection).
     pub fn clear_idle(&self) {
         self.idle.borrow_mut().clear();
-        self.h2.borrow_mut().take();
+        self.h2.borrow_mut().clear();
     }
 }
 

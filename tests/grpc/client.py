@@ -19,6 +19,11 @@ with grpc.insecure_channel(target) as ch:
         ch.unary_unary("/test.Echo/SetHealth", ident, ident)(sys.argv[2][7:].encode(), timeout=10)
         print(json.dumps({"health": sys.argv[2][7:]}))
         sys.exit(0)
+    if len(sys.argv) > 2 and sys.argv[2].startswith("parallel="):
+        n = int(sys.argv[2][9:])
+        calls = [unary.future(b"sleep", timeout=20) for _ in range(n)]
+        print(json.dumps({"parallel": [c.result().decode() for c in calls]}))
+        sys.exit(0)
     if len(sys.argv) > 2 and sys.argv[2] == "die":
         try:
             unary(b"die", timeout=10)

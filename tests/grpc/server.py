@@ -13,6 +13,7 @@ grpc.health.v1.Health/Check (raw protobuf: field 1 = status).
 """
 import os
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -23,6 +24,8 @@ def unary(req, ctx):
         ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "asked to fail")
     if req == b"die":
         os._exit(3)
+    if req == b"sleep":
+        time.sleep(0.5)
     ctx.set_trailing_metadata((("x-trailer", "t1"),))
     return req
 
@@ -66,7 +69,9 @@ handlers = {
 }
 health_handlers = {"Check": grpc.unary_unary_rpc_method_handler(check, ident, ident)}
 
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+# At most 2 streams per connection: a client with more calls in flight
+# must open more connections (or queue).
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=[("grpc.max_concurrent_streams", 2)])
 server.add_generic_rpc_handlers((
     grpc.method_handlers_generic_handler("test.Echo", handlers),
     grpc.method_handlers_generic_handler("grpc.health.v1.Health", health_handlers),
