@@ -84,6 +84,16 @@ const H2_IO_BUFFER: usize = 16 * 1024;
 /// Most HTTP/2 connections one worker opens to one backend.
 const MAX_H2_CONNECTIONS: usize = 8;
 
+/// Where a new HTTP/2 stream goes.
+enum H2Pick {
+    /// On this connection.
+    Use(h2::client::SendRequest<bytes::Bytes>, Rc<Cell<usize>>),
+    /// Only connections still opening: wait for one.
+    Wait,
+    /// On a new connection.
+    Open,
+}
+
 /// One HTTP/2 connection of a pool.
 struct H2Conn {
     send: h2::client::SendRequest<bytes::Bytes>,
@@ -104,6 +114,19 @@ impl ConnPool {
         }
     }
 
+    /// Which HTTP/2 connection a new stream goes on.
+    fn h2_pick(&self) -> H2Pick {
+        let conns = self.h2.borrow();
+        let best = conns.iter().min_by_key(|c| c.open.get());
+        let full = best.is_none_or(|c| c.open.get() >= c.send.current_max_send_streams());
+        let at_limit = conns.len() + self.h2_connecting.get() >= MAX_H2_CONNECTIONS;
+        match best {
+            Some(c) if !full || at_limit => H2Pick::Use(c.send.clone(), c.open.clone()),
+            None if self.h2_connecting.get() > 0 => H2Pick::Wait,
+            _ => H2Pick::Open,
+        }
+    }
+
     /// A new stream on this pool's HTTP/2 connection, opening one when
     /// there is none or it failed (a GOAWAY'd connection is replaced).
     /// `reused`: the connection existed before this request.
@@ -113,17 +136,10 @@ impl ConnPool {
         // more may be opened, the least busy one: its streams queue). While
         // the limit is taken by connections still opening, wait for them.
         let pick = loop {
-            let conns = self.h2.borrow();
-            let best = conns.iter().min_by_key(|c| c.open.get());
-            let full = best.is_none_or(|c| c.open.get() >= c.send.current_max_send_streams());
-            let at_limit = conns.len() + self.h2_connecting.get() >= MAX_H2_CONNECTIONS;
-            match best {
-                Some(c) if !full || at_limit => break Some((c.send.clone(), c.open.clone())),
-                None if self.h2_connecting.get() > 0 && Instant::now() < give_up => {
-                    drop(conns);
-                    monoio::time::sleep(Duration::from_millis(1)).await;
-                }
-                _ => break None,
+            match self.h2_pick() {
+                H2Pick::Use(send, open) => break Some((send, open)),
+                H2Pick::Wait if Instant::now() < give_up => monoio::time::sleep(Duration::from_millis(1)).await,
+                H2Pick::Wait | H2Pick::Open => break None,
             }
         };
         if let Some((mut send, open)) = pick {
