@@ -180,6 +180,7 @@ fn calls_beyond_a_backends_stream_limit_open_more_connections_up_to_eight() {
     let mut child = Command::new("timeout")
         .args(["60", "python3", &format!("{DIR}/client.py"), &rw.addr().to_string(), "parallel=12"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("client.py");
     let mut most = 0;
@@ -189,7 +190,9 @@ fn calls_beyond_a_backends_stream_limit_open_more_connections_up_to_eight() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().expect("client output");
-    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("client JSON: {e}\nstderr: {}\nringway: {}", String::from_utf8_lossy(&out.stderr), rw.log())
+    });
     assert_eq!(got["parallel"].as_array().map(|a| a.len()), Some(12), "{got}");
     assert!(got["parallel"].as_array().is_some_and(|a| a.iter().all(|v| v == "sleep")), "{got}");
     eprintln!("most connections to the backend at once: {most}");

@@ -134,7 +134,13 @@ impl H2Up {
     /// The response, once: its head as HTTP/1.1 bytes, then its body.
     async fn inbound(&mut self) -> io::Result<&mut Inbound> {
         if let Some(fut) = self.response.take() {
-            let resp = fut.await.map_err(other)?;
+            let resp = fut.await.map_err(|e| {
+                if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                    io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())
+                } else {
+                    other(e)
+                }
+            })?;
             let (parts, body) = resp.into_parts();
             let status = parts.status;
             let mut head = Vec::with_capacity(256);

@@ -182,6 +182,11 @@ async fn send_and_read_head(cx: &mut Ctx<'_>, req: &mut Req, up: &mut Upstream) 
         match read_more(&mut up.stream, &mut b.ubuf, limits.max_head_bytes + 1, head_due).await {
             Read::Data => {}
             Read::TimedOut => return Err(ProxyError::new(Kind::ResponseTimeout, "no response head in time")),
+            // An HTTP/2 backend refused the stream: it was not processed
+            // (RFC 9113 8.7), so any request may go again.
+            Read::Failed(Some(std::io::ErrorKind::ConnectionRefused)) if fresh => {
+                return Err(ProxyError::new(Kind::ConnectFailed, "backend refused the stream"))
+            }
             Read::Eof | Read::Failed(_) if fresh => {
                 return Err(stale_or(up.reused, Kind::UpstreamIo, "backend closed before answering"))
             }

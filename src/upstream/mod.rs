@@ -158,6 +158,9 @@ impl ConnPool {
                 H2_IO_BUFFER,
             );
             h2::client::Builder::new()
+                // Until the backend's SETTINGS say otherwise: few streams
+                // (a burst past its real limit would be refused).
+                .initial_max_send_streams(8)
                 .initial_window_size(1 << 20)
                 .initial_connection_window_size(4 << 20)
                 .handshake::<_, bytes::Bytes>(io)
