@@ -32,6 +32,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod http2;
+pub mod policy;
 pub mod proxy;
 pub mod route;
 pub mod router;

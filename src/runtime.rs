@@ -153,12 +153,22 @@ pub fn block_on<F: std::future::Future>(driver: Driver, f: F) -> io::Result<F::O
         Driver::Uring | Driver::Auto => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(4096)
             .enable_timer()
+            .attach_thread_pool(Box::new(blocking_pool()))
             .build()
             .map(|mut rt| rt.block_on(f)),
-        Driver::Epoll => {
-            monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().map(|mut rt| rt.block_on(f))
-        }
+        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .attach_thread_pool(Box::new(blocking_pool()))
+            .build()
+            .map(|mut rt| rt.block_on(f)),
     }
+}
+
+/// The process's pool for blocking work a runtime hands off
+/// (`monoio::spawn_blocking`: password hashes), shared by every runtime.
+fn blocking_pool() -> monoio::blocking::DefaultThreadPool {
+    static POOL: std::sync::OnceLock<monoio::blocking::DefaultThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| monoio::blocking::DefaultThreadPool::new(2)).clone()
 }
 
 fn run_worker(driver: Driver, setup: WorkerSetup) {

@@ -121,3 +121,25 @@ fn post_is_not_replayed_after_a_backend_hangs_up() {
         );
     }
 }
+
+#[test]
+fn a_streamed_post_just_after_its_backend_died_is_retried_not_502() {
+    // Found by the soak: a pooled connection rested under 500 ms was
+    // trusted without a check; a body streamed into it could not be sent
+    // again, so a POST nobody processed got 502.
+    let mut a = Backend::echo().named("a").start();
+    let b = Backend::echo().named("b").start();
+    let rw = Ringway::start(catch_all("ROUND_ROBIN", &[&a, &b]));
+    // One request each: both pools hold a connection now.
+    assert_eq!(get(rw.addr(), "x", "/warm-a").status, 200);
+    assert_eq!(get(rw.addr(), "x", "/warm-b").status, 200);
+    a.stop();
+    // Round robin picks a next; the body comes after the head (streamed).
+    let mut c = Client::connect(rw.addr());
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(b"5\r\nhello\r\n0\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.text().contains("body-len 5"), "{}", r.text());
+}

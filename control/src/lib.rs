@@ -9,6 +9,7 @@ pub mod api;
 pub mod health;
 pub mod messages;
 pub mod model;
+pub mod policy;
 pub mod raw;
 pub mod state;
 pub mod stats;

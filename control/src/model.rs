@@ -529,6 +529,8 @@ pub struct Route {
     /// Panic mode (0 = off): when fewer than this percentage of a pool's
     /// backends are up, requests go to all of them instead of a 503.
     pub panic_threshold_percent: u8,
+    /// Auth, rate limit, CORS.
+    pub policies: crate::policy::Policies,
 }
 
 /// A path-prefix rule.
@@ -561,6 +563,8 @@ pub struct RuleOverrides {
     pub queue: Option<Duration>,
     /// Health settings (the route's, overridden field by field).
     pub health: Option<Health>,
+    /// Policies that replace the route's, policy by policy.
+    pub policies: crate::policy::Policies,
 }
 
 impl Route {
@@ -656,12 +660,12 @@ pub fn valid_dns_name(s: &str) -> bool {
 }
 
 /// Collects errors under a growing path.
-struct Errs {
-    list: Vec<FieldError>,
+pub(crate) struct Errs {
+    pub(crate) list: Vec<FieldError>,
 }
 
 impl Errs {
-    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.list.push(FieldError { field: field.into(), message: message.into() });
     }
 }
@@ -899,7 +903,7 @@ pub fn validate_route(raw: &RawRoute, defaults: &RouteDefaults) -> Result<Route,
     }
 }
 
-fn join(base: &str, field: &str) -> String {
+pub(crate) fn join(base: &str, field: &str) -> String {
     if base.is_empty() {
         field.to_string()
     } else {
@@ -1079,6 +1083,7 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
     let connect = ms(r.connect_ms, d.timeouts.connect, &join(path, "connectMs"), errs);
     let upstream = ms(r.upstream_ms, d.timeouts.upstream, &join(path, "upstreamMs"), errs);
     let queue = ms(r.queue_ms, d.timeouts.queue, &join(path, "queueMs"), errs);
+    let policies = crate::policy::policies_from(r.auth.as_ref(), r.rate_limit.as_ref(), r.cors.as_ref(), path, errs);
     let vhost = vhost?;
     if errs.list.len() != before {
         return None;
@@ -1103,6 +1108,7 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
         auto_https: r.auto_https.unwrap_or(false),
         host_header,
         panic_threshold_percent,
+        policies,
     })
 }
 
@@ -1164,6 +1170,7 @@ fn path_from(
         upstream: timeout(p.upstream_ms, "upstreamMs", errs),
         queue: timeout(p.queue_ms, "queueMs", errs),
         health: p.health.as_ref().map(|h| health_from(Some(h), route_health, &join(path, "health"), errs)),
+        policies: crate::policy::policies_from(p.auth.as_ref(), p.rate_limit.as_ref(), p.cors.as_ref(), path, errs),
     };
     Some(PathRule {
         prefix,

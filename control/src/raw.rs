@@ -222,6 +222,12 @@ pub struct RawRoute {
     pub queue_ms: Option<u64>,
     /// Per-route override of `health`, field by field.
     pub health: Option<RawHealth>,
+    /// Who may pass (Basic or Bearer).
+    pub auth: Option<crate::policy::RawAuth>,
+    /// Requests per second per client (or per header value).
+    pub rate_limit: Option<crate::policy::RawRateLimit>,
+    /// Cross-origin requests from browsers.
+    pub cors: Option<crate::policy::RawCors>,
 }
 
 /// One path rule.
@@ -250,6 +256,12 @@ pub struct RawPath {
     pub queue_ms: Option<u64>,
     /// Overrides the route's `health`, field by field.
     pub health: Option<RawHealth>,
+    /// Replaces the route's `auth`.
+    pub auth: Option<crate::policy::RawAuth>,
+    /// Replaces the route's `rateLimit`.
+    pub rate_limit: Option<crate::policy::RawRateLimit>,
+    /// Replaces the route's `cors`.
+    pub cors: Option<crate::policy::RawCors>,
 }
 
 /// One backend.

@@ -352,15 +352,27 @@ fn path_json(p: &PathRule) -> Value {
     })
 }
 
+/// `path_json` or `route_json` with the policies added.
+fn with_policies(mut v: Value, p: &crate::policy::Policies, public: bool) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        crate::policy::policies_json(p, m, public);
+    }
+    v
+}
+
 /// A route in the seed-compatible RouteConfig shape (plus our fields); it
 /// validates back to the same route.
 pub fn route_json(r: &Route) -> Value {
+    route_json_with(r, false)
+}
+
+fn route_json_with(r: &Route, public: bool) -> Value {
     let headers: Map<String, Value> = r.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     let vhost = match &r.vhost {
         VHost::Any => "*".to_string(),
         _ => r.key.clone(),
     };
-    json!({
+    let v = json!({
         "id": r.id,
         "vHost": vhost,
         "strategy": r.pool.strategy.name(),
@@ -373,19 +385,21 @@ pub fn route_json(r: &Route) -> Value {
         "ssl": r.ssl.as_ref().map(|s| json!({"cert": s.cert, "key": s.key})),
         "hostHeader": r.host_header.name(),
         "panicThresholdPercent": r.panic_threshold_percent,
-        "paths": r.paths.iter().map(path_json).collect::<Vec<_>>(),
+        "paths": r.paths.iter().map(|p| with_policies(path_json(p), &p.overrides.policies, public)).collect::<Vec<_>>(),
         "retries": r.retries,
         "maxBodyBytes": r.max_body_bytes,
         "connectMs": r.connect.as_millis() as u64,
         "upstreamMs": r.upstream.as_millis() as u64,
         "queueMs": r.queue.as_millis() as u64,
         "health": health_json(&r.health),
-    })
+    });
+    with_policies(v, &r.policies, public)
 }
 
-/// `route_json` for API answers: a route's own private key is never shown.
+/// `route_json` for API answers: a route's own private key, password
+/// hashes and token digests are never shown.
 pub fn route_json_public(r: &Route) -> Value {
-    let mut v = route_json(r);
+    let mut v = route_json_with(r, true);
     if let Some(ssl) = v.get_mut("ssl").and_then(Value::as_object_mut) {
         ssl.insert("key".into(), Value::String("<redacted>".into()));
     }

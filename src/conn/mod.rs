@@ -158,8 +158,10 @@ impl Stream {
                 }
             },
             Stream::Tls(t) => t.read(buf).await,
-            Stream::H2(h) => h.read(buf).await,
-            Stream::H2Up(h) => h.read(buf).await,
+            // Boxed: inline, an HTTP/2 adapter's state would grow every
+            // request's future (HTTP/1.1 ones too).
+            Stream::H2(h) => Box::pin(h.read(buf)).await,
+            Stream::H2Up(h) => Box::pin(h.read(buf)).await,
         }
     }
 
@@ -177,8 +179,8 @@ impl Stream {
                 }
             },
             Stream::Tls(t) => t.write(&buf[start..end]).await,
-            Stream::H2(h) => h.write(&buf[start..end]).await,
-            Stream::H2Up(h) => h.write(&buf[start..end]).await,
+            Stream::H2(h) => Box::pin(h.write(&buf[start..end])).await,
+            Stream::H2Up(h) => Box::pin(h.write(&buf[start..end])).await,
         }
     }
 
@@ -193,8 +195,8 @@ impl Stream {
                 }
                 t.tcp.readable(false).await
             }
-            Stream::H2(h) => h.readable().await,
-            Stream::H2Up(h) => h.readable().await,
+            Stream::H2(h) => Box::pin(h.readable()).await,
+            Stream::H2Up(h) => Box::pin(h.readable()).await,
         }
     }
 

@@ -91,7 +91,7 @@ async fn attempt(
 ) -> Result<(Next, Duration), ProxyError> {
     let connect = req.route.settings(req.rule).connect;
     phases::set_backend_host(&mut cx.b.out, req, &backend.host);
-    let mut up = backend.connect(connect, t0).await?;
+    let mut up = backend.connect(connect, t0, !req.held.complete).await?;
     let resp = loop {
         match send_and_read_head(cx, req, &mut up).await {
             Err(e) if e.kind == Kind::StaleConnection && up.reused && !req.body_sent => {

@@ -174,6 +174,7 @@ async fn exchange(
         linger: false,
     };
     b.log.clear();
+    b.policy_headers.clear();
     let next = {
         let mut cx = Ctx { w: &w, client: &mut client, peer, b: &mut b, ex: &mut ex };
         handle_request(&mut cx, head_deadline).await
@@ -231,12 +232,19 @@ async fn handle_request(cx: &mut Ctx<'_>, head_deadline: Instant) -> Next {
         Ok(p) => p,
         Err(stop) => return fail(cx, Some(&req.head), stop).await,
     };
-    match phases::policy(cx, &req) {
+    match phases::policy(cx, &req).await {
         phases::Verdict::Pass => {}
         phases::Verdict::RedirectHttps => {
             let keep = req.held.complete.then_some(req.head.head_len + req.held.len);
             return answer(cx, Some(&req.head), 308, keep, |out, cx, persist| {
                 phases::write_https_redirect(out, cx, &req, persist)
+            })
+            .await;
+        }
+        phases::Verdict::Answer(status) => {
+            let keep = req.held.complete.then_some(req.head.head_len + req.held.len);
+            return answer(cx, Some(&req.head), status, keep, |out, cx, persist| {
+                phases::write_policy_answer(out, status, &cx.b.policy_headers, persist)
             })
             .await;
         }

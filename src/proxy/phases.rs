@@ -11,6 +11,7 @@ use crate::http::{
     parse_request, push_chunk, push_last_chunk, write_request_head, BodyKind, ChunkError, ChunkedDecoder, ForwardCtx,
     HeadLimits, HostOut, Method, ParseError, Persist, RequestHead, RequestView,
 };
+use crate::policy::Decision;
 use crate::route::admission::Permit;
 use crate::route::RouteRt;
 use control::model::HostHeader;
@@ -157,17 +158,69 @@ pub(super) enum Verdict {
     /// Answer it with a redirect to this scheme (the request's host and
     /// path kept byte for byte).
     RedirectHttps,
+    /// Answer it with this status (and the header lines in
+    /// `Bufs::policy_headers`): a preflight's 204, 401, 403, 429, 503.
+    Answer(u16),
 }
 
 /// The route's policies, in their fixed order: the HTTPS redirect
-/// (`autoHttps`), then where CORS preflight → auth → rate limit → cache
-/// lookup will plug in, each answering the client itself or letting the
-/// request through.
-pub(super) fn policy(cx: &Ctx<'_>, req: &Req) -> Verdict {
+/// (`autoHttps`), then the rule's chain (CORS preflight → auth → rate
+/// limit), each answering the client itself or letting the request
+/// through. A route without policies runs nothing here and allocates
+/// nothing; one with policies runs them in a boxed future (inline, their
+/// state would grow every request's).
+pub(super) async fn policy(cx: &mut Ctx<'_>, req: &Req) -> Verdict {
     if req.route.cfg.auto_https && !cx.client.is_tls() {
         return Verdict::RedirectHttps;
     }
-    Verdict::Pass
+    match req.route.policy(req.rule) {
+        None => Verdict::Pass,
+        Some(chain) => Box::pin(run_chain(cx, req, chain)).await,
+    }
+}
+
+async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) -> Verdict {
+    let b = &mut *cx.b;
+    let view = RequestView::new(&b.rbuf, &req.head, &b.headers);
+    let mut p = crate::policy::Request { view: &view, client: cx.peer.ip(), headers: &mut b.policy_headers };
+    match chain.run(&mut p).await {
+        Decision::Pass => Verdict::Pass,
+        Decision::Preflight => Verdict::Answer(204),
+        Decision::Forbidden => Verdict::Answer(403),
+        Decision::Unauthorized(challenge) => {
+            b.policy_headers.clear();
+            b.policy_headers.extend_from_slice(&challenge);
+            Verdict::Answer(401)
+        }
+        Decision::Busy => {
+            b.policy_headers.clear();
+            b.policy_headers.extend_from_slice(b"retry-after: 1\r\n");
+            Verdict::Answer(503)
+        }
+        Decision::Limited(r) => {
+            use std::io::Write;
+            b.policy_headers.clear();
+            let _ = write!(
+                b.policy_headers,
+                "retry-after: {0}\r\nratelimit-limit: {1}\r\nratelimit-remaining: 0\r\nratelimit-reset: {0}\r\n",
+                r.retry_after, r.limit
+            );
+            Verdict::Answer(429)
+        }
+    }
+}
+
+/// Writes a policy's own answer: `status` with the header lines the
+/// policy left (a 204 preflight has no body; the others a short text).
+pub(super) fn write_policy_answer(out: &mut Vec<u8>, status: u16, headers: &[u8], persist: Persist) {
+    if status == 204 {
+        out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
+        out.extend_from_slice(headers);
+        out.extend_from_slice(persist.line());
+        out.extend_from_slice(b"\r\n");
+    } else {
+        crate::http::write_error_response(out, status, persist, headers);
+    }
 }
 
 /// Writes a 308 to `https://host[:tlsport]/path?query` into `out`.

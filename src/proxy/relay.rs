@@ -55,6 +55,11 @@ pub(super) async fn response(
     b.scratch.clear();
     let persist = Persist::of(close, head.version_minor == 0);
     write_response_head(&mut b.scratch, &b.ubuf, resp, &b.uheaders, persist, dechunk);
+    if !b.policy_headers.is_empty() {
+        // A policy's header lines (CORS) go before the head's last CRLF.
+        let end = b.scratch.len() - 2;
+        b.scratch.splice(end..end, b.policy_headers.iter().copied());
+    }
     let idle = cx.w.active().timeouts.idle;
     let mut body = Body {
         cx,

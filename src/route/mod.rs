@@ -74,6 +74,8 @@ pub struct PathRt {
     pub settings: Settings,
     /// Its pool.
     pub pool: PoolRt,
+    /// Its policies (its own over the route's), if any.
+    pub policy: Option<Rc<crate::policy::Chain>>,
 }
 
 /// A route as a worker runs it.
@@ -94,6 +96,8 @@ pub struct RouteRt {
     pub stats: Rc<crate::stats::RouteStats>,
     /// Its own timeouts, retries and body limit (path rules may override).
     pub settings: Settings,
+    /// Its policies, if any.
+    pub policy: Option<Rc<crate::policy::Chain>>,
 }
 
 impl RouteRt {
@@ -115,6 +119,14 @@ impl RouteRt {
         match rule.and_then(|i| self.paths.get(i)) {
             Some(p) => &p.settings,
             None => &self.settings,
+        }
+    }
+
+    /// The policies for a rule (its own, else the route's).
+    pub fn policy(&self, rule: Option<usize>) -> Option<&Rc<crate::policy::Chain>> {
+        match rule.and_then(|i| self.paths.get(i)) {
+            Some(p) => p.policy.as_ref(),
+            None => self.policy.as_ref(),
         }
     }
 

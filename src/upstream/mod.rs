@@ -199,7 +199,9 @@ impl ConnPool {
     }
 
     /// Takes a pooled connection (newest first, expired or closed ones dropped).
-    pub fn take_idle(&self, now: Instant) -> Option<Stream> {
+    /// With `careful` (a request body that cannot be sent twice), every
+    /// connection is checked, however briefly it rested.
+    pub fn take_idle(&self, now: Instant, careful: bool) -> Option<Stream> {
         let mut idle = self.idle.borrow_mut();
         while let Some((mut s, since)) = idle.pop_back() {
             let rested = now.saturating_duration_since(since);
@@ -208,7 +210,7 @@ impl ConnPool {
             }
             // A connection reused at once is almost surely alive; one that
             // rested may have been closed by the backend meanwhile: peek.
-            if rested < PEEK_AFTER || s.still_open() {
+            if (rested < PEEK_AFTER && !careful) || s.still_open() {
                 return Some(s);
             }
         }
@@ -334,8 +336,11 @@ impl Backend {
     }
 
     /// A pooled connection (as of `now`), or a fresh one within `timeout`.
-    pub async fn connect(&self, timeout: Duration, now: Instant) -> Result<Upstream, ProxyError> {
-        if let Some(stream) = self.pool.as_ref().and_then(|p| p.take_idle(now)) {
+    /// `careful`: the request's body will be streamed and cannot be sent
+    /// again, so a pooled connection is checked before it is trusted (a
+    /// backend that just died then costs a retry elsewhere, not a 502).
+    pub async fn connect(&self, timeout: Duration, now: Instant, careful: bool) -> Result<Upstream, ProxyError> {
+        if let Some(stream) = self.pool.as_ref().and_then(|p| p.take_idle(now, careful)) {
             return Ok(Upstream { stream, reused: true });
         }
         self.connect_fresh(timeout).await

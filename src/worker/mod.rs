@@ -71,6 +71,9 @@ pub struct Bufs {
     pub scratch: Vec<u8>,
     /// The access-log line being built.
     pub log: Vec<u8>,
+    /// Header lines a policy adds to this request's answer (CORS; a
+    /// 401's challenge, a 429's limits).
+    pub policy_headers: Vec<u8>,
 }
 
 /// Size of each I/O buffer.
@@ -90,6 +93,7 @@ impl Bufs {
             uheaders: Vec::with_capacity(64),
             scratch: Vec::with_capacity(256),
             log: Vec::with_capacity(256),
+            policy_headers: Vec::new(),
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct Worker {
     session_cache: Arc<rustls::server::ServerSessionMemoryCache>,
     /// Requests by protocol and HTTP/2 events.
     pub proto: Rc<crate::stats::ProtoCounters>,
+    /// Policy chains by route and rule (kept while unchanged).
+    chains: crate::policy::Chains,
     /// The port of the first TLS listener (for `autoHttps` redirects).
     pub tls_port: Option<u16>,
 }
@@ -271,6 +277,7 @@ impl Worker {
             tls: RefCell::new(None),
             session_cache: rustls::server::ServerSessionMemoryCache::new(crate::tls::SESSION_CACHE),
             proto: Rc::default(),
+            chains: Default::default(),
             tls_port: None,
         }
     }
@@ -329,6 +336,7 @@ impl Worker {
         b.out.clear();
         b.scratch.clear();
         b.log.clear();
+        b.policy_headers.clear();
         pool.push(b);
     }
 
@@ -449,6 +457,7 @@ impl Worker {
         let mut next_adm = HashMap::new();
         let mut route_stats = self.route_stats.borrow_mut();
         let mut next_stats = HashMap::new();
+        let mut next_chains = crate::policy::Chains::default();
         let routes: Vec<Rc<RouteRt>> = snap
             .routes
             .iter()
@@ -464,6 +473,12 @@ impl Worker {
                         host: p.host_header.clone().unwrap_or_else(|| r.host_header.clone()),
                         settings: Settings::of_rule(Settings::of(r), &p.overrides),
                         pool: build_pool(&key, &p.pool, p.host_header.as_ref().unwrap_or(&r.host_header), &mut next),
+                        policy: self.chains.get(
+                            &key,
+                            &p.prefix,
+                            &r.policies.overlay(&p.overrides.policies),
+                            &mut next_chains,
+                        ),
                     })
                     .collect();
                 paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
@@ -474,7 +489,8 @@ impl Worker {
                 let stats = route_stats.get(&key).cloned().unwrap_or_default();
                 next_stats.insert(key.clone(), stats.clone());
                 let settings = Settings::of(r);
-                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission, stats, settings })
+                let policy = self.chains.get(&key, "", &r.policies, &mut next_chains);
+                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission, stats, settings, policy })
             })
             .collect();
         // Addresses no backend uses any more: close their idle connections
@@ -488,6 +504,7 @@ impl Worker {
         *old = next;
         *admissions = next_adm;
         *route_stats = next_stats;
+        self.chains.replace(next_chains);
         *self.active.borrow_mut() = Rc::new(Active {
             generation: snap.generation,
             router: Router::new(&routes),

@@ -1,0 +1,442 @@
+//! Per-route traffic policies as configured and validated: auth (Basic,
+//! Bearer), rate limits, CORS. A path rule's policies replace its route's,
+//! policy by policy. The data plane builds their runtime state (limiters,
+//! verification caches) per snapshot; nothing here does I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::model::{join, Errs};
+
+/// `auth`, as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAuth {
+    /// `"basic"`, `"bearer"` or `"none"` (a path rule opting out).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Basic: the realm named in `WWW-Authenticate`.
+    pub realm: Option<String>,
+    /// Basic: user name → bcrypt or argon2id hash.
+    pub users: Option<BTreeMap<String, String>>,
+    /// Bearer: the SHA-256 of each accepted token, in hex.
+    pub tokens: Option<Vec<String>>,
+}
+
+/// `rateLimit`, as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Sustained rate per key.
+    pub requests_per_second: Option<u64>,
+    /// Requests a key may make at once beyond the rate (bucket size).
+    pub burst: Option<u64>,
+    /// `"clientIp"` (default) or `"header:Name"`.
+    pub key: Option<String>,
+}
+
+/// `cors`, as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawCors {
+    /// Origins allowed (`scheme://host[:port]`), or `["*"]`.
+    pub allow_origins: Option<Vec<String>>,
+    /// Methods a preflight allows.
+    pub allow_methods: Option<Vec<String>>,
+    /// Request headers a preflight allows.
+    pub allow_headers: Option<Vec<String>>,
+    /// Response headers scripts may read.
+    pub expose_headers: Option<Vec<String>>,
+    /// How long a browser may cache a preflight.
+    pub max_age_s: Option<u64>,
+    /// Allow credentials (never with `*`).
+    pub allow_credentials: Option<bool>,
+}
+
+/// A route's (or path rule's) policies; `None`: not set here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policies {
+    /// Who may pass.
+    pub auth: Option<Auth>,
+    /// How often each key may pass.
+    pub rate_limit: Option<RateLimit>,
+    /// Cross-origin requests from browsers.
+    pub cors: Option<Cors>,
+}
+
+impl Policies {
+    /// These with `over`'s set policies on top (a path rule over its route).
+    pub fn overlay(&self, over: &Policies) -> Policies {
+        Policies {
+            auth: over.auth.clone().or_else(|| self.auth.clone()),
+            rate_limit: over.rate_limit.clone().or_else(|| self.rate_limit.clone()),
+            cors: over.cors.clone().or_else(|| self.cors.clone()),
+        }
+    }
+
+    /// Nothing to do for a request (auth `none` counts as nothing).
+    pub fn is_empty(&self) -> bool {
+        matches!(self.auth, None | Some(Auth::Off)) && self.rate_limit.is_none() && self.cors.is_none()
+    }
+}
+
+/// Who may pass.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// No auth (a path rule opting out of its route's).
+    Off,
+    /// HTTP Basic against hashed passwords.
+    Basic {
+        /// The realm in `WWW-Authenticate`.
+        realm: String,
+        /// (user, bcrypt or argon2id hash), sorted by user.
+        users: Vec<(String, String)>,
+    },
+    /// Bearer tokens, known by their SHA-256.
+    Bearer {
+        /// Digests of the accepted tokens.
+        tokens: Vec<[u8; 32]>,
+    },
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Off => f.write_str("Auth::Off"),
+            Auth::Basic { realm, users } => f
+                .debug_struct("Auth::Basic")
+                .field("realm", realm)
+                .field("users", &users.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
+                .finish(),
+            Auth::Bearer { tokens } => f.debug_struct("Auth::Bearer").field("tokens", &tokens.len()).finish(),
+        }
+    }
+}
+
+/// A rate limit per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Bucket size.
+    pub burst: u32,
+    /// What a key is.
+    pub key: RateKey,
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's address.
+    ClientIp,
+    /// A request header's value (lowercased name); requests without it
+    /// share one key.
+    Header(String),
+}
+
+/// CORS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Any origin (`*`).
+    pub any_origin: bool,
+    /// Allowed origins, lowercased.
+    pub origins: Vec<String>,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+    /// Allowed request headers (lowercased).
+    pub headers: Vec<String>,
+    /// Exposed response headers.
+    pub expose: Vec<String>,
+    /// Preflight cache lifetime.
+    pub max_age_s: u32,
+    /// Credentials allowed.
+    pub credentials: bool,
+}
+
+/// A field name as HTTP allows it.
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `$2a$`/`$2b$`/`$2y$`, a cost of 04-31, then 53 characters of bcrypt's
+/// base64 (22 of salt, 31 of hash): what `htpasswd -B` writes.
+fn is_bcrypt(h: &str) -> bool {
+    let b = h.as_bytes();
+    let prefix_ok = h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$");
+    let cost = h.get(4..6).and_then(|c| c.parse::<u32>().ok());
+    prefix_ok
+        && b.len() == 60
+        && cost.is_some_and(|c| (4..=31).contains(&c))
+        && b[6] == b'$'
+        && b[7..].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'/')
+}
+
+/// `$argon2id$v=19$m=M,t=T,p=P$SALT$HASH` (PHC string, base64 without
+/// padding).
+fn is_argon2id(h: &str) -> bool {
+    let parts: Vec<&str> = h.split('$').collect();
+    let b64 = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
+    let params_ok = parts.get(3).is_some_and(|p| {
+        let kv: Vec<&str> = p.split(',').collect();
+        kv.len() == 3
+            && ["m=", "t=", "p="]
+                .iter()
+                .zip(&kv)
+                .all(|(k, v)| v.strip_prefix(k).is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0)))
+    });
+    parts.len() == 6
+        && parts[0].is_empty()
+        && parts[1] == "argon2id"
+        && parts[2] == "v=19"
+        && params_ok
+        && b64(parts[4])
+        && b64(parts[5])
+}
+
+fn auth_from(a: &RawAuth, path: &str, errs: &mut Errs) -> Option<Auth> {
+    let field = |f: &str| join(path, f);
+    let before = errs.list.len();
+    let auth = match a.kind.as_deref() {
+        Some("none") => Auth::Off,
+        Some("basic") => {
+            let realm = a.realm.clone().unwrap_or_else(|| "ringway".to_string());
+            if realm.is_empty() || realm.len() > 128 || realm.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+                errs.push(field("realm"), "must be 1-128 printable characters without quotes or backslashes");
+            }
+            let mut users = Vec::new();
+            match &a.users {
+                None => {
+                    errs.push(field("users"), "is required for Basic auth: {\"name\": \"<bcrypt or argon2id hash>\"}")
+                }
+                Some(u) if u.is_empty() => errs.push(field("users"), "must name at least one user"),
+                Some(u) => {
+                    for (name, hash) in u {
+                        let f = field(&format!("users.{name}"));
+                        if name.is_empty() || name.contains(':') || name.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                            errs.push(f, "a user name is 1 or more printable characters without ':'");
+                        } else if !is_bcrypt(hash) && !is_argon2id(hash) {
+                            errs.push(
+                                f,
+                                "must be a bcrypt hash ($2b$/$2y$, as `htpasswd -nbB user pass` writes) or an \
+                                 argon2id hash ($argon2id$...): passwords are never stored in plain text",
+                            );
+                        } else {
+                            users.push((name.clone(), hash.clone()));
+                        }
+                    }
+                }
+            }
+            if a.tokens.is_some() {
+                errs.push(field("tokens"), "only applies to \"type\": \"bearer\"");
+            }
+            Auth::Basic { realm, users }
+        }
+        Some("bearer") => {
+            let mut tokens = Vec::new();
+            match &a.tokens {
+                None => errs.push(field("tokens"), "is required for Bearer auth: the SHA-256 of each token, in hex"),
+                Some(t) if t.is_empty() => errs.push(field("tokens"), "must list at least one token digest"),
+                Some(t) => {
+                    for (i, hex) in t.iter().enumerate() {
+                        match parse_sha256_hex(hex) {
+                            Some(d) => tokens.push(d),
+                            None => errs.push(
+                                field(&format!("tokens[{i}]")),
+                                "must be the SHA-256 of the token in hex, 64 characters (printf %s TOKEN | sha256sum)",
+                            ),
+                        }
+                    }
+                }
+            }
+            if a.users.is_some() || a.realm.is_some() {
+                errs.push(field("users"), "users and realm only apply to \"type\": \"basic\"");
+            }
+            Auth::Bearer { tokens }
+        }
+        Some(other) => {
+            errs.push(field("type"), format!("{other:?}: expected \"basic\", \"bearer\" or \"none\""));
+            return None;
+        }
+        None => {
+            errs.push(field("type"), "is required: \"basic\", \"bearer\" or \"none\"");
+            return None;
+        }
+    };
+    (errs.list.len() == before).then_some(auth)
+}
+
+fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn rate_limit_from(r: &RawRateLimit, path: &str, errs: &mut Errs) -> Option<RateLimit> {
+    let before = errs.list.len();
+    let per_second = match r.requests_per_second {
+        None => {
+            errs.push(join(path, "requestsPerSecond"), "is required");
+            1
+        }
+        Some(n) if n == 0 || n > 1_000_000 => {
+            errs.push(join(path, "requestsPerSecond"), "must be between 1 and 1000000");
+            1
+        }
+        Some(n) => n as u32,
+    };
+    let burst = match r.burst {
+        None => per_second,
+        Some(b) if b == 0 || b > 10_000_000 => {
+            errs.push(join(path, "burst"), "must be between 1 and 10000000 (a burst of 0 would refuse everything)");
+            1
+        }
+        Some(b) => b as u32,
+    };
+    let key = match r.key.as_deref() {
+        None | Some("clientIp") => RateKey::ClientIp,
+        Some(k) => match k.strip_prefix("header:") {
+            Some(h) if is_token(h) => RateKey::Header(h.to_ascii_lowercase()),
+            _ => {
+                errs.push(join(path, "key"), format!("{k:?}: expected \"clientIp\" or \"header:Name\""));
+                RateKey::ClientIp
+            }
+        },
+    };
+    (errs.list.len() == before).then_some(RateLimit { per_second, burst, key })
+}
+
+fn cors_from(c: &RawCors, path: &str, errs: &mut Errs) -> Option<Cors> {
+    let before = errs.list.len();
+    let mut cors = Cors {
+        any_origin: false,
+        origins: Vec::new(),
+        methods: c.allow_methods.clone().unwrap_or_else(|| vec!["GET".into(), "HEAD".into(), "POST".into()]),
+        headers: c.allow_headers.iter().flatten().map(|h| h.to_ascii_lowercase()).collect(),
+        expose: c.expose_headers.clone().unwrap_or_default(),
+        max_age_s: 600,
+        credentials: c.allow_credentials.unwrap_or(false),
+    };
+    match &c.allow_origins {
+        None => errs.push(join(path, "allowOrigins"), "is required: [\"https://app.example.com\"] or [\"*\"]"),
+        Some(list) if list.is_empty() => errs.push(join(path, "allowOrigins"), "must not be empty"),
+        Some(list) => {
+            for (i, o) in list.iter().enumerate() {
+                if o == "*" {
+                    cors.any_origin = true;
+                    continue;
+                }
+                let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.ends_with('/')
+                    && o.split_once("://").is_some_and(|(_, h)| !h.is_empty() && !h.contains('/'));
+                if ok {
+                    cors.origins.push(o.to_ascii_lowercase());
+                } else {
+                    errs.push(
+                        join(path, &format!("allowOrigins[{i}]")),
+                        format!("{o:?} is not scheme://host[:port] or *"),
+                    );
+                }
+            }
+        }
+    }
+    if cors.any_origin && cors.credentials {
+        errs.push(
+            join(path, "allowCredentials"),
+            "credentials cannot be allowed for any origin (\"*\"): list the origins",
+        );
+    }
+    for (i, m) in cors.methods.iter().enumerate() {
+        if !is_token(m) {
+            errs.push(join(path, &format!("allowMethods[{i}]")), format!("{m:?} is not a method"));
+        }
+    }
+    for (i, h) in cors.headers.iter().chain(&cors.expose).enumerate() {
+        if !is_token(h) {
+            errs.push(join(path, "allowHeaders"), format!("entry {i}: {h:?} is not a header name"));
+        }
+    }
+    match c.max_age_s {
+        Some(s) if s > 86_400 => errs.push(join(path, "maxAgeS"), "must be at most 86400"),
+        Some(s) => cors.max_age_s = s as u32,
+        None => {}
+    }
+    (errs.list.len() == before).then_some(cors)
+}
+
+/// Validates the policy fields of a route or path rule at `path`.
+pub(crate) fn policies_from(
+    auth: Option<&RawAuth>,
+    rate_limit: Option<&RawRateLimit>,
+    cors: Option<&RawCors>,
+    path: &str,
+    errs: &mut Errs,
+) -> Policies {
+    Policies {
+        auth: auth.and_then(|a| auth_from(a, &join(path, "auth"), errs)),
+        rate_limit: rate_limit.and_then(|r| rate_limit_from(r, &join(path, "rateLimit"), errs)),
+        cors: cors.and_then(|c| cors_from(c, &join(path, "cors"), errs)),
+    }
+}
+
+fn hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Adds the set policies to a route's or rule's JSON; `public` hides
+/// password hashes and token digests.
+pub fn policies_json(p: &Policies, out: &mut Map<String, Value>, public: bool) {
+    let secret = |s: String| if public { Value::String("<redacted>".into()) } else { Value::String(s) };
+    if let Some(a) = &p.auth {
+        let v = match a {
+            Auth::Off => json!({"type": "none"}),
+            Auth::Basic { realm, users } => {
+                let users: Map<String, Value> = users.iter().map(|(u, h)| (u.clone(), secret(h.clone()))).collect();
+                json!({"type": "basic", "realm": realm, "users": users})
+            }
+            Auth::Bearer { tokens } => {
+                json!({"type": "bearer", "tokens": tokens.iter().map(|t| secret(hex(t))).collect::<Vec<_>>()})
+            }
+        };
+        out.insert("auth".into(), v);
+    }
+    if let Some(r) = &p.rate_limit {
+        let key = match &r.key {
+            RateKey::ClientIp => "clientIp".to_string(),
+            RateKey::Header(h) => format!("header:{h}"),
+        };
+        out.insert("rateLimit".into(), json!({"requestsPerSecond": r.per_second, "burst": r.burst, "key": key}));
+    }
+    if let Some(c) = &p.cors {
+        let origins: Vec<String> = if c.any_origin { vec!["*".into()] } else { c.origins.clone() };
+        out.insert(
+            "cors".into(),
+            json!({"allowOrigins": origins, "allowMethods": c.methods, "allowHeaders": c.headers,
+                   "exposeHeaders": c.expose, "maxAgeS": c.max_age_s, "allowCredentials": c.credentials}),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_formats() {
+        assert!(is_bcrypt("$2y$05$TPn2jk2bPjaZ6H3bRt3/Dezg5LqDtvvMyf3fpiZqFJTIcS0kzjj6C"));
+        assert!(!is_bcrypt("$2y$05$short"));
+        assert!(!is_bcrypt("hunter2"));
+        assert!(is_argon2id("$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG"));
+        assert!(!is_argon2id("$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG"));
+        assert_eq!(parse_sha256_hex(&"ab".repeat(32)).map(|d| d[0]), Some(0xab));
+        assert!(parse_sha256_hex("xyz").is_none());
+    }
+}

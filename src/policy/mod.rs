@@ -1,0 +1,131 @@
+//! Traffic policies as a worker runs them: a route's (or path rule's)
+//! chain, built when a snapshot arrives, run in a fixed order on the
+//! request path — CORS preflight → auth → rate limit — each answering the
+//! client itself or letting the request through. A route without policies
+//! has no chain: nothing runs, nothing is allocated.
+//!
+//! One file per policy: `auth` (Basic, Bearer), `ratelimit` (a token
+//! bucket per key, shared by every worker), `cors`.
+
+pub mod auth;
+pub mod cors;
+pub mod ratelimit;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use control::policy::{Policies, RateKey};
+
+use crate::http::RequestView;
+
+/// One route's (or path rule's) policies, ready to run.
+pub struct Chain {
+    /// CORS, if set.
+    pub cors: Option<cors::CorsRt>,
+    /// Auth, if set (and not `none`).
+    pub auth: Option<auth::AuthRt>,
+    /// The rate limit, shared by every worker, and what it counts by.
+    pub rate: Option<(Arc<ratelimit::Limiter>, RateKey)>,
+}
+
+/// What the chain decided.
+pub enum Decision {
+    /// Let it through (CORS headers, if any, are in `Request::cors`).
+    Pass,
+    /// Answer a CORS preflight: 204 with these header lines.
+    Preflight,
+    /// A preflight or request from an origin (or for a method) not allowed.
+    Forbidden,
+    /// No (or wrong) credentials: 401 with this `WWW-Authenticate` line.
+    Unauthorized(Rc<[u8]>),
+    /// Credential checks are backed up: 503.
+    Busy,
+    /// Over the rate limit: 429.
+    Limited(ratelimit::Refusal),
+}
+
+/// What a request shows the chain.
+pub struct Request<'a, 'v> {
+    /// The request.
+    pub view: &'a RequestView<'v>,
+    /// The client's address.
+    pub client: IpAddr,
+    /// Header lines to add to the response (CORS), or to a preflight answer.
+    pub headers: &'a mut Vec<u8>,
+}
+
+impl Chain {
+    /// Runs the policies in order; the first that answers decides.
+    pub async fn run(&self, req: &mut Request<'_, '_>) -> Decision {
+        if let Some(c) = &self.cors {
+            match c.check(req.view, req.headers) {
+                cors::Outcome::Preflight => return Decision::Preflight,
+                cors::Outcome::Forbidden => return Decision::Forbidden,
+                cors::Outcome::Pass => {}
+            }
+        }
+        if let Some(a) = &self.auth {
+            match a.check(req.view.header(b"authorization")).await {
+                auth::Verdict::Pass => {}
+                auth::Verdict::Deny => return Decision::Unauthorized(a.challenge()),
+                auth::Verdict::Busy => return Decision::Busy,
+            }
+        }
+        if let Some((limiter, key)) = &self.rate {
+            let refused = match key {
+                RateKey::ClientIp => match req.client {
+                    IpAddr::V4(ip) => limiter.check(&ip.octets()),
+                    IpAddr::V6(ip) => limiter.check(&ip.octets()),
+                },
+                RateKey::Header(h) => limiter.check(req.view.header(h.as_bytes()).unwrap_or(b"")),
+            };
+            if let Err(r) = refused {
+                return Decision::Limited(r);
+            }
+        }
+        Decision::Pass
+    }
+}
+
+/// A worker's chains, by route key and rule prefix, kept while their
+/// config is unchanged (a snapshot that does not touch a route keeps its
+/// verification cache).
+#[derive(Default)]
+pub struct Chains {
+    by_rule: RefCell<HashMap<RuleKey, (Policies, Rc<Chain>)>>,
+}
+
+/// A route key and a rule prefix ("" for the route itself).
+type RuleKey = (Arc<str>, Box<str>);
+
+impl Chains {
+    /// The chain for these policies of `route`/`prefix` ("" for the route
+    /// itself): the last one when they are unchanged, else a new one.
+    /// `None` when there is nothing to run.
+    pub fn get(&self, route: &Arc<str>, prefix: &str, p: &Policies, next: &mut Chains) -> Option<Rc<Chain>> {
+        if p.is_empty() {
+            return None;
+        }
+        let key = (route.clone(), Box::from(prefix));
+        let kept = self.by_rule.borrow().get(&key).filter(|(old, _)| old == p).map(|(_, c)| c.clone());
+        let chain = kept.unwrap_or_else(|| Rc::new(build(route, prefix, p)));
+        next.by_rule.borrow_mut().insert(key, (p.clone(), chain.clone()));
+        Some(chain)
+    }
+
+    /// Takes `next`'s chains (what the last snapshot still uses).
+    pub fn replace(&self, next: Chains) {
+        *self.by_rule.borrow_mut() = next.by_rule.into_inner();
+    }
+}
+
+fn build(route: &str, prefix: &str, p: &Policies) -> Chain {
+    Chain {
+        cors: p.cors.as_ref().map(cors::CorsRt::new),
+        auth: p.auth.as_ref().and_then(auth::AuthRt::new),
+        rate: p.rate_limit.as_ref().map(|r| (ratelimit::shared(route, prefix, r), r.key.clone())),
+    }
+}

@@ -1,0 +1,206 @@
+//! Traffic policies end to end (issue 10, first slice): Basic and Bearer
+//! auth, rate limits that hold across workers, CORS; bad policy configs
+//! refused naming the field with nothing changed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use support::*;
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+fn get_with(rw: &Ringway, host: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    exchange(rw.addr(), req.as_bytes())
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn basic_auth_checks_bcrypt_and_argon2id_hashes_and_caches_nothing_in_plain_text() {
+    let b = Backend::respond(200, "secret page").start();
+    let bcrypt_hash = bcrypt::hash("open sesame", 4).expect("bcrypt");
+    let argon_hash = {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(b"ringway-test-salt").expect("salt");
+        argon2::Argon2::default().hash_password(b"hunter2", &salt).expect("argon2").to_string()
+    };
+    let mut r = route("auth.test", "ROUND_ROBIN", vec![b.config()]);
+    r["auth"] = json!({"type": "basic", "realm": "staff", "users": {"alice": bcrypt_hash, "bob": argon_hash}});
+    let public_backend = json!({"id": "pub", "hostname": "127.0.0.1", "port": b.port()});
+    r["paths"] = json!([{"prefix": "/public", "backends": [public_backend], "auth": {"type": "none"}}]);
+    let rw = Ringway::start_workers(with_admin(config(vec![r]), None), 2);
+
+    let none = get_with(&rw, "auth.test", "/", &[]);
+    assert_eq!(none.status, 401, "{}", none.head);
+    assert_eq!(none.header("www-authenticate"), Some("Basic realm=\"staff\", charset=\"UTF-8\""), "{}", none.head);
+    let wrong = get_with(&rw, "auth.test", "/", &[("Authorization", &basic("alice", "guess"))]);
+    assert_eq!(wrong.status, 401, "{}", wrong.head);
+    let unknown = get_with(&rw, "auth.test", "/", &[("Authorization", &basic("mallory", "open sesame"))]);
+    assert_eq!(unknown.status, 401, "{}", unknown.head);
+    assert_eq!(b.proxied_count(), 0, "no unauthenticated request reaches the backend");
+    for _ in 0..3 {
+        let ok = get_with(&rw, "auth.test", "/", &[("Authorization", &basic("alice", "open sesame"))]);
+        assert_eq!((ok.status, ok.text()), (200, "secret page".to_string()), "{}", ok.head);
+    }
+    let argon = get_with(&rw, "auth.test", "/", &[("Authorization", &basic("bob", "hunter2"))]);
+    assert_eq!(argon.status, 200, "argon2id: {}", argon.head);
+    assert_eq!(get_with(&rw, "auth.test", "/public/x", &[]).status, 200, "a rule with auth none is public");
+
+    // The API never shows the hashes.
+    let shown = rw.api().get("/api/v1/routes/auth.test").expect(200, "GET route").json;
+    assert_eq!(shown["auth"]["users"]["alice"], "<redacted>", "{shown}");
+    assert!(!shown.to_string().contains("$2b$"), "{shown}");
+}
+
+#[test]
+fn a_plain_text_password_or_a_bad_policy_is_refused_naming_the_field_and_nothing_changes() {
+    let b = Backend::respond(200, "ok").start();
+    let rw = Ringway::start(with_admin(config(vec![route("keep.test", "ROUND_ROBIN", vec![b.config()])]), None));
+    let api = rw.api();
+    let cases = [
+        (json!({"type": "basic", "users": {"alice": "hunter2"}}), "auth", "routes.auth.users.alice"),
+        (json!({"type": "bearer", "tokens": ["not-a-digest"]}), "auth", "routes.auth.tokens[0]"),
+        (json!({"type": "magic"}), "auth", "routes.auth.type"),
+        (json!({"requestsPerSecond": 10, "burst": 0}), "rateLimit", "routes.rateLimit.burst"),
+        (json!({"allowOrigins": ["*"], "allowCredentials": true}), "cors", "routes.cors.allowCredentials"),
+    ];
+    for (policy, name, field) in cases {
+        let mut r = route("new.test", "ROUND_ROBIN", vec![b.config()]);
+        r[name] = policy.clone();
+        let reply = api.post("/api/v1/routes", &r);
+        assert_eq!(reply.status, 400, "{policy}: {:?}", reply.json);
+        let f = reply.field().unwrap_or("");
+        assert!(
+            field.ends_with(f) || f.ends_with(field.trim_start_matches("routes.")),
+            "{policy}: field {f:?}, want {field}"
+        );
+    }
+    assert_eq!(api.vhosts(), vec!["keep.test".to_string()], "nothing changed");
+}
+
+#[test]
+fn bearer_tokens_are_checked_by_digest() {
+    let b = Backend::respond(200, "api").start();
+    let mut r = route("api.test", "ROUND_ROBIN", vec![b.config()]);
+    r["auth"] = json!({"type": "bearer", "tokens": [sha256_hex("tok-1"), sha256_hex("tok-2")]});
+    let rw = Ringway::start(config(vec![r]));
+    let none = get_with(&rw, "api.test", "/", &[]);
+    assert_eq!((none.status, none.header("www-authenticate")), (401, Some("Bearer")), "{}", none.head);
+    assert_eq!(get_with(&rw, "api.test", "/", &[("Authorization", "Bearer tok-3")]).status, 401);
+    assert_eq!(get_with(&rw, "api.test", "/", &[("Authorization", "Bearer tok-2")]).status, 200);
+    assert_eq!(get_with(&rw, "api.test", "/", &[("authorization", "bearer tok-1")]).status, 200);
+    assert_eq!(b.proxied_count(), 2);
+}
+
+#[test]
+fn a_rate_limit_answers_429_with_its_headers_and_keys_apart() {
+    let b = Backend::respond(200, "ok").start();
+    let mut r = route("rl.test", "ROUND_ROBIN", vec![b.config()]);
+    r["rateLimit"] = json!({"requestsPerSecond": 1, "burst": 3, "key": "header:X-Api-Key"});
+    let rw = Ringway::start(config(vec![r]));
+    let statuses: Vec<u16> = (0..6).map(|_| get_with(&rw, "rl.test", "/", &[("X-Api-Key", "a")]).status).collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 3, "burst 3: {statuses:?}");
+    let refused = get_with(&rw, "rl.test", "/", &[("X-Api-Key", "a")]);
+    assert_eq!(refused.status, 429, "{}", refused.head);
+    assert_eq!(refused.header("retry-after"), Some("1"), "{}", refused.head);
+    assert_eq!(refused.header("ratelimit-limit"), Some("1"), "{}", refused.head);
+    assert_eq!(refused.header("ratelimit-remaining"), Some("0"), "{}", refused.head);
+    assert!(refused.header("ratelimit-reset").is_some(), "{}", refused.head);
+    assert_eq!(get_with(&rw, "rl.test", "/", &[("X-Api-Key", "b")]).status, 200, "another key, its own bucket");
+}
+
+#[test]
+fn a_rate_limit_holds_for_the_whole_process_across_workers_and_connections() {
+    let b = Backend::respond(200, "ok").start();
+    const RATE: u32 = 100;
+    let mut r = route("rate.test", "ROUND_ROBIN", vec![b.config()]);
+    r["rateLimit"] = json!({"requestsPerSecond": RATE, "burst": 10});
+    let rw = Ringway::start_workers(config(vec![r]), 2);
+    // 20 connections (new ones, so both workers take some), together about
+    // 2 × RATE requests a second, for 3 seconds.
+    let addr = rw.addr();
+    let started = Instant::now();
+    let run = Duration::from_secs(3);
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut ok, mut limited) = (0u32, 0u32);
+                let until = Instant::now() + run;
+                while Instant::now() < until {
+                    let r = exchange(addr, b"GET / HTTP/1.1\r\nHost: rate.test\r\nConnection: close\r\n\r\n");
+                    match r.status {
+                        200 => ok += 1,
+                        429 => limited += 1,
+                        s => panic!("status {s}"),
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                (ok, limited)
+            })
+        })
+        .collect();
+    let (mut ok, mut limited) = (0, 0);
+    for t in threads {
+        let (o, l) = t.join().expect("client");
+        ok += o;
+        limited += l;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let expected = 10.0 + f64::from(RATE) * secs;
+    eprintln!("{ok} passed, {limited} limited in {secs:.2} s; expected about {expected:.0}");
+    assert!(limited > 0, "the clients sent more than the limit");
+    let ratio = f64::from(ok) / expected;
+    assert!((0.9..=1.1).contains(&ratio), "{ok} passed, expected {expected:.0} ± 10 %");
+}
+
+#[test]
+fn cors_preflights_are_answered_here_and_allowed_origins_get_their_headers() {
+    let b = Backend::respond(200, "data").start();
+    let mut r = route("cors.test", "ROUND_ROBIN", vec![b.config()]);
+    r["cors"] = json!({"allowOrigins": ["https://app.example.com"], "allowMethods": ["GET", "PUT"],
+                       "allowHeaders": ["X-Token"], "exposeHeaders": ["X-Total"], "maxAgeS": 300,
+                       "allowCredentials": true});
+    let rw = Ringway::start(config(vec![r]));
+    let pre = exchange(
+        rw.addr(),
+        b"OPTIONS /items HTTP/1.1\r\nHost: cors.test\r\nOrigin: https://app.example.com\r\n\
+          Access-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: x-token\r\n\r\n",
+    );
+    assert_eq!(pre.status, 204, "{}", pre.head);
+    assert_eq!(pre.header("access-control-allow-origin"), Some("https://app.example.com"), "{}", pre.head);
+    assert_eq!(pre.header("access-control-allow-methods"), Some("GET, PUT"), "{}", pre.head);
+    assert_eq!(pre.header("access-control-allow-headers"), Some("x-token"), "{}", pre.head);
+    assert_eq!(pre.header("access-control-max-age"), Some("300"), "{}", pre.head);
+    assert_eq!(pre.header("access-control-allow-credentials"), Some("true"), "{}", pre.head);
+    let bad = exchange(
+        rw.addr(),
+        b"OPTIONS /items HTTP/1.1\r\nHost: cors.test\r\nOrigin: https://evil.example\r\n\
+          Access-Control-Request-Method: PUT\r\n\r\n",
+    );
+    assert_eq!(bad.status, 403, "{}", bad.head);
+    assert_eq!(b.proxied_count(), 0, "preflights never reach the backend");
+
+    let ok = get_with(&rw, "cors.test", "/items", &[("Origin", "https://app.example.com")]);
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example.com"), "{}", ok.head);
+    assert_eq!(ok.header("vary"), Some("Origin"), "{}", ok.head);
+    assert_eq!(ok.header("access-control-expose-headers"), Some("X-Total"), "{}", ok.head);
+    let other = get_with(&rw, "cors.test", "/items", &[("Origin", "https://evil.example")]);
+    assert_eq!(other.status, 200);
+    assert!(other.header("access-control-allow-origin").is_none(), "{}", other.head);
+    let plain = get_with(&rw, "cors.test", "/items", &[]);
+    assert!(plain.header("access-control-allow-origin").is_none(), "{}", plain.head);
+}
