@@ -50,6 +50,21 @@ SCENARIOS = {
     "h2": ("/", 10, None, 1),           # HTTP/2 over TLS: h2load -c10 -m10 (ALPN h2)
 }
 TLS_SCENARIOS = {"https", "tlsnew", "h2"}
+# Policy scenarios: small GETs through a route with one policy (ringway
+# only: CPU per request against "small", the same request with none).
+# name: (the route's policy fields, wrk request headers)
+BENCH_PASSWORD_HASH = "$2b$10$wy.PHUgTcUo/ejgCA59ho.aUHZKztwiFpibMgdi3OSFNIifthaEPe"  # "bench-pass", cost 10
+POLICIES = {
+    "pol-bearer": ({"auth": {"type": "bearer",
+                             "tokens": ["7137e16f75a1d75b6fd65930672814806cdc1a0d6e0aa38611afc996a402258b"]}},
+                   ["Authorization: Bearer bench-token"]),
+    "pol-basic": ({"auth": {"type": "basic", "users": {"bench": BENCH_PASSWORD_HASH}}},
+                  ["Authorization: Basic YmVuY2g6YmVuY2gtcGFzcw=="]),
+    "pol-rate": ({"rateLimit": {"requestsPerSecond": 1000000, "burst": 1000000}}, []),
+    "pol-cors": ({"cors": {"allowOrigins": ["https://app.example.com"]}}, ["Origin: https://app.example.com"]),
+}
+for _name in POLICIES:
+    SCENARIOS[_name] = ("/", 50, None, 1)
 SUBJECTS = ["ringway", "nginx", "haproxy", "haproxy-tcp"]
 
 
@@ -169,8 +184,10 @@ def run_h2load(port, path, conns, duration):
     return res
 
 
-def run_wrk(port, path, conns, script, duration, tls=False):
+def run_wrk(port, path, conns, script, duration, tls=False, headers=()):
     cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    for h in headers:
+        cmd += ["-H", h]
     if script:
         cmd += ["-s", os.path.join(WRK_DIR, script)]
     cmd.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}")
@@ -251,7 +268,7 @@ def make_cert(tmp):
     return cert, key, both
 
 
-def start_subject(name, tmp, backend_port, routes, driver, tls=False):
+def start_subject(name, tmp, backend_port, routes, driver, tls=False, policy=None):
     """Starts a proxy; returns (process, port), the port being the TLS one when `tls`."""
     port = free_port()
     tls_port = free_port() if tls else None
@@ -263,7 +280,7 @@ def start_subject(name, tmp, backend_port, routes, driver, tls=False):
                    "health": {"intervalMs": 0}} for h in names]
         else:
             rs = [{"vHost": "*", "backends": [{"hostname": "127.0.0.1", "port": backend_port}],
-                   "health": {"intervalMs": 0}}]
+                   "health": {"intervalMs": 0}, **(policy or {})}]
         conf = os.path.join(tmp, "ringway.json")
         cfg = {"listen": [f"127.0.0.1:{port}"], "workers": 1, "routes": rs, "limits": {"maxConnections": 9000}}
         if tls:
@@ -334,10 +351,11 @@ backend none
 def run_one(subject, scenario, tmp, backend_port, duration, driver):
     path, conns, script, routes = SCENARIOS[scenario]
     tls = scenario in TLS_SCENARIOS
-    proc, port = start_subject(subject, tmp, backend_port, routes, driver, tls)
+    policy, headers = POLICIES.get(scenario, (None, []))
+    proc, port = start_subject(subject, tmp, backend_port, routes, driver, tls, policy)
     try:
         # Warm up (pools, caches), then measure.
-        run_wrk(port, path, min(conns, 50), script, 1, tls)
+        run_wrk(port, path, min(conns, 50), script, 1, tls, headers)
         c0 = cpu_ticks(proc.pid)
         b0 = core_busy(0)
         if scenario == "tlsnew":
@@ -345,7 +363,7 @@ def run_one(subject, scenario, tmp, backend_port, duration, driver):
         elif scenario == "h2":
             r = run_h2load(port, path, conns, duration)
         else:
-            r = run_wrk(port, path, conns, script, duration, tls)
+            r = run_wrk(port, path, conns, script, duration, tls, headers)
         b1 = core_busy(0)
         c1 = cpu_ticks(proc.pid)
         r["rss_kb"] = rss_kb(proc.pid)
@@ -554,7 +572,8 @@ def main():
     try:
         def subjects_of(scenario):
             return [s for s in subjects
-                    if not ((scenario == "routes10k" or scenario in TLS_SCENARIOS) and s == "haproxy-tcp")]
+                    if not ((scenario == "routes10k" or scenario in TLS_SCENARIOS) and s == "haproxy-tcp")
+                    and not (scenario in POLICIES and not s.startswith("ringway"))]
 
         def measure(scenario, rnd, runs):
             for s in subjects_of(scenario):

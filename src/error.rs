@@ -40,6 +40,9 @@ pub enum Kind {
     UpstreamIo,
     /// The backend closed a reused connection before answering.
     StaleConnection,
+    /// An HTTP/2 backend refused the stream (REFUSED_STREAM: not
+    /// processed, RFC 9113 8.7): safe to send again, whatever the method.
+    StreamRefused,
     /// No response head within the upstream timeout.
     ResponseTimeout,
     /// The backend sent a malformed response head or body.
@@ -94,7 +97,7 @@ impl ProxyError {
     /// When a retry on another backend is safe.
     pub fn retry(&self) -> Retry {
         match self.kind {
-            Kind::ConnectFailed | Kind::ConnectTimeout => Retry::Always,
+            Kind::ConnectFailed | Kind::ConnectTimeout | Kind::StreamRefused => Retry::Always,
             Kind::StaleConnection => Retry::IfReused,
             Kind::UpstreamIo | Kind::ResponseTimeout | Kind::BadResponse => Retry::IfIdempotent,
             _ => Retry::Never,
@@ -137,7 +140,11 @@ impl ProxyError {
             Kind::BodyTooLarge => 413,
             Kind::BadBody => 400,
             Kind::NoBackend | Kind::Overloaded => 503,
-            Kind::ConnectFailed | Kind::UpstreamIo | Kind::StaleConnection | Kind::BadResponse => 502,
+            Kind::ConnectFailed
+            | Kind::UpstreamIo
+            | Kind::StaleConnection
+            | Kind::StreamRefused
+            | Kind::BadResponse => 502,
             Kind::ConnectTimeout | Kind::ResponseTimeout => 504,
             Kind::ClientIo => 400,
             Kind::BadRequest(status) => status,

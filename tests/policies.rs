@@ -204,3 +204,30 @@ fn cors_preflights_are_answered_here_and_allowed_origins_get_their_headers() {
     let plain = get_with(&rw, "cors.test", "/items", &[]);
     assert!(plain.header("access-control-allow-origin").is_none(), "{}", plain.head);
 }
+
+#[test]
+fn a_circuit_breaker_opens_on_live_failures_and_closes_after_a_good_trial() {
+    use std::sync::atomic::AtomicU16;
+    use std::sync::Arc;
+    // `flaky` answers 500 while `status` says so; `steady` always 200.
+    let status = Arc::new(AtomicU16::new(500));
+    let flaky = Backend::switchable(status.clone(), "flaky").named("flaky").start();
+    let steady = Backend::respond(200, "steady").named("steady").start();
+    let mut r = route("cb.test", "ROUND_ROBIN", vec![flaky.config(), steady.config()]);
+    r["circuitBreaker"] = json!({"consecutiveFailures": 3, "openMs": 300, "halfOpenRequests": 1,
+                                 "countStatus5xx": true, "errorRatePercent": 0});
+    let rw = Ringway::start(with_admin(config(vec![r]), None));
+    // Round robin: every other request meets the 500s until the breaker opens.
+    let statuses: Vec<u16> = (0..20).map(|i| get(rw.addr(), "cb.test", &format!("/{i}")).status).collect();
+    let fives = statuses.iter().filter(|&&s| s == 500).count();
+    assert_eq!(fives, 3, "three failures open the breaker, then the flaky backend gets nothing: {statuses:?}");
+    let seen = rw.api().get("/api/v1/stats").expect(200, "stats").json;
+    let b = seen["backends"].as_array().and_then(|a| a.iter().find(|b| b["id"] == "flaky").cloned());
+    assert_eq!(b.map(|b| b["circuit"].clone()), Some(json!("open")), "{seen}");
+    assert!(rw.log().contains("circuit breaker"), "a change of state is logged:\n{}", rw.log());
+    // Healthy again: after openMs one trial passes and closes it.
+    status.store(200, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(350));
+    let after: Vec<String> = (0..6).map(|i| get(rw.addr(), "cb.test", &format!("/a{i}")).text()).collect();
+    assert!(after.iter().filter(|t| *t == "flaky").count() >= 2, "closed again, flaky serves: {after:?}");
+}

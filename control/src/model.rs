@@ -1083,7 +1083,13 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
     let connect = ms(r.connect_ms, d.timeouts.connect, &join(path, "connectMs"), errs);
     let upstream = ms(r.upstream_ms, d.timeouts.upstream, &join(path, "upstreamMs"), errs);
     let queue = ms(r.queue_ms, d.timeouts.queue, &join(path, "queueMs"), errs);
-    let policies = crate::policy::policies_from(r.auth.as_ref(), r.rate_limit.as_ref(), r.cors.as_ref(), path, errs);
+    let raw_policies = crate::policy::RawPolicies {
+        auth: r.auth.as_ref(),
+        rate_limit: r.rate_limit.as_ref(),
+        cors: r.cors.as_ref(),
+        circuit_breaker: r.circuit_breaker.as_ref(),
+    };
+    let policies = crate::policy::policies_from(raw_policies, path, errs);
     let vhost = vhost?;
     if errs.list.len() != before {
         return None;
@@ -1170,7 +1176,16 @@ fn path_from(
         upstream: timeout(p.upstream_ms, "upstreamMs", errs),
         queue: timeout(p.queue_ms, "queueMs", errs),
         health: p.health.as_ref().map(|h| health_from(Some(h), route_health, &join(path, "health"), errs)),
-        policies: crate::policy::policies_from(p.auth.as_ref(), p.rate_limit.as_ref(), p.cors.as_ref(), path, errs),
+        policies: crate::policy::policies_from(
+            crate::policy::RawPolicies {
+                auth: p.auth.as_ref(),
+                rate_limit: p.rate_limit.as_ref(),
+                cors: p.cors.as_ref(),
+                circuit_breaker: p.circuit_breaker.as_ref(),
+            },
+            path,
+            errs,
+        ),
     };
     Some(PathRule {
         prefix,

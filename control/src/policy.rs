@@ -56,6 +56,45 @@ pub struct RawCors {
     pub allow_credentials: Option<bool>,
 }
 
+/// `circuitBreaker`, as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    /// Failures in a row that open the circuit.
+    pub consecutive_failures: Option<u64>,
+    /// Error rate over the window that opens it (0 = off).
+    pub error_rate_percent: Option<u64>,
+    /// Requests in the window before the rate counts.
+    pub min_requests: Option<u64>,
+    /// The error-rate window.
+    pub window_ms: Option<u64>,
+    /// How long it stays open (doubling on repeated trips, capped).
+    pub open_ms: Option<u64>,
+    /// Trial requests let through half-open.
+    pub half_open_requests: Option<u64>,
+    /// Count 5xx answers from the backend as failures.
+    pub count_status5xx: Option<bool>,
+}
+
+/// A circuit breaker per backend: trips on live-traffic failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Failures in a row that open it.
+    pub consecutive_failures: u32,
+    /// Error rate (percent) over `window` that opens it; 0 = off.
+    pub error_rate_percent: u8,
+    /// Requests in the window before the rate counts.
+    pub min_requests: u32,
+    /// The error-rate window.
+    pub window: std::time::Duration,
+    /// The first open period (doubled on each trip in a row, up to 64x).
+    pub open: std::time::Duration,
+    /// Trial requests let through half-open.
+    pub half_open_requests: u32,
+    /// 5xx answers count as failures.
+    pub count_5xx: bool,
+}
+
 /// A route's (or path rule's) policies; `None`: not set here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policies {
@@ -65,6 +104,8 @@ pub struct Policies {
     pub rate_limit: Option<RateLimit>,
     /// Cross-origin requests from browsers.
     pub cors: Option<Cors>,
+    /// Per-backend circuit breaking on live traffic.
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 impl Policies {
@@ -74,10 +115,12 @@ impl Policies {
             auth: over.auth.clone().or_else(|| self.auth.clone()),
             rate_limit: over.rate_limit.clone().or_else(|| self.rate_limit.clone()),
             cors: over.cors.clone().or_else(|| self.cors.clone()),
+            circuit_breaker: over.circuit_breaker.clone().or_else(|| self.circuit_breaker.clone()),
         }
     }
 
-    /// Nothing to do for a request (auth `none` counts as nothing).
+    /// Nothing for the request-path chain to do (auth `none` counts as
+    /// nothing; circuit breaking runs in the pick, not the chain).
     pub fn is_empty(&self) -> bool {
         matches!(self.auth, None | Some(Auth::Off)) && self.rate_limit.is_none() && self.cors.is_none()
     }
@@ -372,18 +415,44 @@ fn cors_from(c: &RawCors, path: &str, errs: &mut Errs) -> Option<Cors> {
     (errs.list.len() == before).then_some(cors)
 }
 
+fn breaker_from(c: &RawCircuitBreaker, path: &str, errs: &mut Errs) -> Option<CircuitBreaker> {
+    let before = errs.list.len();
+    let n = |v: Option<u64>, d: u64, min: u64, max: u64, f: &str, errs: &mut Errs| match v {
+        None => d,
+        Some(x) if x < min || x > max => {
+            errs.push(join(path, f), format!("must be between {min} and {max}"));
+            d
+        }
+        Some(x) => x,
+    };
+    let ms = std::time::Duration::from_millis;
+    let cb = CircuitBreaker {
+        consecutive_failures: n(c.consecutive_failures, 5, 1, 10_000, "consecutiveFailures", errs) as u32,
+        error_rate_percent: n(c.error_rate_percent, 50, 0, 100, "errorRatePercent", errs) as u8,
+        min_requests: n(c.min_requests, 20, 1, 1_000_000, "minRequests", errs) as u32,
+        window: ms(n(c.window_ms, 10_000, 100, 3_600_000, "windowMs", errs)),
+        open: ms(n(c.open_ms, 5_000, 10, 3_600_000, "openMs", errs)),
+        half_open_requests: n(c.half_open_requests, 1, 1, 1_000, "halfOpenRequests", errs) as u32,
+        count_5xx: c.count_status5xx.unwrap_or(false),
+    };
+    (errs.list.len() == before).then_some(cb)
+}
+
+/// The raw policy fields of a route or path rule.
+pub(crate) struct RawPolicies<'a> {
+    pub(crate) auth: Option<&'a RawAuth>,
+    pub(crate) rate_limit: Option<&'a RawRateLimit>,
+    pub(crate) cors: Option<&'a RawCors>,
+    pub(crate) circuit_breaker: Option<&'a RawCircuitBreaker>,
+}
+
 /// Validates the policy fields of a route or path rule at `path`.
-pub(crate) fn policies_from(
-    auth: Option<&RawAuth>,
-    rate_limit: Option<&RawRateLimit>,
-    cors: Option<&RawCors>,
-    path: &str,
-    errs: &mut Errs,
-) -> Policies {
+pub(crate) fn policies_from(raw: RawPolicies<'_>, path: &str, errs: &mut Errs) -> Policies {
     Policies {
-        auth: auth.and_then(|a| auth_from(a, &join(path, "auth"), errs)),
-        rate_limit: rate_limit.and_then(|r| rate_limit_from(r, &join(path, "rateLimit"), errs)),
-        cors: cors.and_then(|c| cors_from(c, &join(path, "cors"), errs)),
+        auth: raw.auth.and_then(|a| auth_from(a, &join(path, "auth"), errs)),
+        rate_limit: raw.rate_limit.and_then(|r| rate_limit_from(r, &join(path, "rateLimit"), errs)),
+        cors: raw.cors.and_then(|c| cors_from(c, &join(path, "cors"), errs)),
+        circuit_breaker: raw.circuit_breaker.and_then(|c| breaker_from(c, &join(path, "circuitBreaker"), errs)),
     }
 }
 
@@ -414,6 +483,15 @@ pub fn policies_json(p: &Policies, out: &mut Map<String, Value>, public: bool) {
             RateKey::Header(h) => format!("header:{h}"),
         };
         out.insert("rateLimit".into(), json!({"requestsPerSecond": r.per_second, "burst": r.burst, "key": key}));
+    }
+    if let Some(b) = &p.circuit_breaker {
+        out.insert(
+            "circuitBreaker".into(),
+            json!({"consecutiveFailures": b.consecutive_failures, "errorRatePercent": b.error_rate_percent,
+                   "minRequests": b.min_requests, "windowMs": b.window.as_millis() as u64,
+                   "openMs": b.open.as_millis() as u64, "halfOpenRequests": b.half_open_requests,
+                   "countStatus5xx": b.count_5xx}),
+        );
     }
     if let Some(c) = &p.cors {
         let origins: Vec<String> = if c.any_origin { vec!["*".into()] } else { c.origins.clone() };

@@ -228,6 +228,8 @@ pub struct RawRoute {
     pub rate_limit: Option<crate::policy::RawRateLimit>,
     /// Cross-origin requests from browsers.
     pub cors: Option<crate::policy::RawCors>,
+    /// Per-backend circuit breaking on live traffic.
+    pub circuit_breaker: Option<crate::policy::RawCircuitBreaker>,
 }
 
 /// One path rule.
@@ -262,6 +264,8 @@ pub struct RawPath {
     pub rate_limit: Option<crate::policy::RawRateLimit>,
     /// Replaces the route's `cors`.
     pub cors: Option<crate::policy::RawCors>,
+    /// Replaces the route's `circuitBreaker`.
+    pub circuit_breaker: Option<crate::policy::RawCircuitBreaker>,
 }
 
 /// One backend.

@@ -105,6 +105,8 @@ pub struct BackendDelta {
     /// Latency to the response head: its pairs in
     /// `StatsDelta::backend_latency`.
     pub latency: std::ops::Range<u32>,
+    /// Its circuit breaker is open (or half-open) on this worker (a level).
+    pub circuit_open: bool,
 }
 
 /// What one worker ships.
@@ -332,6 +334,8 @@ struct BackendAgg {
     requests: u64,
     errors: u64,
     inflight: BTreeMap<usize, u32>,
+    /// Workers whose breaker for it is open.
+    circuit_open: BTreeMap<usize, bool>,
     latency: Histogram,
 }
 
@@ -374,6 +378,7 @@ impl StatsStore {
             agg.requests += b.requests;
             agg.errors += b.errors;
             agg.inflight.insert(worker, b.inflight);
+            agg.circuit_open.insert(worker, b.circuit_open);
             agg.latency.add_sparse(pairs(&d.backend_latency, &b.latency));
         }
         self.levels.insert(worker, d.levels);
@@ -400,7 +405,9 @@ impl StatsStore {
             keys.iter()
                 .map(|k| {
                     let a = self.backends.get(k).cloned().unwrap_or_default();
+                    let open = a.circuit_open.values().filter(|o| **o).count();
                     json!({"route": &*k.route, "id": &*k.backend, "state": states.state_of(k),
+                           "circuit": if open > 0 { "open" } else { "closed" }, "circuitOpenWorkers": open,
                            "inFlight": a.inflight.values().sum::<u32>(), "requests": a.requests,
                            "errors": a.errors, "latencyUs": a.latency.json()})
                 })
@@ -505,6 +512,13 @@ impl StatsStore {
         let _ = writeln!(out, "# TYPE ringway_backend_up gauge");
         for k in backends {
             let _ = writeln!(out, "ringway_backend_up{{{}}} {}", labels(k), u8::from(states.state_of(k) == "up"));
+        }
+        let _ =
+            writeln!(out, "# HELP ringway_backend_circuit_open Workers whose circuit breaker for the backend is open.");
+        let _ = writeln!(out, "# TYPE ringway_backend_circuit_open gauge");
+        for k in backends {
+            let open = agg(k).circuit_open.values().filter(|o| **o).count();
+            let _ = writeln!(out, "ringway_backend_circuit_open{{{}}} {open}", labels(k));
         }
         let _ = writeln!(out, "# HELP ringway_open_connections Open client connections.");
         let _ = writeln!(out, "# TYPE ringway_open_connections gauge");

@@ -180,6 +180,12 @@ impl Node {
 pub trait AsNode {
     /// The node.
     fn node(&self) -> &Node;
+
+    /// Whether it takes requests beyond its health (an open circuit
+    /// breaker says no).
+    fn admits(&self) -> bool {
+        true
+    }
 }
 
 impl AsNode for Node {
@@ -192,11 +198,19 @@ impl<T: AsNode> AsNode for std::rc::Rc<T> {
     fn node(&self) -> &Node {
         (**self).node()
     }
+
+    fn admits(&self) -> bool {
+        (**self).admits()
+    }
 }
 
 impl<T: AsNode> AsNode for &T {
     fn node(&self) -> &Node {
         (**self).node()
+    }
+
+    fn admits(&self) -> bool {
+        (**self).admits()
     }
 }
 
@@ -247,7 +261,7 @@ impl Tried {
 #[inline]
 pub(crate) fn eligible<N: AsNode>(nodes: &[N], i: usize, tried: Tried) -> bool {
     match nodes.get(i) {
-        Some(n) => (tried.ignore_health || n.node().is_up()) && !tried.contains(i),
+        Some(n) => (tried.ignore_health || n.node().is_up()) && !tried.contains(i) && n.admits(),
         None => false,
     }
 }

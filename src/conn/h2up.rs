@@ -8,7 +8,8 @@
 //! Reading gives the backend's answer as HTTP/1.1: a status line and the
 //! response's fields, then the body — as sent when it has a length, else
 //! chunked with its trailers (gRPC's `grpc-status` travels so). The relay
-//! then works as for any HTTP/1.1 backend. A stream is never pooled: the
+//! then works as for any HTTP/1.1 backend. `TE: trailers` is always sent
+//! (ringway takes trailers from any backend). A stream is never pooled: the
 //! multiplexed connection it came from is (see `upstream::ConnPool`).
 
 use std::cell::Cell;
@@ -112,6 +113,11 @@ impl H2Up {
                     headers.append(name, v);
                 }
             }
+        }
+        // ringway relays trailers whatever the client said (to an HTTP/1.1
+        // client in its chunked body): say so, as gRPC servers require.
+        if let Some(headers) = req.headers_mut() {
+            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
         }
         let uri = Uri::builder().scheme(self.scheme).authority(host).path_and_query(target).build().map_err(other)?;
         let req = req.uri(uri).body(()).map_err(other)?;

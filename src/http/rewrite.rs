@@ -203,23 +203,18 @@ pub fn write_request_head(out: &mut Vec<u8>, view: &RequestView<'_>, ctx: &Forwa
         let name = slice(buf, h.name);
         let value = slice(buf, h.value);
         match classify(name) {
+            // TE is hop-by-hop (an HTTP/2 backend gets `te: trailers` from
+            // `conn::h2up`, as gRPC needs).
             Hk::Connection
             | Hk::KeepAlive
             | Hk::ProxyConnection
+            | Hk::Te
             | Hk::Trailer
             | Hk::TransferEncoding
             | Hk::Expect
             | Hk::XForwardedFor
             | Hk::XForwardedProto
             | Hk::XRealIp => continue,
-            // `TE: trailers` says the client takes trailers (gRPC needs it
-            // end to end); any other TE is hop-by-hop and stays here.
-            Hk::Te => {
-                if value.trim_ascii().eq_ignore_ascii_case(b"trailers") {
-                    write_header(out, name, b"trailers");
-                }
-                continue;
-            }
             Hk::Upgrade => {
                 if req.upgrade_websocket {
                     write_header(out, name, value);

@@ -8,6 +8,7 @@
 //! bucket per key, shared by every worker), `cors`.
 
 pub mod auth;
+pub mod breaker;
 pub mod cors;
 pub mod ratelimit;
 

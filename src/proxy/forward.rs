@@ -14,6 +14,10 @@ use crate::http::{
 };
 use crate::upstream::{Backend, Upstream};
 
+/// Streams an HTTP/2 backend may refuse per request before it counts as a
+/// failed attempt.
+const MAX_REFUSED: u32 = 3;
+
 /// Picks backends until one answers or the error forbids another try;
 /// answers the last error when none did.
 pub(super) async fn run(cx: &mut Ctx<'_>, req: &mut Req) -> Next {
@@ -28,17 +32,31 @@ pub(super) async fn run(cx: &mut Ctx<'_>, req: &mut Req) -> Next {
         let backend = &pool.backends[i];
         let started = Instant::now();
         backend.node.start();
+        if pool.breaker.is_some() {
+            backend.breaker.on_pick();
+        }
         match attempt(cx, req, backend, started).await {
             Ok((next, rtt)) => {
                 backend.node.finish(rtt, started + rtt);
                 cx.w.record_attempt(backend, true, rtt.as_micros() as u64);
                 cx.ex.backend = Some(backend.key.backend.clone());
+                if let Some(cfg) = &pool.breaker {
+                    let ok = !(cfg.count_5xx && cx.ex.status >= 500);
+                    if let Some(change) = backend.breaker.record(ok, cfg, Instant::now()) {
+                        cx.w.breaker_changed(backend, change);
+                    }
+                }
                 return next;
             }
             Err(e) => {
                 let now = Instant::now();
                 backend.node.finish(now - started, now);
                 cx.w.record_attempt(backend, false, 0);
+                if let (Some(cfg), crate::error::Side::Upstream) = (&pool.breaker, e.side()) {
+                    if let Some(change) = backend.breaker.record(false, cfg, now) {
+                        cx.w.breaker_changed(backend, change);
+                    }
+                }
                 if matches!(e.kind, Kind::ConnectTimeout | Kind::ResponseTimeout) {
                     cx.ex.timeouts += 1;
                 }
@@ -92,10 +110,17 @@ async fn attempt(
     let connect = req.route.settings(req.rule).connect;
     phases::set_backend_host(&mut cx.b.out, req, &backend.host);
     let mut up = backend.connect(connect, t0, !req.held.complete).await?;
+    let mut refused = 0;
     let resp = loop {
         match send_and_read_head(cx, req, &mut up).await {
             Err(e) if e.kind == Kind::StaleConnection && up.reused && !req.body_sent => {
                 // A pooled connection the backend had closed: once more, fresh.
+                up = backend.connect_fresh(connect).await?;
+            }
+            Err(e) if e.kind == Kind::StreamRefused && !req.body_sent && refused < MAX_REFUSED => {
+                // Not processed (an HTTP/2 backend at its stream limit):
+                // a new stream on the same backend, whatever the method.
+                refused += 1;
                 up = backend.connect_fresh(connect).await?;
             }
             Err(e) if e.kind == Kind::StaleConnection => {
@@ -185,7 +210,7 @@ async fn send_and_read_head(cx: &mut Ctx<'_>, req: &mut Req, up: &mut Upstream) 
             // An HTTP/2 backend refused the stream: it was not processed
             // (RFC 9113 8.7), so any request may go again.
             Read::Failed(Some(std::io::ErrorKind::ConnectionRefused)) if fresh => {
-                return Err(ProxyError::new(Kind::ConnectFailed, "backend refused the stream"))
+                return Err(ProxyError::new(Kind::StreamRefused, "backend refused the stream"))
             }
             Read::Eof | Read::Failed(_) if fresh => {
                 return Err(stale_or(up.reused, Kind::UpstreamIo, "backend closed before answering"))

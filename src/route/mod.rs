@@ -21,6 +21,9 @@ pub struct PoolRt {
     pub backends: Vec<Rc<Backend>>,
     /// Strategy state.
     pub balancer: Balancer,
+    /// Circuit breaking of its backends, if set (their state lives on each
+    /// `Backend`).
+    pub breaker: Option<control::policy::CircuitBreaker>,
 }
 
 /// What a request's rule decides about it: timeouts, retries, body limit.

@@ -158,9 +158,11 @@ impl ConnPool {
                 H2_IO_BUFFER,
             );
             h2::client::Builder::new()
-                // Until the backend's SETTINGS say otherwise: few streams
-                // (a burst past its real limit would be refused).
-                .initial_max_send_streams(8)
+                // One stream until the backend's SETTINGS say how many: a
+                // burst past its real limit is refused (gRPC servers answer
+                // ENHANCE_YOUR_CALM); meanwhile more streams open more
+                // connections (up to MAX_H2_CONNECTIONS) or wait.
+                .initial_max_send_streams(1)
                 .initial_window_size(1 << 20)
                 .initial_connection_window_size(4 << 20)
                 .handshake::<_, bytes::Bytes>(io)
@@ -265,11 +267,17 @@ pub struct Backend {
     /// The configured hostname (with address, weight and TLS settings, what
     /// decides whether the next snapshot carries this backend over).
     pub hostname: Box<str>,
+    /// Its circuit breaker on this worker (closed unless its pool breaks).
+    pub breaker: crate::policy::breaker::Breaker,
 }
 
 impl crate::balance::AsNode for Backend {
     fn node(&self) -> &Node {
         &self.node
+    }
+
+    fn admits(&self) -> bool {
+        self.breaker.admits()
     }
 }
 
@@ -302,6 +310,7 @@ impl Backend {
             stats: Default::default(),
             host: host.into_bytes().into_boxed_slice(),
             hostname: cfg.hostname.as_str().into(),
+            breaker: Default::default(),
         }
     }
 

@@ -451,7 +451,7 @@ impl Worker {
                 })
                 .collect();
             let balancer = Balancer::build(strategy(pool.strategy), &backends);
-            PoolRt { backends, balancer }
+            PoolRt { backends, balancer, breaker: None }
         };
         let mut admissions = self.admissions.borrow_mut();
         let mut next_adm = HashMap::new();
@@ -463,22 +463,24 @@ impl Worker {
             .iter()
             .map(|r| {
                 let key: Arc<str> = Arc::from(r.key.as_str());
-                let pool = build_pool(&key, &r.pool, &r.host_header, &mut next);
+                let mut pool = build_pool(&key, &r.pool, &r.host_header, &mut next);
+                pool.breaker = r.policies.circuit_breaker.clone();
                 let mut paths: Vec<PathRt> = r
                     .paths
                     .iter()
-                    .map(|p| PathRt {
-                        prefix: p.prefix.as_bytes().into(),
-                        strip: p.strip_prefix,
-                        host: p.host_header.clone().unwrap_or_else(|| r.host_header.clone()),
-                        settings: Settings::of_rule(Settings::of(r), &p.overrides),
-                        pool: build_pool(&key, &p.pool, p.host_header.as_ref().unwrap_or(&r.host_header), &mut next),
-                        policy: self.chains.get(
-                            &key,
-                            &p.prefix,
-                            &r.policies.overlay(&p.overrides.policies),
-                            &mut next_chains,
-                        ),
+                    .map(|p| {
+                        let policies = r.policies.overlay(&p.overrides.policies);
+                        let mut pool =
+                            build_pool(&key, &p.pool, p.host_header.as_ref().unwrap_or(&r.host_header), &mut next);
+                        pool.breaker = policies.circuit_breaker.clone();
+                        PathRt {
+                            prefix: p.prefix.as_bytes().into(),
+                            strip: p.strip_prefix,
+                            host: p.host_header.clone().unwrap_or_else(|| r.host_header.clone()),
+                            settings: Settings::of_rule(Settings::of(r), &p.overrides),
+                            pool,
+                            policy: self.chains.get(&key, &p.prefix, &policies, &mut next_chains),
+                        }
                     })
                     .collect();
                 paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
@@ -555,6 +557,15 @@ impl Worker {
         }
     }
 
+    /// A backend's circuit breaker changed state on this worker: logged
+    /// once, and shipped with the next stats delta.
+    pub fn breaker_changed(&self, b: &Rc<Backend>, change: crate::policy::breaker::Change) {
+        tracing::warn!(worker = self.index, route = %b.key.route, backend = %b.key.backend, ?change, "circuit breaker");
+        if !b.stats.dirty.replace(true) {
+            self.dirty_backends.borrow_mut().push_back(b.clone());
+        }
+    }
+
     /// Counts one attempt on a backend.
     pub fn record_attempt(&self, b: &Rc<Backend>, ok: bool, head_us: u64) {
         if b.stats.record(ok, head_us) {
@@ -593,6 +604,7 @@ impl Worker {
             errors: b.stats.errors.replace(0),
             inflight: b.node.inflight(),
             latency: b.stats.latency.take_into(lat),
+            circuit_open: b.breaker.is_open(),
         };
         let mut backends = self.dirty_backends.borrow_mut();
         let n = if all { backends.len() } else { batch.min(backends.len()) };

@@ -22,7 +22,13 @@ with grpc.insecure_channel(target) as ch:
     if len(sys.argv) > 2 and sys.argv[2].startswith("parallel="):
         n = int(sys.argv[2][9:])
         calls = [unary.future(b"sleep", timeout=20) for _ in range(n)]
-        print(json.dumps({"parallel": [c.result().decode() for c in calls]}))
+        results = []
+        for c in calls:
+            try:
+                results.append(c.result().decode())
+            except grpc.RpcError as e:
+                results.append(f"{e.code().name}: {e.details()}")
+        print(json.dumps({"parallel": results}))
         sys.exit(0)
     if len(sys.argv) > 2 and sys.argv[2] == "die":
         try:
