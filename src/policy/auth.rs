@@ -53,7 +53,14 @@ pub struct AuthRt {
     challenge: Rc<[u8]>,
     cache: RefCell<HashMap<[u8; 32], (Instant, bool)>>,
     pending: Cell<usize>,
+    /// Credentials being verified now: a request with one of them waits
+    /// for that outcome instead of hashing again (50 connections opening
+    /// with the same password cost one hash, not 50).
+    verifying: RefCell<std::collections::HashSet<[u8; 32]>>,
 }
+
+/// How long a request waits for another's verification of its credential.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
 
 fn strip_scheme<'a>(header: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
     let n = scheme.len();
@@ -87,6 +94,7 @@ impl AuthRt {
             challenge: Rc::from(challenge.into_bytes()),
             cache: RefCell::default(),
             pending: Cell::new(0),
+            verifying: RefCell::default(),
         })
     }
 
@@ -126,6 +134,9 @@ impl AuthRt {
 
     /// A credential not in the cache: decoded, then verified off the worker.
     async fn verify_miss(&self, users: &HashMap<String, Arc<str>>, cred: &[u8], key: [u8; 32]) -> Verdict {
+        if self.verifying.borrow().contains(&key) {
+            return self.join(key).await;
+        }
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(cred) else { return Verdict::Deny };
         let Some(colon) = decoded.iter().position(|&b| b == b':') else { return Verdict::Deny };
         let user = String::from_utf8_lossy(&decoded[..colon]).into_owned();
@@ -138,7 +149,9 @@ impl AuthRt {
             return Verdict::Busy;
         }
         self.pending.set(self.pending.get() + 1);
+        self.verifying.borrow_mut().insert(key);
         let ok = monoio::spawn_blocking(move || verify(&hash, &pass)).await.unwrap_or(false) && known;
+        self.verifying.borrow_mut().remove(&key);
         self.pending.set(self.pending.get() - 1);
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= MAX_CACHED {
@@ -150,5 +163,20 @@ impl AuthRt {
         } else {
             Verdict::Deny
         }
+    }
+
+    /// Waits (bounded) for another request's verification of `key`.
+    async fn join(&self, key: [u8; 32]) -> Verdict {
+        let give_up = Instant::now() + JOIN_WAIT;
+        while Instant::now() < give_up {
+            monoio::time::sleep(Duration::from_millis(2)).await;
+            if let Some(&(_, ok)) = self.cache.borrow().get(&key) {
+                return if ok { Verdict::Pass } else { Verdict::Deny };
+            }
+            if !self.verifying.borrow().contains(&key) {
+                break;
+            }
+        }
+        Verdict::Busy
     }
 }
