@@ -46,6 +46,8 @@ fn main() {
         extra_headers: &route_headers,
         request_id: b"0123456789abcdef",
         host: ringway::http::HostOut::Client,
+        policy_lines: b"",
+        drop_names: &[],
     };
     println!("request head: {} bytes", REQ.len());
 

@@ -231,3 +231,111 @@ fn a_circuit_breaker_opens_on_live_failures_and_closes_after_a_good_trial() {
     let after: Vec<String> = (0..6).map(|i| get(rw.addr(), "cb.test", &format!("/a{i}")).text()).collect();
     assert!(after.iter().filter(|t| *t == "flaky").count() >= 2, "closed again, flaky serves: {after:?}");
 }
+
+/// An auth provider on 127.0.0.1: `Bearer good` → 200 with `X-User:
+/// alice`; `Bearer forbidden` → 403 "no entry"; else 401 with a challenge
+/// and "who are you". Keep-alive; counts requests and keeps the last head.
+struct Provider {
+    addr: std::net::SocketAddr,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn provider() -> Provider {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().expect("clone");
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    let lower = head.to_ascii_lowercase();
+                    seen.lock().expect("lock").push(head);
+                    let reply: &[u8] = if lower.contains("authorization: bearer good") {
+                        b"HTTP/1.1 200 OK\r\nX-User: alice\r\nX-Other: no\r\nContent-Length: 0\r\n\r\n"
+                    } else if lower.contains("authorization: bearer forbidden") {
+                        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 8\r\n\r\nno entry"
+                    } else {
+                        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"p\"\r\nContent-Length: 11\r\n\r\nwho are you"
+                    };
+                    if w.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Provider { addr, asked }
+}
+
+#[test]
+fn an_auth_provider_decides_and_its_headers_reach_the_backend_never_the_clients_copy() {
+    let p = provider();
+    let b = Backend::echo().start();
+    let mut r = route("ap.test", "ROUND_ROBIN", vec![b.config()]);
+    r["authProvider"] = json!({"url": format!("http://{}/check?x=1", p.addr), "timeoutMs": 2000,
+                               "forwardHeaders": ["Authorization"], "copyHeaders": ["X-User"]});
+    let rw = Ringway::start(config(vec![r]));
+    let ok = get_with(&rw, "ap.test", "/orders/7?q=1", &[("Authorization", "Bearer good"), ("X-User", "mallory")]);
+    assert_eq!(ok.status, 200, "{}", ok.head);
+    let seen = ok.text().to_ascii_lowercase();
+    assert!(seen.contains("x-user: alice"), "the provider's X-User reaches the backend:\n{seen}");
+    assert!(!seen.contains("mallory"), "the client's own X-User never does:\n{seen}");
+    assert!(!seen.contains("x-other"), "only copyHeaders are copied:\n{seen}");
+    let asked = p.asked.lock().expect("lock").last().cloned().unwrap_or_default().to_ascii_lowercase();
+    assert!(asked.starts_with("get /check?x=1 http/1.1"), "{asked}");
+    assert!(asked.contains("x-original-uri: /orders/7?q=1"), "{asked}");
+    assert!(asked.contains("authorization: bearer good"), "{asked}");
+
+    let none = get_with(&rw, "ap.test", "/", &[]);
+    assert_eq!((none.status, none.text()), (401, "who are you".to_string()), "{}", none.head);
+    assert_eq!(none.header("www-authenticate"), Some("Bearer realm=\"p\""), "{}", none.head);
+    let no = get_with(&rw, "ap.test", "/", &[("Authorization", "Bearer forbidden")]);
+    assert_eq!((no.status, no.text()), (403, "no entry".to_string()), "{}", no.head);
+    assert_eq!(b.proxied_count(), 1, "only the allowed request reached the backend");
+}
+
+#[test]
+fn a_silent_or_absent_auth_provider_fails_closed_with_503() {
+    let silent = Backend::silent().start();
+    let b = Backend::respond(200, "ok").start();
+    let mut r = route("slow.test", "ROUND_ROBIN", vec![b.config()]);
+    r["authProvider"] = json!({"url": format!("http://127.0.0.1:{}/check", silent.port()), "timeoutMs": 300});
+    let mut gone = route("gone.test", "ROUND_ROBIN", vec![b.config()]);
+    gone["authProvider"] = json!({"url": format!("http://127.0.0.1:{}/check", refused_port())});
+    let rw = Ringway::start(config(vec![r, gone]));
+    let t = Instant::now();
+    assert_eq!(get_with(&rw, "slow.test", "/", &[("Authorization", "Bearer good")]).status, 503);
+    eprintln!("answered after {:?} (timeoutMs 300)", t.elapsed());
+    assert_eq!(get_with(&rw, "gone.test", "/", &[]).status, 503);
+    assert_eq!(b.proxied_count(), 0, "the backend is never reached");
+}
+
+#[test]
+fn the_seeds_string_form_of_auth_provider_is_refused_showing_the_object_form() {
+    let b = Backend::respond(200, "ok").start();
+    let rw = Ringway::start(with_admin(config(vec![]), None));
+    let mut r = route("s.test", "ROUND_ROBIN", vec![b.config()]);
+    r["authProvider"] = json!("my-provider");
+    let reply = rw.api().post("/api/v1/routes", &r);
+    assert_eq!(reply.status, 400, "{:?}", reply.json);
+    assert_eq!(reply.field(), Some("authProvider"), "{:?}", reply.json);
+    assert!(reply.json.to_string().contains("\\\"url\\\""), "the message shows the object form: {:?}", reply.json);
+}

@@ -1039,9 +1039,7 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
             None
         }),
     };
-    if r.auth_provider.as_ref().is_some_and(|v| !v.is_null()) {
-        errs.push(join(path, "authProvider"), "not supported yet");
-    }
+
     let ssl = r.ssl.as_ref().and_then(|s| ssl_from(s, path, errs));
     if r.auto_https == Some(true) && !d.tls_listener {
         errs.push(join(path, "autoHttps"), "needs a TLS listener (tls.listen)");
@@ -1088,6 +1086,7 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
         rate_limit: r.rate_limit.as_ref(),
         cors: r.cors.as_ref(),
         circuit_breaker: r.circuit_breaker.as_ref(),
+        auth_provider: r.auth_provider.as_ref(),
     };
     let policies = crate::policy::policies_from(raw_policies, path, errs);
     let vhost = vhost?;
@@ -1182,6 +1181,7 @@ fn path_from(
                 rate_limit: p.rate_limit.as_ref(),
                 cors: p.cors.as_ref(),
                 circuit_breaker: p.circuit_breaker.as_ref(),
+                auth_provider: p.auth_provider.as_ref(),
             },
             path,
             errs,

@@ -106,6 +106,106 @@ pub struct Policies {
     pub cors: Option<Cors>,
     /// Per-backend circuit breaking on live traffic.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// An external service that decides (nginx `auth_request`).
+    pub auth_provider: Option<AuthProvider>,
+}
+
+/// `authProvider`: a service asked before each request is proxied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthProvider {
+    /// Where (an IP literal and port).
+    pub addr: std::net::SocketAddr,
+    /// The Host it is sent.
+    pub host: String,
+    /// Path and query asked.
+    pub path: String,
+    /// Longest wait for its answer (then 503).
+    pub timeout: std::time::Duration,
+    /// Request headers passed to it (lowercased).
+    pub forward: Vec<String>,
+    /// Its response headers copied onto the upstream request (lowercased);
+    /// the client's own copies never reach the backend.
+    pub copy: Vec<String>,
+    /// How long a verdict is reused per worker (0 = never).
+    pub cache: std::time::Duration,
+}
+
+/// `authProvider`, as written (an object; the seed's string form is refused).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAuthProvider {
+    /// `http://IP:PORT/path`.
+    pub url: Option<String>,
+    /// Longest wait.
+    pub timeout_ms: Option<u64>,
+    /// Request headers passed on.
+    pub forward_headers: Option<Vec<String>>,
+    /// Response headers copied to the upstream request.
+    pub copy_headers: Option<Vec<String>>,
+    /// Verdict cache lifetime.
+    pub cache_ms: Option<u64>,
+}
+
+const PROVIDER_EXAMPLE: &str = "{\"url\": \"http://127.0.0.1:9000/check\", \"timeoutMs\": 1000, \
+     \"forwardHeaders\": [\"Authorization\", \"Cookie\"], \"copyHeaders\": [\"X-User\"], \"cacheMs\": 0}";
+
+fn auth_provider_from(v: &Value, path: &str, errs: &mut Errs) -> Option<AuthProvider> {
+    let field = join(path, "authProvider");
+    if v.is_string() {
+        errs.push(field, format!("the name form is not supported: give the provider as an object, {PROVIDER_EXAMPLE}"));
+        return None;
+    }
+    let raw: RawAuthProvider = match serde_json::from_value(v.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            errs.push(field, format!("{e}; expected {PROVIDER_EXAMPLE}"));
+            return None;
+        }
+    };
+    let before = errs.list.len();
+    let url = raw.url.unwrap_or_default();
+    let parsed = url.strip_prefix("http://").and_then(|rest| {
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let addr = authority.parse::<std::net::SocketAddr>().ok()?;
+        Some((addr, authority.to_string(), if path.is_empty() { "/".to_string() } else { path.to_string() }))
+    });
+    let Some((addr, host, p)) = parsed else {
+        errs.push(
+            join(&field, "url"),
+            format!("{url:?}: expected http://IP:PORT/path (an IP literal: no DNS on the request path)"),
+        );
+        return None;
+    };
+    if p.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        errs.push(join(&field, "url"), "the path must not contain spaces or control characters");
+    }
+    let names = |list: Option<Vec<String>>, f: &str, errs: &mut Errs| -> Vec<String> {
+        let list = list.unwrap_or_default();
+        for (i, n) in list.iter().enumerate() {
+            if !is_token(n) {
+                errs.push(join(&field, &format!("{f}[{i}]")), format!("{n:?} is not a header name"));
+            }
+        }
+        list.iter().map(|n| n.to_ascii_lowercase()).collect()
+    };
+    let timeout = match raw.timeout_ms {
+        None => 1000,
+        Some(t) if t == 0 || t > 60_000 => {
+            errs.push(join(&field, "timeoutMs"), "must be between 1 and 60000");
+            1000
+        }
+        Some(t) => t,
+    };
+    let provider = AuthProvider {
+        addr,
+        host,
+        path: p,
+        timeout: std::time::Duration::from_millis(timeout),
+        forward: names(raw.forward_headers, "forwardHeaders", errs),
+        copy: names(raw.copy_headers, "copyHeaders", errs),
+        cache: std::time::Duration::from_millis(raw.cache_ms.unwrap_or(0).min(3_600_000)),
+    };
+    (errs.list.len() == before).then_some(provider)
 }
 
 impl Policies {
@@ -116,13 +216,17 @@ impl Policies {
             rate_limit: over.rate_limit.clone().or_else(|| self.rate_limit.clone()),
             cors: over.cors.clone().or_else(|| self.cors.clone()),
             circuit_breaker: over.circuit_breaker.clone().or_else(|| self.circuit_breaker.clone()),
+            auth_provider: over.auth_provider.clone().or_else(|| self.auth_provider.clone()),
         }
     }
 
     /// Nothing for the request-path chain to do (auth `none` counts as
     /// nothing; circuit breaking runs in the pick, not the chain).
     pub fn is_empty(&self) -> bool {
-        matches!(self.auth, None | Some(Auth::Off)) && self.rate_limit.is_none() && self.cors.is_none()
+        matches!(self.auth, None | Some(Auth::Off))
+            && self.rate_limit.is_none()
+            && self.cors.is_none()
+            && self.auth_provider.is_none()
     }
 }
 
@@ -444,6 +548,7 @@ pub(crate) struct RawPolicies<'a> {
     pub(crate) rate_limit: Option<&'a RawRateLimit>,
     pub(crate) cors: Option<&'a RawCors>,
     pub(crate) circuit_breaker: Option<&'a RawCircuitBreaker>,
+    pub(crate) auth_provider: Option<&'a Value>,
 }
 
 /// Validates the policy fields of a route or path rule at `path`.
@@ -453,6 +558,7 @@ pub(crate) fn policies_from(raw: RawPolicies<'_>, path: &str, errs: &mut Errs) -
         rate_limit: raw.rate_limit.and_then(|r| rate_limit_from(r, &join(path, "rateLimit"), errs)),
         cors: raw.cors.and_then(|c| cors_from(c, &join(path, "cors"), errs)),
         circuit_breaker: raw.circuit_breaker.and_then(|c| breaker_from(c, &join(path, "circuitBreaker"), errs)),
+        auth_provider: raw.auth_provider.filter(|v| !v.is_null()).and_then(|v| auth_provider_from(v, path, errs)),
     }
 }
 
@@ -483,6 +589,13 @@ pub fn policies_json(p: &Policies, out: &mut Map<String, Value>, public: bool) {
             RateKey::Header(h) => format!("header:{h}"),
         };
         out.insert("rateLimit".into(), json!({"requestsPerSecond": r.per_second, "burst": r.burst, "key": key}));
+    }
+    if let Some(a) = &p.auth_provider {
+        out.insert(
+            "authProvider".into(),
+            json!({"url": format!("http://{}{}", a.host, a.path), "timeoutMs": a.timeout.as_millis() as u64,
+                   "forwardHeaders": a.forward, "copyHeaders": a.copy, "cacheMs": a.cache.as_millis() as u64}),
+        );
     }
     if let Some(b) = &p.circuit_breaker {
         out.insert(

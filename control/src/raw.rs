@@ -266,6 +266,8 @@ pub struct RawPath {
     pub cors: Option<crate::policy::RawCors>,
     /// Replaces the route's `circuitBreaker`.
     pub circuit_breaker: Option<crate::policy::RawCircuitBreaker>,
+    /// Replaces the route's `authProvider`.
+    pub auth_provider: Option<serde_json::Value>,
 }
 
 /// One backend.

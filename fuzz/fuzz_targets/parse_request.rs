@@ -25,6 +25,8 @@ fuzz_target!(|data: &[u8]| {
         request_id: b"fuzz",
         // As the proxy does: a request without Host gets the backend's.
         host: if view.authority().is_some() { HostOut::Client } else { HostOut::Value(b"backend.test") },
+        policy_lines: b"",
+        drop_names: &[],
     };
     let mut out = Vec::new();
     write_request_head(&mut out, &view, &ctx);

@@ -24,6 +24,12 @@ pub struct ForwardCtx<'a> {
     pub request_id: &'a [u8],
     /// The Host the backend gets.
     pub host: HostOut<'a>,
+    /// Header lines a policy adds (an auth provider's copied headers),
+    /// each `name: value\r\n`.
+    pub policy_lines: &'a [u8],
+    /// Header names (lowercase) whose client copies are dropped: a
+    /// policy sets them (or they must not come from the client at all).
+    pub drop_names: &'a [String],
 }
 
 /// The Host a forwarded request carries.
@@ -247,6 +253,9 @@ pub fn write_request_head(out: &mut Vec<u8>, view: &RequestView<'_>, ctx: &Forwa
                 if in_extra(ctx, name) || (check_conn && named_in_connection(buf, headers, name)) {
                     continue;
                 }
+                if ctx.drop_names.iter().any(|d| is(d.as_bytes(), name)) {
+                    continue;
+                }
                 if !client_host && is(name, b"x-forwarded-host") {
                     continue;
                 }
@@ -297,6 +306,7 @@ pub fn write_request_head(out: &mut Vec<u8>, view: &RequestView<'_>, ctx: &Forwa
             write_header(out, n, v);
         }
     }
+    out.extend_from_slice(ctx.policy_lines);
     out.extend_from_slice(b"\r\n");
 }
 

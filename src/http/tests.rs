@@ -644,6 +644,8 @@ fn ctx(extra: &[HeaderPair]) -> ForwardCtx<'_> {
         extra_headers: extra,
         request_id: b"rid-1",
         host: HostOut::Client,
+        policy_lines: b"",
+        drop_names: &[],
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod cors;
+pub mod provider;
 pub mod ratelimit;
 
 use std::cell::RefCell;
@@ -28,6 +29,8 @@ pub struct Chain {
     pub cors: Option<cors::CorsRt>,
     /// Auth, if set (and not `none`).
     pub auth: Option<auth::AuthRt>,
+    /// An external auth provider, if set.
+    pub provider: Option<provider::ProviderRt>,
     /// The rate limit, shared by every worker, and what it counts by.
     pub rate: Option<(Arc<ratelimit::Limiter>, RateKey)>,
 }
@@ -42,8 +45,12 @@ pub enum Decision {
     Forbidden,
     /// No (or wrong) credentials: 401 with this `WWW-Authenticate` line.
     Unauthorized(Rc<[u8]>),
-    /// Credential checks are backed up: 503.
+    /// Credential checks are backed up, or the auth provider gave no
+    /// usable answer: 503.
     Busy,
+    /// The auth provider said no: this status (401, 403), its header lines
+    /// in `Request::headers` and its body in `Request::body`.
+    Denied(u16),
     /// Over the rate limit: 429.
     Limited(ratelimit::Refusal),
 }
@@ -56,10 +63,15 @@ pub struct Request<'a, 'v> {
     pub client: IpAddr,
     /// Header lines to add to the response (CORS), or to a preflight answer.
     pub headers: &'a mut Vec<u8>,
+    /// Header lines to add to the upstream request (a provider's).
+    pub upstream: &'a mut Vec<u8>,
+    /// The body of a provider's refusal.
+    pub body: &'a mut Vec<u8>,
 }
 
 impl Chain {
-    /// Runs the policies in order; the first that answers decides.
+    /// Runs the policies in order (CORS, auth, auth provider, rate limit);
+    /// the first that answers decides.
     pub async fn run(&self, req: &mut Request<'_, '_>) -> Decision {
         if let Some(c) = &self.cors {
             match c.check(req.view, req.headers) {
@@ -73,6 +85,18 @@ impl Chain {
                 auth::Verdict::Pass => {}
                 auth::Verdict::Deny => return Decision::Unauthorized(a.challenge()),
                 auth::Verdict::Busy => return Decision::Busy,
+            }
+        }
+        if let Some(p) = &self.provider {
+            match p.check(req.view, req.client).await {
+                provider::Verdict::Pass(lines) => req.upstream.extend_from_slice(&lines),
+                provider::Verdict::Deny(status, lines, body) => {
+                    req.headers.clear();
+                    req.headers.extend_from_slice(&lines);
+                    req.body.extend_from_slice(&body);
+                    return Decision::Denied(status);
+                }
+                provider::Verdict::Unavailable => return Decision::Busy,
             }
         }
         if let Some((limiter, key)) = &self.rate {
@@ -127,6 +151,7 @@ fn build(route: &str, prefix: &str, p: &Policies) -> Chain {
     Chain {
         cors: p.cors.as_ref().map(cors::CorsRt::new),
         auth: p.auth.as_ref().and_then(auth::AuthRt::new),
+        provider: p.auth_provider.as_ref().map(provider::ProviderRt::new),
         rate: p.rate_limit.as_ref().map(|r| (ratelimit::shared(route, prefix, r), r.key.clone())),
     }
 }

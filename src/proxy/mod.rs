@@ -175,6 +175,8 @@ async fn exchange(
     };
     b.log.clear();
     b.policy_headers.clear();
+    b.policy_upstream.clear();
+    b.policy_body.clear();
     let next = {
         let mut cx = Ctx { w: &w, client: &mut client, peer, b: &mut b, ex: &mut ex };
         handle_request(&mut cx, head_deadline).await
@@ -244,7 +246,7 @@ async fn handle_request(cx: &mut Ctx<'_>, head_deadline: Instant) -> Next {
         phases::Verdict::Answer(status) => {
             let keep = req.held.complete.then_some(req.head.head_len + req.held.len);
             return answer(cx, Some(&req.head), status, keep, |out, cx, persist| {
-                phases::write_policy_answer(out, status, &cx.b.policy_headers, persist)
+                phases::write_policy_answer(out, status, &cx.b.policy_headers, &cx.b.policy_body, persist)
             })
             .await;
         }

@@ -182,7 +182,13 @@ pub(super) async fn policy(cx: &mut Ctx<'_>, req: &Req) -> Verdict {
 async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) -> Verdict {
     let b = &mut *cx.b;
     let view = RequestView::new(&b.rbuf, &req.head, &b.headers);
-    let mut p = crate::policy::Request { view: &view, client: cx.peer.ip(), headers: &mut b.policy_headers };
+    let mut p = crate::policy::Request {
+        view: &view,
+        client: cx.peer.ip(),
+        headers: &mut b.policy_headers,
+        upstream: &mut b.policy_upstream,
+        body: &mut b.policy_body,
+    };
     match chain.run(&mut p).await {
         Decision::Pass => Verdict::Pass,
         Decision::Preflight => Verdict::Answer(204),
@@ -192,6 +198,7 @@ async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) ->
             b.policy_headers.extend_from_slice(&challenge);
             Verdict::Answer(401)
         }
+        Decision::Denied(status) => Verdict::Answer(status),
         Decision::Busy => {
             b.policy_headers.clear();
             b.policy_headers.extend_from_slice(b"retry-after: 1\r\n");
@@ -211,16 +218,26 @@ async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) ->
 }
 
 /// Writes a policy's own answer: `status` with the header lines the
-/// policy left (a 204 preflight has no body; the others a short text).
-pub(super) fn write_policy_answer(out: &mut Vec<u8>, status: u16, headers: &[u8], persist: Persist) {
-    if status == 204 {
-        out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
-        out.extend_from_slice(headers);
-        out.extend_from_slice(persist.line());
-        out.extend_from_slice(b"\r\n");
-    } else {
-        crate::http::write_error_response(out, status, persist, headers);
+/// policy left and its body (a 204 preflight has none; without one, the
+/// others get a short text).
+pub(super) fn write_policy_answer(out: &mut Vec<u8>, status: u16, headers: &[u8], body: &[u8], persist: Persist) {
+    if status != 204 && body.is_empty() {
+        return crate::http::write_error_response(out, status, persist, headers);
     }
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(crate::http::reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(headers);
+    if status != 204 {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(persist.line());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
 /// Writes a 308 to `https://host[:tlsport]/path?query` into `out`.
@@ -275,6 +292,8 @@ pub(super) fn upstream_head(cx: &mut Ctx<'_>, req: &mut Req, rid: &[u8]) {
         extra_headers: &req.route.headers,
         request_id: rid,
         host,
+        policy_lines: &b.policy_upstream,
+        drop_names: req.route.policy(req.rule).and_then(|c| c.provider.as_ref()).map_or(&[], |p| p.copied()),
     };
     write_request_head(&mut b.out, &view, &ctx);
     if host == HostOut::Later {

@@ -74,6 +74,11 @@ pub struct Bufs {
     /// Header lines a policy adds to this request's answer (CORS; a
     /// 401's challenge, a 429's limits).
     pub policy_headers: Vec<u8>,
+    /// Header lines a policy adds to the upstream request (an auth
+    /// provider's copied headers).
+    pub policy_upstream: Vec<u8>,
+    /// The body of a policy's own answer (an auth provider's refusal).
+    pub policy_body: Vec<u8>,
 }
 
 /// Size of each I/O buffer.
@@ -94,6 +99,8 @@ impl Bufs {
             scratch: Vec::with_capacity(256),
             log: Vec::with_capacity(256),
             policy_headers: Vec::new(),
+            policy_upstream: Vec::new(),
+            policy_body: Vec::new(),
         }
     }
 }
@@ -337,6 +344,8 @@ impl Worker {
         b.scratch.clear();
         b.log.clear();
         b.policy_headers.clear();
+        b.policy_upstream.clear();
+        b.policy_body.clear();
         pool.push(b);
     }
 
