@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -338,4 +339,98 @@ fn the_seeds_string_form_of_auth_provider_is_refused_showing_the_object_form() {
     assert_eq!(reply.status, 400, "{:?}", reply.json);
     assert_eq!(reply.field(), Some("authProvider"), "{:?}", reply.json);
     assert!(reply.json.to_string().contains("\\\"url\\\""), "the message shows the object form: {:?}", reply.json);
+}
+
+/// A backend whose answers depend on the path: `/plain` (cacheable),
+/// `/nostore` (Cache-Control: no-store), `/cookie` (Set-Cookie), `/short`
+/// (max-age=1). Counts requests per path.
+fn cache_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let hits = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let seen = hits.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().expect("clone");
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut first = String::new();
+                    if !matches!(r.read_line(&mut first), Ok(n) if n > 0) {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if !matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let path = first.split(' ').nth(1).unwrap_or("").to_string();
+                    *seen.lock().expect("lock").entry(path.clone()).or_insert(0) += 1;
+                    let extra = match path.as_str() {
+                        "/nostore" => "cache-control: no-store\r\n",
+                        "/cookie" => "set-cookie: s=1\r\n",
+                        "/short" => "cache-control: max-age=1\r\n",
+                        _ => "cache-control: public\r\n",
+                    };
+                    let body = format!("body of {path}");
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if w.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn the_cache_serves_fresh_gets_and_heads_and_respects_no_store_cookies_auth_and_max_age() {
+    let (addr, hits) = cache_backend();
+    let backend = json!({"id": "c", "hostname": "127.0.0.1", "port": addr.port()});
+    let mut r = route("cache.test", "ROUND_ROBIN", vec![backend]);
+    r["cache"] = json!({"ttlMs": 60000, "maxBytes": 1048576, "maxEntryBytes": 65536});
+    let rw = Ringway::start(config(vec![r]));
+    let count = |p: &str| hits.lock().expect("lock").get(p).copied().unwrap_or(0);
+
+    let first = get_with(&rw, "cache.test", "/plain", &[]);
+    assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")), "{}", first.head);
+    let second = get_with(&rw, "cache.test", "/plain", &[]);
+    assert_eq!((second.status, second.text()), (200, "body of /plain".to_string()), "{}", second.head);
+    assert_eq!(second.header("x-cache"), Some("HIT"), "{}", second.head);
+    assert!(second.header("age").is_some(), "{}", second.head);
+    assert_eq!(second.header("content-type"), Some("text/plain"), "{}", second.head);
+    let mut c = Client::connect(rw.addr());
+    c.send(b"HEAD /plain HTTP/1.1\r\nHost: cache.test\r\n\r\n");
+    let head = c.head_response();
+    assert_eq!((head.status, head.header("x-cache")), (200, Some("HIT")), "HEAD from the GET entry: {}", head.head);
+    assert_eq!(count("/plain"), 1, "one backend fetch for three answers");
+
+    // Not stored, or not looked up.
+    for p in ["/nostore", "/cookie"] {
+        for _ in 0..2 {
+            assert_eq!(get_with(&rw, "cache.test", p, &[]).status, 200);
+        }
+        assert_eq!(count(p), 2, "{p} is never stored");
+    }
+    assert_eq!(get_with(&rw, "cache.test", "/plain", &[("Authorization", "Bearer x")]).header("x-cache"), None);
+    assert_eq!(get_with(&rw, "cache.test", "/plain", &[("Cache-Control", "no-cache")]).header("x-cache"), Some("MISS"));
+    assert_eq!(count("/plain"), 3, "Authorization and no-cache went to the backend");
+
+    // max-age=1: fresh, then stale.
+    get_with(&rw, "cache.test", "/short", &[]);
+    assert_eq!(get_with(&rw, "cache.test", "/short", &[]).header("x-cache"), Some("HIT"));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get_with(&rw, "cache.test", "/short", &[]).header("x-cache"), Some("MISS"), "stale after max-age");
+    assert_eq!(count("/short"), 2);
 }

@@ -1087,6 +1087,7 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
         cors: r.cors.as_ref(),
         circuit_breaker: r.circuit_breaker.as_ref(),
         auth_provider: r.auth_provider.as_ref(),
+        cache: r.cache.as_ref(),
     };
     let policies = crate::policy::policies_from(raw_policies, path, errs);
     let vhost = vhost?;
@@ -1182,6 +1183,7 @@ fn path_from(
                 cors: p.cors.as_ref(),
                 circuit_breaker: p.circuit_breaker.as_ref(),
                 auth_provider: p.auth_provider.as_ref(),
+                cache: p.cache.as_ref(),
             },
             path,
             errs,

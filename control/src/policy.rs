@@ -108,6 +108,56 @@ pub struct Policies {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// An external service that decides (nginx `auth_request`).
     pub auth_provider: Option<AuthProvider>,
+    /// A response cache per worker.
+    pub cache: Option<Cache>,
+}
+
+/// `cache`, as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawCache {
+    /// Freshness when the response gives none.
+    pub ttl_ms: Option<u64>,
+    /// Memory per worker for this route's entries.
+    pub max_bytes: Option<u64>,
+    /// Largest response stored.
+    pub max_entry_bytes: Option<u64>,
+}
+
+/// A response cache (per worker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    /// Freshness when the response gives none.
+    pub ttl: std::time::Duration,
+    /// Bytes per worker, at most.
+    pub max_bytes: u64,
+    /// Largest response (head and body) stored.
+    pub max_entry_bytes: u64,
+}
+
+fn cache_from(c: &RawCache, path: &str, errs: &mut Errs) -> Option<Cache> {
+    let before = errs.list.len();
+    let ttl = match c.ttl_ms {
+        None => 300_000,
+        Some(t) if t == 0 || t > 31_536_000_000 => {
+            errs.push(join(path, "ttlMs"), "must be between 1 and 31536000000");
+            1
+        }
+        Some(t) => t,
+    };
+    let max_bytes = c.max_bytes.unwrap_or(64 << 20);
+    if !(1024..=1 << 40).contains(&max_bytes) {
+        errs.push(join(path, "maxBytes"), "must be between 1024 and 2^40");
+    }
+    let max_entry_bytes = c.max_entry_bytes.unwrap_or(1 << 20);
+    if max_entry_bytes == 0 || max_entry_bytes > max_bytes {
+        errs.push(join(path, "maxEntryBytes"), "must be between 1 and maxBytes");
+    }
+    (errs.list.len() == before).then_some(Cache {
+        ttl: std::time::Duration::from_millis(ttl),
+        max_bytes,
+        max_entry_bytes,
+    })
 }
 
 /// `authProvider`: a service asked before each request is proxied.
@@ -217,6 +267,7 @@ impl Policies {
             cors: over.cors.clone().or_else(|| self.cors.clone()),
             circuit_breaker: over.circuit_breaker.clone().or_else(|| self.circuit_breaker.clone()),
             auth_provider: over.auth_provider.clone().or_else(|| self.auth_provider.clone()),
+            cache: over.cache.clone().or_else(|| self.cache.clone()),
         }
     }
 
@@ -227,6 +278,7 @@ impl Policies {
             && self.rate_limit.is_none()
             && self.cors.is_none()
             && self.auth_provider.is_none()
+            && self.cache.is_none()
     }
 }
 
@@ -549,6 +601,7 @@ pub(crate) struct RawPolicies<'a> {
     pub(crate) cors: Option<&'a RawCors>,
     pub(crate) circuit_breaker: Option<&'a RawCircuitBreaker>,
     pub(crate) auth_provider: Option<&'a Value>,
+    pub(crate) cache: Option<&'a RawCache>,
 }
 
 /// Validates the policy fields of a route or path rule at `path`.
@@ -559,6 +612,7 @@ pub(crate) fn policies_from(raw: RawPolicies<'_>, path: &str, errs: &mut Errs) -
         cors: raw.cors.and_then(|c| cors_from(c, &join(path, "cors"), errs)),
         circuit_breaker: raw.circuit_breaker.and_then(|c| breaker_from(c, &join(path, "circuitBreaker"), errs)),
         auth_provider: raw.auth_provider.filter(|v| !v.is_null()).and_then(|v| auth_provider_from(v, path, errs)),
+        cache: raw.cache.and_then(|c| cache_from(c, &join(path, "cache"), errs)),
     }
 }
 
@@ -589,6 +643,12 @@ pub fn policies_json(p: &Policies, out: &mut Map<String, Value>, public: bool) {
             RateKey::Header(h) => format!("header:{h}"),
         };
         out.insert("rateLimit".into(), json!({"requestsPerSecond": r.per_second, "burst": r.burst, "key": key}));
+    }
+    if let Some(c) = &p.cache {
+        out.insert(
+            "cache".into(),
+            json!({"ttlMs": c.ttl.as_millis() as u64, "maxBytes": c.max_bytes, "maxEntryBytes": c.max_entry_bytes}),
+        );
     }
     if let Some(a) = &p.auth_provider {
         out.insert(

@@ -230,6 +230,8 @@ pub struct RawRoute {
     pub cors: Option<crate::policy::RawCors>,
     /// Per-backend circuit breaking on live traffic.
     pub circuit_breaker: Option<crate::policy::RawCircuitBreaker>,
+    /// A response cache.
+    pub cache: Option<crate::policy::RawCache>,
 }
 
 /// One path rule.
@@ -268,6 +270,8 @@ pub struct RawPath {
     pub circuit_breaker: Option<crate::policy::RawCircuitBreaker>,
     /// Replaces the route's `authProvider`.
     pub auth_provider: Option<serde_json::Value>,
+    /// Replaces the route's `cache`.
+    pub cache: Option<crate::policy::RawCache>,
 }
 
 /// One backend.

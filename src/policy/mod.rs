@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod breaker;
+pub mod cache;
 pub mod cors;
 pub mod provider;
 pub mod ratelimit;
@@ -33,6 +34,8 @@ pub struct Chain {
     pub provider: Option<provider::ProviderRt>,
     /// The rate limit, shared by every worker, and what it counts by.
     pub rate: Option<(Arc<ratelimit::Limiter>, RateKey)>,
+    /// The response cache, if set.
+    pub cache: Option<cache::CacheRt>,
 }
 
 /// What the chain decided.
@@ -53,6 +56,8 @@ pub enum Decision {
     Denied(u16),
     /// Over the rate limit: 429.
     Limited(ratelimit::Refusal),
+    /// A fresh cached answer.
+    Cached(Rc<cache::Entry>),
 }
 
 /// What a request shows the chain.
@@ -67,10 +72,13 @@ pub struct Request<'a, 'v> {
     pub upstream: &'a mut Vec<u8>,
     /// The body of a provider's refusal.
     pub body: &'a mut Vec<u8>,
+    /// On a cache miss: the key its answer is stored under.
+    pub cache_key: &'a mut Vec<u8>,
 }
 
 impl Chain {
-    /// Runs the policies in order (CORS, auth, auth provider, rate limit);
+    /// Runs the policies in order (CORS, auth, auth provider, rate limit,
+    /// cache lookup);
     /// the first that answers decides.
     pub async fn run(&self, req: &mut Request<'_, '_>) -> Decision {
         if let Some(c) = &self.cors {
@@ -109,6 +117,13 @@ impl Chain {
             };
             if let Err(r) = refused {
                 return Decision::Limited(r);
+            }
+        }
+        if let Some(c) = &self.cache {
+            match c.lookup(req.view, req.cache_key) {
+                cache::Lookup::Hit(entry) => return Decision::Cached(entry),
+                cache::Lookup::Miss => req.headers.extend_from_slice(b"x-cache: MISS\r\n"),
+                cache::Lookup::Bypass => {}
             }
         }
         Decision::Pass
@@ -152,6 +167,7 @@ fn build(route: &str, prefix: &str, p: &Policies) -> Chain {
         cors: p.cors.as_ref().map(cors::CorsRt::new),
         auth: p.auth.as_ref().and_then(auth::AuthRt::new),
         provider: p.auth_provider.as_ref().map(provider::ProviderRt::new),
+        cache: p.cache.as_ref().map(cache::CacheRt::new),
         rate: p.rate_limit.as_ref().map(|r| (ratelimit::shared(route, prefix, r), r.key.clone())),
     }
 }

@@ -177,6 +177,11 @@ async fn exchange(
     b.policy_headers.clear();
     b.policy_upstream.clear();
     b.policy_body.clear();
+    b.cache_key.clear();
+    if b.cache_body.capacity() > 0 {
+        // Only after a stored answer: its buffer is not kept.
+        b.cache_body = Vec::new();
+    }
     let next = {
         let mut cx = Ctx { w: &w, client: &mut client, peer, b: &mut b, ex: &mut ex };
         handle_request(&mut cx, head_deadline).await
@@ -240,6 +245,14 @@ async fn handle_request(cx: &mut Ctx<'_>, head_deadline: Instant) -> Next {
             let keep = req.held.complete.then_some(req.head.head_len + req.held.len);
             return answer(cx, Some(&req.head), 308, keep, |out, cx, persist| {
                 phases::write_https_redirect(out, cx, &req, persist)
+            })
+            .await;
+        }
+        phases::Verdict::Cached(entry) => {
+            let keep = req.held.complete.then_some(req.head.head_len + req.held.len);
+            let head_only = req.head.method == crate::http::Method::Head;
+            return answer(cx, Some(&req.head), entry.status, keep, |out, cx, persist| {
+                phases::write_cached(out, &entry, &cx.b.policy_headers, persist, head_only)
             })
             .await;
         }

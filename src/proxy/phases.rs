@@ -161,6 +161,8 @@ pub(super) enum Verdict {
     /// Answer it with this status (and the header lines in
     /// `Bufs::policy_headers`): a preflight's 204, 401, 403, 429, 503.
     Answer(u16),
+    /// Answer it from the cache.
+    Cached(std::rc::Rc<crate::policy::cache::Entry>),
 }
 
 /// The route's policies, in their fixed order: the HTTPS redirect
@@ -188,6 +190,7 @@ async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) ->
         headers: &mut b.policy_headers,
         upstream: &mut b.policy_upstream,
         body: &mut b.policy_body,
+        cache_key: &mut b.cache_key,
     };
     match chain.run(&mut p).await {
         Decision::Pass => Verdict::Pass,
@@ -199,6 +202,7 @@ async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) ->
             Verdict::Answer(401)
         }
         Decision::Denied(status) => Verdict::Answer(status),
+        Decision::Cached(entry) => Verdict::Cached(entry),
         Decision::Busy => {
             b.policy_headers.clear();
             b.policy_headers.extend_from_slice(b"retry-after: 1\r\n");
@@ -214,6 +218,27 @@ async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) ->
             );
             Verdict::Answer(429)
         }
+    }
+}
+
+/// Writes a cached answer: its status and fields, `Age`, `X-Cache: HIT`,
+/// the policy's header lines (CORS), and the body (not for HEAD).
+pub(super) fn write_cached(
+    out: &mut Vec<u8>,
+    e: &crate::policy::cache::Entry,
+    headers: &[u8],
+    persist: Persist,
+    head_only: bool,
+) {
+    use std::io::Write;
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", e.status, crate::http::reason_phrase(e.status));
+    out.extend_from_slice(&e.head);
+    let _ = write!(out, "age: {}\r\nx-cache: HIT\r\ncontent-length: {}\r\n", e.age(), e.body.len());
+    out.extend_from_slice(headers);
+    out.extend_from_slice(persist.line());
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(&e.body);
     }
 }
 

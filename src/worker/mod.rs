@@ -79,6 +79,10 @@ pub struct Bufs {
     pub policy_upstream: Vec<u8>,
     /// The body of a policy's own answer (an auth provider's refusal).
     pub policy_body: Vec<u8>,
+    /// On a cache miss: the key the answer is stored under (else empty).
+    pub cache_key: Vec<u8>,
+    /// The answer's body as it streams, while it is being stored.
+    pub cache_body: Vec<u8>,
 }
 
 /// Size of each I/O buffer.
@@ -101,6 +105,8 @@ impl Bufs {
             policy_headers: Vec::new(),
             policy_upstream: Vec::new(),
             policy_body: Vec::new(),
+            cache_key: Vec::new(),
+            cache_body: Vec::new(),
         }
     }
 }
@@ -346,6 +352,8 @@ impl Worker {
         b.policy_headers.clear();
         b.policy_upstream.clear();
         b.policy_body.clear();
+        b.cache_key.clear();
+        b.cache_body = Vec::new();
         pool.push(b);
     }
 
