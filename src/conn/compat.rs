@@ -37,7 +37,9 @@ struct Opening {
 impl Opening {
     fn feed(&mut self, data: &[u8]) {
         let take = data.len().min(self.first.len().saturating_sub(self.seen));
-        self.first[self.seen..self.seen + take].copy_from_slice(&data[..take]);
+        if let (Some(dst), Some(src)) = (self.first.get_mut(self.seen..self.seen + take), data.get(..take)) {
+            dst.copy_from_slice(src);
+        }
         let before = self.seen;
         self.seen += data.len();
         if before < 33 && self.seen < 33 {
@@ -165,5 +167,27 @@ impl AsyncWriteRent for CompatIo {
     async fn shutdown(&mut self) -> io::Result<()> {
         self.stream.close_write().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_opening_is_seen_however_the_bytes_arrive() {
+        let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        all.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0]);
+        all.extend_from_slice(&[0, 3, 0, 0, 0, 100]);
+        for split in [1, 24, 33, 34, 38] {
+            let done = Rc::new(Cell::new(false));
+            let mut o = Opening { first: [0; 33], seen: 0, done: done.clone() };
+            let (a, b) = all.split_at(split);
+            o.feed(a);
+            for byte in b {
+                o.feed(std::slice::from_ref(byte));
+            }
+            assert!(done.get(), "split at {split}");
+        }
     }
 }

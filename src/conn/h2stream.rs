@@ -227,7 +227,7 @@ impl H2Stream {
         let Some(h) = parse_response(buf, &limits, method, &mut spans).map_err(|e| other(e.reason()))? else {
             return Ok(&[]);
         };
-        let used = h.head_len - before;
+        let used = h.head_len.saturating_sub(before).min(data.len());
         if h.status < 200 {
             // 1xx: not relayed (Expect is not forwarded, upgrades are not
             // offered over HTTP/2); the final answer follows.

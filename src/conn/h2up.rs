@@ -94,7 +94,7 @@ impl H2Up {
         let Some(h) = parse_request(buf, &limits, &mut spans).map_err(|e| other(e.reason()))? else {
             return Ok(&[]);
         };
-        let used = h.head_len - before;
+        let used = h.head_len.saturating_sub(before).min(data.len());
         let target = slice(buf, h.target);
         let mut host: &[u8] = b"";
         let mut req = Request::builder().method(http::Method::from_bytes(slice(buf, h.method_span)).map_err(other)?);
