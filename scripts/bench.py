@@ -65,6 +65,10 @@ POLICIES = {
 }
 for _name in POLICIES:
     SCENARIOS[_name] = ("/", 50, None, 1)
+# Cache hits: 4 KiB answers served from each proxy's response cache
+# (ringway "cache", nginx proxy_cache, HAProxy's cache); the backend sees
+# one request per proxy.
+SCENARIOS["cache"] = ("/4k", 50, None, 1)
 SUBJECTS = ["ringway", "nginx", "haproxy", "haproxy-tcp"]
 
 
@@ -268,7 +272,11 @@ def make_cert(tmp):
     return cert, key, both
 
 
-def start_subject(name, tmp, backend_port, routes, driver, tls=False, policy=None):
+HAPROXY_CACHE = "cache c\n  total-max-size 64\n  max-object-size 1048576\n  max-age 300"
+HAPROXY_CACHE_USE = "http-request cache-use c\n  http-response cache-store c"
+
+
+def start_subject(name, tmp, backend_port, routes, driver, tls=False, policy=None, cache=False):
     """Starts a proxy; returns (process, port), the port being the TLS one when `tls`."""
     port = free_port()
     tls_port = free_port() if tls else None
@@ -301,14 +309,16 @@ def start_subject(name, tmp, backend_port, routes, driver, tls=False, policy=Non
         server_name = ""
         if names:
             server_name = "server_name " + " ".join(names) + ";"
+        cache_path = f"proxy_cache_path {tmp}/nginx-cache keys_zone=c:10m max_size=64m;" if cache else ""
+        cache_use = "proxy_cache c; proxy_cache_valid 200 5m;" if cache else ""
         with open(conf, "w") as f:
             f.write(f"""worker_processes 1; daemon off; pid {tmp}/proxy-nginx.pid; error_log {tmp}/proxy-nginx.err warn;
 worker_rlimit_nofile 19000;
 events {{ worker_connections 9000; }}
 http {{ access_log off; keepalive_requests 10000000; server_names_hash_max_size 65536; server_names_hash_bucket_size 128;
-  upstream be {{ server 127.0.0.1:{backend_port}; keepalive 256; keepalive_requests 10000000; }}
+  upstream be {{ server 127.0.0.1:{backend_port}; keepalive 256; keepalive_requests 10000000; }} {cache_path}
   server {{ listen 127.0.0.1:{port} backlog=8192; {tls_listen} {server_name}
-    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; {cache_use} }} }} }}
 """)
         proc = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", tmp, "-c", conf],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -335,7 +345,9 @@ frontend fe
   bind 127.0.0.1:{port}
   {f"bind 127.0.0.1:{tls_port} ssl crt {both} ssl-min-ver TLSv1.3 alpn h2,http/1.1" if tls else ""}
   {route}
+{HAPROXY_CACHE if cache else ""}
 backend be
+  {HAPROXY_CACHE_USE if cache else ""}
   server s1 127.0.0.1:{backend_port}
 backend none
 """)
@@ -352,7 +364,10 @@ def run_one(subject, scenario, tmp, backend_port, duration, driver):
     path, conns, script, routes = SCENARIOS[scenario]
     tls = scenario in TLS_SCENARIOS
     policy, headers = POLICIES.get(scenario, (None, []))
-    proc, port = start_subject(subject, tmp, backend_port, routes, driver, tls, policy)
+    cache = scenario == "cache"
+    if cache:
+        policy = {"cache": {"ttlMs": 300000}}
+    proc, port = start_subject(subject, tmp, backend_port, routes, driver, tls, policy, cache)
     try:
         # Warm up (pools, caches), then measure.
         run_wrk(port, path, min(conns, 50), script, 1, tls, headers)
@@ -572,7 +587,7 @@ def main():
     try:
         def subjects_of(scenario):
             return [s for s in subjects
-                    if not ((scenario == "routes10k" or scenario in TLS_SCENARIOS) and s == "haproxy-tcp")
+                    if not ((scenario in ("routes10k", "cache") or scenario in TLS_SCENARIOS) and s == "haproxy-tcp")
                     and not (scenario in POLICIES and not s.startswith("ringway"))]
 
         def measure(scenario, rnd, runs):
