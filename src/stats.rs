@@ -182,6 +182,10 @@ pub struct ProtoCounters {
     pub h2_reset_by_client: Cell<u64>,
     /// Streams reset because the response could not complete.
     pub h2_reset_incomplete: Cell<u64>,
+    /// Answers served from a response cache.
+    pub cache_hits: Cell<u64>,
+    /// Cacheable requests not in the cache.
+    pub cache_misses: Cell<u64>,
 }
 
 /// Adds one to a counter cell.
@@ -192,7 +196,7 @@ pub fn bump(c: &Cell<u64>) {
 impl ProtoCounters {
     /// Whether anything was counted since the last take.
     pub fn dirty(&self) -> bool {
-        self.h1.get() != 0 || self.h2.get() != 0 || self.h2_connections.get() != 0
+        self.h1.get() != 0 || self.h2.get() != 0 || self.h2_connections.get() != 0 || self.cache_hits.get() != 0
     }
 
     /// What was counted, zeroing it.
@@ -204,6 +208,8 @@ impl ProtoCounters {
             h2_connection_errors: self.h2_connection_errors.take(),
             h2_reset_by_client: self.h2_reset_by_client.take(),
             h2_reset_incomplete: self.h2_reset_incomplete.take(),
+            cache_hits: self.cache_hits.take(),
+            cache_misses: self.cache_misses.take(),
         }
     }
 }

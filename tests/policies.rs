@@ -400,7 +400,7 @@ fn the_cache_serves_fresh_gets_and_heads_and_respects_no_store_cookies_auth_and_
     let backend = json!({"id": "c", "hostname": "127.0.0.1", "port": addr.port()});
     let mut r = route("cache.test", "ROUND_ROBIN", vec![backend]);
     r["cache"] = json!({"ttlMs": 60000, "maxBytes": 1048576, "maxEntryBytes": 65536});
-    let rw = Ringway::start(config(vec![r]));
+    let rw = Ringway::start(with_admin(config(vec![r]), None));
     let count = |p: &str| hits.lock().expect("lock").get(p).copied().unwrap_or(0);
 
     let first = get_with(&rw, "cache.test", "/plain", &[]);
@@ -433,4 +433,10 @@ fn the_cache_serves_fresh_gets_and_heads_and_respects_no_store_cookies_auth_and_
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(get_with(&rw, "cache.test", "/short", &[]).header("x-cache"), Some("MISS"), "stale after max-age");
     assert_eq!(count("/short"), 2);
+
+    // Counted: 3 hits (GET, HEAD, /short), 8 misses (Authorization bypasses).
+    let stats = rw.api().get("/api/v1/stats").expect(200, "stats").json;
+    assert_eq!((&stats["cache"]["hits"], &stats["cache"]["misses"]), (&json!(3), &json!(8)), "{}", stats["cache"]);
+    let metrics = get(rw.admin_addr(), "127.0.0.1", "/metrics").text();
+    assert!(metrics.contains("ringway_cache_hits_total 3"), "{metrics}");
 }

@@ -146,6 +146,10 @@ pub struct Protocols {
     pub h2_reset_by_client: u64,
     /// Streams reset by ringway because the response could not complete.
     pub h2_reset_incomplete: u64,
+    /// Answers served from a response cache.
+    pub cache_hits: u64,
+    /// Cacheable requests that were not in the cache.
+    pub cache_misses: u64,
 }
 
 impl Protocols {
@@ -157,6 +161,14 @@ impl Protocols {
         self.h2_connection_errors += o.h2_connection_errors;
         self.h2_reset_by_client += o.h2_reset_by_client;
         self.h2_reset_incomplete += o.h2_reset_incomplete;
+        self.cache_hits += o.cache_hits;
+        self.cache_misses += o.cache_misses;
+    }
+
+    fn cache_json(&self) -> Value {
+        let looked = self.cache_hits + self.cache_misses;
+        let ratio = if looked == 0 { 0.0 } else { self.cache_hits as f64 / looked as f64 };
+        json!({"hits": self.cache_hits, "misses": self.cache_misses, "hitRatio": ratio})
     }
 
     fn json(&self) -> Value {
@@ -424,6 +436,7 @@ impl StatsStore {
         v["upstreamIdleConnections"] = json!(l.upstream_idle);
         v["protocols"] = self.protocols.json();
         v["http2"] = self.protocols.http2_json();
+        v["cache"] = self.protocols.cache_json();
         let routes: serde_json::Map<String, Value> =
             self.routes.iter().map(|(k, s)| (k.clone(), s.json(now)["requests"]["total"].clone())).collect();
         v["routes"] = Value::Object(routes);
@@ -552,6 +565,12 @@ impl StatsStore {
         let _ = writeln!(out, "ringway_h2_streams_reset_total{{reason=\"client\"}} {}", p.h2_reset_by_client);
         let _ =
             writeln!(out, "ringway_h2_streams_reset_total{{reason=\"incomplete_response\"}} {}", p.h2_reset_incomplete);
+        let _ = writeln!(out, "# HELP ringway_cache_hits_total Answers served from a response cache.");
+        let _ = writeln!(out, "# TYPE ringway_cache_hits_total counter");
+        let _ = writeln!(out, "ringway_cache_hits_total {}", p.cache_hits);
+        let _ = writeln!(out, "# HELP ringway_cache_misses_total Cacheable requests not found in the cache.");
+        let _ = writeln!(out, "# TYPE ringway_cache_misses_total counter");
+        let _ = writeln!(out, "ringway_cache_misses_total {}", p.cache_misses);
         out
     }
 }

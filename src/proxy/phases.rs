@@ -192,7 +192,13 @@ async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) ->
         body: &mut b.policy_body,
         cache_key: &mut b.cache_key,
     };
-    match chain.run(&mut p).await {
+    let decision = chain.run(&mut p).await;
+    match &decision {
+        Decision::Cached(_) => crate::stats::bump(&cx.w.proto.cache_hits),
+        Decision::Pass if !b.cache_key.is_empty() => crate::stats::bump(&cx.w.proto.cache_misses),
+        _ => {}
+    }
+    match decision {
         Decision::Pass => Verdict::Pass,
         Decision::Preflight => Verdict::Answer(204),
         Decision::Forbidden => Verdict::Answer(403),
