@@ -19,8 +19,9 @@ use control::messages::BackendKey;
 use crossbeam_channel::Sender;
 
 use crate::conn::Stream;
-use crate::http::{parse_response, BodyKind, ChunkedDecoder, HeadLimits, Method};
+use crate::http::{BodyKind, HeadLimits, Method};
 use crate::runtime::Driver;
+use crate::upstream::exchange;
 use crate::worker::inbox::Inbox;
 
 /// Probes in flight at once, at most (bounds sockets; a fleet of silent
@@ -136,7 +137,7 @@ async fn check(t: &Target) -> bool {
         )
         .as_bytes(),
     );
-    if !write_all(&mut s, &mut buf).await {
+    if !exchange::write_all(&mut s, &mut buf).await {
         return false;
     }
     buf.clear();
@@ -193,82 +194,21 @@ async fn check_grpc(t: &Target) -> bool {
     status_ok && data == SERVING
 }
 
-async fn write_all(s: &mut Stream, buf: &mut Vec<u8>) -> bool {
-    let mut pos = 0;
-    while pos < buf.len() {
-        let end = buf.len();
-        match s.write(buf, pos, end).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => pos += n,
-        }
-    }
-    true
-}
-
-/// Reads more onto `buf`; `false` at the end of the stream or an error.
-async fn read_more(s: &mut Stream, buf: &mut Vec<u8>) -> bool {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
-    }
-    matches!(s.read(buf).await, Ok(n) if n > 0)
-}
-
 /// The final response's status and framing (1xx answers skipped); what
 /// follows the head stays in `buf`.
 async fn read_head(s: &mut Stream, buf: &mut Vec<u8>, method: Method) -> Option<(u16, BodyKind)> {
-    let mut headers = Vec::new();
-    loop {
-        match parse_response(buf, &HeadLimits::default(), method, &mut headers) {
-            Ok(Some(h)) if h.status < 200 => {
-                buf.drain(..h.head_len);
-                continue;
-            }
-            Ok(Some(h)) => {
-                buf.drain(..h.head_len);
-                return Some((h.status, h.body));
-            }
-            Ok(None) => {}
-            Err(_) => return None,
-        }
-        if !read_more(s, buf).await {
-            return None;
-        }
-    }
+    let mut spans = Vec::new();
+    let h = exchange::read_final_head(s, buf, &HeadLimits::default(), method, &mut spans).await?;
+    buf.drain(..h.head_len);
+    Some((h.status, h.body))
 }
 
 /// Reads the body by its framing (up to 1 MiB), looking for `want`;
 /// true when `want` (if any) was found.
 async fn drain(s: &mut Stream, buf: &mut Vec<u8>, body: BodyKind, want: Option<&[u8]>) -> bool {
     let mut m = BodyMatch { want, found: want.is_none(), tail: Vec::new() };
-    let mut decoder = ChunkedDecoder::new(MAX_PROBE_BODY as u64);
-    let mut total = 0usize;
-    loop {
-        let done = match body {
-            BodyKind::None => true,
-            BodyKind::Length(n) => {
-                let take = (n.saturating_sub(total as u64)).min(buf.len() as u64) as usize;
-                m.feed(&buf[..take]);
-                total += take;
-                total as u64 >= n
-            }
-            BodyKind::Chunked => match decoder.feed(buf, &mut |data| m.feed(data)) {
-                Ok((used, fin)) => {
-                    total += used;
-                    fin
-                }
-                Err(_) => return false,
-            },
-            BodyKind::UntilClose => {
-                m.feed(buf);
-                total += buf.len();
-                false
-            }
-        };
-        buf.clear();
-        if done || total >= MAX_PROBE_BODY || !read_more(s, buf).await {
-            return m.found;
-        }
-    }
+    exchange::read_body(s, buf, body, MAX_PROBE_BODY, &mut |data| m.feed(data)).await;
+    m.found
 }
 
 /// Looks for `want` in a body as it streams by, keeping only what a match

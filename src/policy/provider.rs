@@ -17,9 +17,8 @@ use std::time::Instant;
 use control::policy::AuthProvider;
 use sha2::{Digest, Sha256};
 
-use crate::conn::Stream;
-use crate::http::{parse_response, slice, BodyKind, ChunkedDecoder, HeadLimits, Method, RequestView};
-use crate::upstream::{ConnPool, PoolKey};
+use crate::http::{slice, HeadLimits, Method, RequestView};
+use crate::upstream::{exchange, ConnPool, PoolKey};
 
 /// Most bytes of a provider's answer body kept (for a 401/403 page).
 const MAX_BODY: usize = 64 * 1024;
@@ -117,29 +116,13 @@ impl ProviderRt {
             None => crate::upstream::open(self.cfg.addr, None).await.ok()?,
         };
         let mut buf = request.to_vec();
-        let mut pos = 0;
-        while pos < buf.len() {
-            let end = buf.len();
-            match s.write(&mut buf, pos, end).await {
-                Ok(n) if n > 0 => pos += n,
-                _ => return None,
-            }
+        if !exchange::write_all(&mut s, &mut buf).await {
+            return None;
         }
         buf.clear();
         let mut spans = Vec::new();
         let limits = HeadLimits { max_head_bytes: 16 * 1024, max_headers: 100 };
-        let head = loop {
-            if let Some(h) = parse_response(&buf, &limits, Method::Get, &mut spans).ok()? {
-                if h.status >= 200 {
-                    break h;
-                }
-                buf.drain(..h.head_len);
-                continue;
-            }
-            if !read_more(&mut s, &mut buf).await {
-                return None;
-            }
-        };
+        let head = exchange::read_final_head(&mut s, &mut buf, &limits, Method::Get, &mut spans).await?;
         let wanted = |names: &[&str], out: &mut Vec<u8>| {
             for sp in &spans {
                 let n = slice(&buf, sp.name);
@@ -164,8 +147,12 @@ impl ProviderRt {
             }
             _ => Verdict::Unavailable,
         };
-        let rest = buf.split_off(head.head_len);
-        let (body, complete) = read_body(&mut s, rest, head.body).await;
+        let mut rest = buf.split_off(head.head_len);
+        let mut body = Vec::new();
+        let complete = exchange::read_body(&mut s, &mut rest, head.body, MAX_BODY, &mut |d| {
+            body.extend_from_slice(&d[..d.len().min(MAX_BODY.saturating_sub(body.len()))])
+        })
+        .await;
         if complete && head.keep_alive {
             self.pool.put_idle(s, Instant::now());
         }
@@ -173,50 +160,5 @@ impl ProviderRt {
             Verdict::Deny(status, lines, _) => Verdict::Deny(status, lines, body),
             v => v,
         })
-    }
-}
-
-async fn read_more(s: &mut Stream, buf: &mut Vec<u8>) -> bool {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(8192);
-    }
-    matches!(s.read(buf).await, Ok(n) if n > 0)
-}
-
-/// The body (up to `MAX_BODY`), and whether all of it was read.
-async fn read_body(s: &mut Stream, mut buf: Vec<u8>, kind: BodyKind) -> (Vec<u8>, bool) {
-    match kind {
-        BodyKind::None => (Vec::new(), buf.is_empty()),
-        BodyKind::Length(n) => {
-            while (buf.len() as u64) < n && buf.len() < MAX_BODY {
-                if !read_more(s, &mut buf).await {
-                    return (buf, false);
-                }
-            }
-            let done = buf.len() as u64 == n;
-            buf.truncate(n.min(MAX_BODY as u64) as usize);
-            (buf, done)
-        }
-        BodyKind::Chunked => {
-            let mut d = ChunkedDecoder::new(MAX_BODY as u64);
-            let mut body = Vec::new();
-            loop {
-                match d.feed(&buf, &mut |p| body.extend_from_slice(p)) {
-                    Ok((used, true)) => return (body, used == buf.len()),
-                    Ok((used, false)) => {
-                        buf.drain(..used);
-                    }
-                    Err(_) => return (body, false),
-                }
-                if !read_more(s, &mut buf).await {
-                    return (body, false);
-                }
-            }
-        }
-        BodyKind::UntilClose => {
-            while buf.len() < MAX_BODY && read_more(s, &mut buf).await {}
-            buf.truncate(MAX_BODY);
-            (buf, false)
-        }
     }
 }

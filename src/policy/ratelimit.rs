@@ -131,11 +131,12 @@ pub fn shared(route: &str, prefix: &str, cfg: &RateLimit) -> Arc<Limiter> {
         Ok(m) => m,
         Err(poisoned) => poisoned.into_inner(),
     };
-    map.retain(|_, w| w.strong_count() > 0);
     let key = (route.to_string(), prefix.to_string());
     if let Some(l) = map.get(&key).and_then(Weak::upgrade).filter(|l| l.cfg == *cfg) {
         return l;
     }
+    // Only when one is made: limits no route uses any more go.
+    map.retain(|_, w| w.strong_count() > 0);
     let l = Arc::new(Limiter::new(cfg));
     map.insert(key, Arc::downgrade(&l));
     l

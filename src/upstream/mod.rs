@@ -10,6 +10,8 @@
 //! whenever its address is still in use, so a config change causes no
 //! reconnect storm.
 
+pub mod exchange;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
