@@ -10,9 +10,12 @@
 //! once, `tls`) and broadcasts them over channels.
 //!
 //! One connection: `conn::Stream` (plain TCP or TLS, the only place that
-//! knows sockets) → `proxy`, where each request runs as phases over one
-//! context — `proxy::phases` (read the head with our `http` codec, route
-//! with `router` to a `route::RouteRt`, admit, policy) → `proxy::forward`
+//! knows sockets; or one HTTP/2 stream, to a client or a backend, seen as
+//! an HTTP/1.1 exchange: `conn::h2stream`, `conn::h2up`, with `http2`
+//! running the client connection) → `proxy`, where each request runs as
+//! phases over one context — `proxy::phases` (read the head with our
+//! `http` codec, route with `router` to a `route::RouteRt`, admit, the
+//! route's `policy` chain) → `proxy::forward`
 //! (pick with `balance`, an `upstream` pool connection, retries decided by
 //! the `error` type) → `proxy::relay` (the response, one function per body
 //! framing) → recorded in `stats` and the `accesslog`.
