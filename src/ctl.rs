@@ -84,6 +84,16 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A backend's breaker as the table shows it: `closed`, or `open` with how
+/// many workers have it open.
+fn circuit(be: &Value) -> String {
+    match (be["circuit"].as_str(), be["circuitOpenWorkers"].as_u64()) {
+        (Some("open"), Some(n)) => format!("open ({n}w)"),
+        (Some(c), _) => c.to_string(),
+        _ => "-".into(),
+    }
+}
+
 fn enc(segment: &str) -> String {
     segment.bytes().map(|b| if b == b'*' { "%2A".to_string() } else { (b as char).to_string() }).collect()
 }
@@ -202,6 +212,7 @@ pub fn run(args: &[String]) -> Result<String, String> {
                 "ROUTE".into(),
                 "BACKEND".into(),
                 "STATE".into(),
+                "CIRCUIT".into(),
                 "IN FLIGHT".into(),
                 "REQUESTS".into(),
                 "ERRORS".into(),
@@ -213,6 +224,7 @@ pub fn run(args: &[String]) -> Result<String, String> {
                     s(&be["route"]),
                     s(&be["id"]),
                     s(&be["state"]),
+                    circuit(be),
                     s(&be["inFlight"]),
                     s(&be["requests"]),
                     s(&be["errors"]),

@@ -65,7 +65,7 @@ pub async fn run(setup: WorkerSetup) {
         match inbox.recv().await {
             Some(ControlMsg::Apply(s)) => break s,
             Some(ControlMsg::Shutdown { .. }) | None => return,
-            Some(ControlMsg::Health { .. }) => {}
+            Some(ControlMsg::Health { .. } | ControlMsg::PurgeCache { .. }) => {}
             Some(ControlMsg::FlushStats { id }) => worker.send_stats(Some(id)),
         }
     };
@@ -96,6 +96,10 @@ pub async fn run(setup: WorkerSetup) {
             }
             Some(ControlMsg::Health { key, up }) => worker.set_health(&key, up),
             Some(ControlMsg::FlushStats { id }) => worker.send_stats(Some(id)),
+            Some(ControlMsg::PurgeCache { id, route, path }) => {
+                let entries = worker.purge_cache(&route, path.as_deref());
+                let _ = events.send(WorkerEvent::Purged { worker: index, id, entries });
+            }
             Some(ControlMsg::Shutdown { drain }) => break drain,
             None => break Duration::ZERO,
         }

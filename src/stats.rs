@@ -196,7 +196,11 @@ pub fn bump(c: &Cell<u64>) {
 impl ProtoCounters {
     /// Whether anything was counted since the last take.
     pub fn dirty(&self) -> bool {
-        self.h1.get() != 0 || self.h2.get() != 0 || self.h2_connections.get() != 0 || self.cache_hits.get() != 0
+        self.h1.get() != 0
+            || self.h2.get() != 0
+            || self.h2_connections.get() != 0
+            || self.cache_hits.get() != 0
+            || self.cache_misses.get() != 0
     }
 
     /// What was counted, zeroing it.

@@ -226,6 +226,15 @@ fn a_circuit_breaker_opens_on_live_failures_and_closes_after_a_good_trial() {
     let b = seen["backends"].as_array().and_then(|a| a.iter().find(|b| b["id"] == "flaky").cloned());
     assert_eq!(b.map(|b| b["circuit"].clone()), Some(json!("open")), "{seen}");
     assert!(rw.log().contains("circuit breaker"), "a change of state is logged:\n{}", rw.log());
+    // And the ctl's backend table shows it.
+    let ctl = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(["ctl", "stats"])
+        .env("RINGWAY_ADMIN", rw.admin_addr().to_string())
+        .output()
+        .expect("run ringway ctl");
+    let table = String::from_utf8_lossy(&ctl.stdout);
+    let row = table.lines().find(|l| l.contains("flaky")).unwrap_or("");
+    assert!(table.contains("CIRCUIT") && row.contains("open ("), "ctl stats:\n{table}");
     // Healthy again: after openMs one trial passes and closes it.
     status.store(200, std::sync::atomic::Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(350));
@@ -343,7 +352,9 @@ fn the_seeds_string_form_of_auth_provider_is_refused_showing_the_object_form() {
 
 /// A backend whose answers depend on the path: `/plain` (cacheable),
 /// `/nostore` (Cache-Control: no-store), `/cookie` (Set-Cookie), `/short`
-/// (max-age=1). Counts requests per path.
+/// (max-age=1), `/bare` (no Cache-Control), `/vary` (varies on
+/// Accept-Language and answers with it), `/star` (Vary: *), `/slow`
+/// (cacheable, after 300 ms). Counts requests per path.
 fn cache_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>) {
     use std::io::{BufRead, BufReader, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -362,6 +373,7 @@ fn cache_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Has
                     if !matches!(r.read_line(&mut first), Ok(n) if n > 0) {
                         return;
                     }
+                    let mut lang = String::from("none");
                     loop {
                         let mut line = String::new();
                         if !matches!(r.read_line(&mut line), Ok(n) if n > 0) {
@@ -370,16 +382,26 @@ fn cache_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Has
                         if line == "\r\n" {
                             break;
                         }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("accept-language:") {
+                            lang = v.trim().to_string();
+                        }
                     }
                     let path = first.split(' ').nth(1).unwrap_or("").to_string();
                     *seen.lock().expect("lock").entry(path.clone()).or_insert(0) += 1;
-                    let extra = match path.as_str() {
+                    let extra = match path.split('?').next().unwrap_or("") {
                         "/nostore" => "cache-control: no-store\r\n",
                         "/cookie" => "set-cookie: s=1\r\n",
                         "/short" => "cache-control: max-age=1\r\n",
+                        "/bare" => "",
+                        "/vary" => "vary: Accept-Language\r\n",
+                        "/star" => "vary: *\r\n",
+                        "/slow" => {
+                            std::thread::sleep(Duration::from_millis(300));
+                            "cache-control: public\r\n"
+                        }
                         _ => "cache-control: public\r\n",
                     };
-                    let body = format!("body of {path}");
+                    let body = if path == "/vary" { format!("lang {lang}") } else { format!("body of {path}") };
                     let reply = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\n\r\n{body}",
                         body.len()
@@ -423,9 +445,18 @@ fn the_cache_serves_fresh_gets_and_heads_and_respects_no_store_cookies_auth_and_
         }
         assert_eq!(count(p), 2, "{p} is never stored");
     }
-    assert_eq!(get_with(&rw, "cache.test", "/plain", &[("Authorization", "Bearer x")]).header("x-cache"), None);
     assert_eq!(get_with(&rw, "cache.test", "/plain", &[("Cache-Control", "no-cache")]).header("x-cache"), Some("MISS"));
-    assert_eq!(count("/plain"), 3, "Authorization and no-cache went to the backend");
+    assert_eq!(count("/plain"), 2, "no-cache went to the backend");
+    // Authorization: a `public` answer may serve it; one without is
+    // never stored for it.
+    assert_eq!(get_with(&rw, "cache.test", "/plain", &[("Authorization", "Bearer x")]).header("x-cache"), Some("HIT"));
+    for _ in 0..2 {
+        let r = get_with(&rw, "cache.test", "/bare", &[("Authorization", "Bearer x")]);
+        assert_eq!(r.header("x-cache"), Some("MISS"), "{}", r.head);
+    }
+    assert_eq!(get_with(&rw, "cache.test", "/bare", &[]).header("x-cache"), Some("MISS"));
+    assert_eq!(get_with(&rw, "cache.test", "/bare", &[]).header("x-cache"), Some("HIT"), "the route TTL applies");
+    assert_eq!(count("/bare"), 3);
 
     // max-age=1: fresh, then stale.
     get_with(&rw, "cache.test", "/short", &[]);
@@ -434,9 +465,95 @@ fn the_cache_serves_fresh_gets_and_heads_and_respects_no_store_cookies_auth_and_
     assert_eq!(get_with(&rw, "cache.test", "/short", &[]).header("x-cache"), Some("MISS"), "stale after max-age");
     assert_eq!(count("/short"), 2);
 
-    // Counted: 3 hits (GET, HEAD, /short), 8 misses (Authorization bypasses).
+    // Counted: 5 hits (GET, HEAD, Authorization, /bare, /short), 11 misses.
     let stats = rw.api().get("/api/v1/stats").expect(200, "stats").json;
-    assert_eq!((&stats["cache"]["hits"], &stats["cache"]["misses"]), (&json!(3), &json!(8)), "{}", stats["cache"]);
+    assert_eq!((&stats["cache"]["hits"], &stats["cache"]["misses"]), (&json!(5), &json!(11)), "{}", stats["cache"]);
+    assert_eq!(stats["cache"]["entries"], json!(3), "/plain, /bare, /short: {}", stats["cache"]);
+    assert!(stats["cache"]["bytes"].as_u64().is_some_and(|b| b > 100), "{}", stats["cache"]);
     let metrics = get(rw.admin_addr(), "127.0.0.1", "/metrics").text();
-    assert!(metrics.contains("ringway_cache_hits_total 3"), "{metrics}");
+    assert!(metrics.contains("ringway_cache_hits_total 5"), "{metrics}");
+    assert!(metrics.contains("ringway_cache_entries 3"), "{metrics}");
+}
+
+fn cache_route(addr: std::net::SocketAddr) -> Value {
+    let backend = json!({"id": "c", "hostname": "127.0.0.1", "port": addr.port()});
+    let mut r = route("cache.test", "ROUND_ROBIN", vec![backend]);
+    r["cache"] = json!({"ttlMs": 60000, "maxBytes": 1048576, "maxEntryBytes": 65536});
+    r
+}
+
+#[test]
+fn the_cache_keys_on_what_vary_names_and_never_stores_vary_star() {
+    let (addr, hits) = cache_backend();
+    let rw = Ringway::start(config(vec![cache_route(addr)]));
+    let count = |p: &str| hits.lock().expect("lock").get(p).copied().unwrap_or(0);
+    let lang = |l: Option<&str>| {
+        let headers: Vec<(&str, &str)> = l.map(|l| ("Accept-Language", l)).into_iter().collect();
+        let r = get_with(&rw, "cache.test", "/vary", &headers);
+        (r.header("x-cache").unwrap_or("").to_string(), r.text())
+    };
+    assert_eq!(lang(Some("en")), ("MISS".into(), "lang en".into()));
+    assert_eq!(lang(Some("fr")), ("MISS".into(), "lang fr".into()));
+    assert_eq!(lang(Some("en")), ("HIT".into(), "lang en".into()));
+    assert_eq!(lang(Some("fr")), ("HIT".into(), "lang fr".into()));
+    assert_eq!(lang(None), ("MISS".into(), "lang none".into()), "absent is its own variant");
+    assert_eq!(lang(None), ("HIT".into(), "lang none".into()));
+    assert_eq!(count("/vary"), 3);
+    for _ in 0..2 {
+        assert_eq!(get_with(&rw, "cache.test", "/star", &[]).header("x-cache"), Some("MISS"));
+    }
+    assert_eq!(count("/star"), 2, "Vary: * is never stored");
+}
+
+#[test]
+fn concurrent_misses_for_one_target_make_one_backend_fetch() {
+    let (addr, hits) = cache_backend();
+    let rw = Ringway::start(config(vec![cache_route(addr)]));
+    let rw_addr = rw.addr();
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..12)
+            .map(|_| {
+                s.spawn(move || {
+                    let r = get(rw_addr, "cache.test", "/slow");
+                    (r.status, r.text())
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().expect("client thread")).collect()
+    });
+    assert!(answers.iter().all(|(s, t)| *s == 200 && t == "body of /slow"), "{answers:?}");
+    assert_eq!(hits.lock().expect("lock").get("/slow").copied(), Some(1), "12 concurrent misses, one fetch");
+}
+
+#[test]
+fn purging_drops_one_path_a_prefix_or_the_whole_route() {
+    let (addr, hits) = cache_backend();
+    let plain = route("nocache.test", "ROUND_ROBIN", vec![json!({"hostname": "127.0.0.1", "port": addr.port()})]);
+    let rw = Ringway::start(with_admin(config(vec![cache_route(addr), plain]), None));
+    let count = |p: &str| hits.lock().expect("lock").get(p).copied().unwrap_or(0);
+    let fill = |paths: &[&str]| {
+        for p in paths {
+            get_with(&rw, "cache.test", p, &[]);
+        }
+    };
+    let state = |p: &str| get_with(&rw, "cache.test", p, &[]).header("x-cache").unwrap_or("").to_string();
+    fill(&["/a/1", "/a/2", "/b?x=1", "/c"]);
+    let purged = rw.api().delete("/api/v1/cache/cache.test?path=/b%3Fx%3D1").expect(200, "purge one").json;
+    assert_eq!(purged["purged"], json!(1), "{purged}");
+    assert_eq!(state("/b?x=1"), "MISS");
+    assert_eq!(state("/c"), "HIT");
+    let purged = rw.api().delete("/api/v1/cache/cache.test?path=/a/*").expect(200, "purge a prefix").json;
+    assert_eq!(purged["purged"], json!(2), "{purged}");
+    assert_eq!((state("/a/1"), state("/a/2"), state("/c")), ("MISS".into(), "MISS".into(), "HIT".into()));
+    let purged = rw.api().delete("/api/v1/cache/cache.test").expect(200, "purge the route").json;
+    assert_eq!(purged["purged"], json!(4), "/a/1, /a/2, /b?x=1, /c: {purged}");
+    assert_eq!(state("/c"), "MISS");
+    assert_eq!(count("/c"), 2);
+    // Clear answers for what cannot be purged.
+    rw.api().delete("/api/v1/cache/nope.test").expect(404, "no such route");
+    let r = rw.api().delete("/api/v1/cache/nocache.test").expect(404, "route without a cache");
+    assert!(r.json["message"].as_str().is_some_and(|m| m.contains("no cache")), "{:?}", r.json);
+    let r = rw.api().delete("/api/v1/cache/cache.test?path=x").expect(400, "path without /");
+    assert_eq!(r.field(), Some("path"), "{:?}", r.json);
+    rw.api().get("/api/v1/cache/cache.test").expect(405, "GET");
 }

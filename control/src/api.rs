@@ -163,8 +163,9 @@ fn first_field_error(e: &ConfigErrors) -> ApiError {
     )
 }
 
-/// Decodes `%XX` escapes of one path segment.
-fn percent_decode(s: &str) -> Option<String> {
+/// Decodes `%XX` escapes (of a path segment or a query value); `None` when one is malformed or the result is
+/// not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

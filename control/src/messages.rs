@@ -71,6 +71,15 @@ pub enum ControlMsg {
         /// Echoed in the answer.
         id: u64,
     },
+    /// Drop response-cache entries of a route and answer with `Purged`.
+    PurgeCache {
+        /// Echoed in the answer.
+        id: u64,
+        /// The route's key.
+        route: String,
+        /// A path (query included), or a prefix ending in `*`; `None`: all.
+        path: Option<String>,
+    },
     /// Stop accepting, finish in-flight requests within `drain`, exit.
     Shutdown {
         /// Drain budget.
@@ -110,6 +119,15 @@ pub enum WorkerEvent {
         id: Option<u64>,
         /// The delta.
         delta: Box<crate::stats::StatsDelta>,
+    },
+    /// The answer to `PurgeCache`.
+    Purged {
+        /// Worker index.
+        worker: usize,
+        /// The `PurgeCache` id.
+        id: u64,
+        /// Entries dropped.
+        entries: u64,
     },
     /// The worker finished draining and is exiting.
     Exited {

@@ -193,6 +193,10 @@ pub struct Levels {
     pub buffers_pooled: u64,
     /// Idle upstream connections kept for reuse.
     pub upstream_idle: u64,
+    /// Bytes held by response caches.
+    pub cache_bytes: u64,
+    /// Answers held by response caches.
+    pub cache_entries: u64,
 }
 
 impl Levels {
@@ -201,6 +205,8 @@ impl Levels {
         self.buffers_in_use += o.buffers_in_use;
         self.buffers_pooled += o.buffers_pooled;
         self.upstream_idle += o.upstream_idle;
+        self.cache_bytes += o.cache_bytes;
+        self.cache_entries += o.cache_entries;
     }
 }
 
@@ -437,6 +443,8 @@ impl StatsStore {
         v["protocols"] = self.protocols.json();
         v["http2"] = self.protocols.http2_json();
         v["cache"] = self.protocols.cache_json();
+        v["cache"]["bytes"] = json!(l.cache_bytes);
+        v["cache"]["entries"] = json!(l.cache_entries);
         let routes: serde_json::Map<String, Value> =
             self.routes.iter().map(|(k, s)| (k.clone(), s.json(now)["requests"]["total"].clone())).collect();
         v["routes"] = Value::Object(routes);
@@ -571,6 +579,12 @@ impl StatsStore {
         let _ = writeln!(out, "# HELP ringway_cache_misses_total Cacheable requests not found in the cache.");
         let _ = writeln!(out, "# TYPE ringway_cache_misses_total counter");
         let _ = writeln!(out, "ringway_cache_misses_total {}", p.cache_misses);
+        let _ = writeln!(out, "# HELP ringway_cache_bytes Bytes held by response caches (all workers).");
+        let _ = writeln!(out, "# TYPE ringway_cache_bytes gauge");
+        let _ = writeln!(out, "ringway_cache_bytes {}", l.cache_bytes);
+        let _ = writeln!(out, "# HELP ringway_cache_entries Answers held by response caches (all workers).");
+        let _ = writeln!(out, "# TYPE ringway_cache_entries gauge");
+        let _ = writeln!(out, "ringway_cache_entries {}", l.cache_entries);
         out
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod probe;
+mod purge;
 pub mod statefile;
 
 use std::collections::{HashMap, HashSet};
@@ -676,6 +677,9 @@ impl Controller {
                     &serde_json::json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}),
                 )
             }
+        } else if r.path.starts_with("/api/v1/cache/") {
+            let (method, path, query) = (r.method.clone(), r.path.clone(), r.query.clone());
+            self.purge_reply(&method, &path, &query)
         } else if r.path == "/health" {
             if r.method == "GET" || r.method == "HEAD" {
                 let (status, body) = self.health_json();
@@ -748,7 +752,7 @@ impl Controller {
                 let now = self.started.elapsed().as_secs();
                 self.stats.merge(worker, &delta, now);
             }
-            WorkerEvent::Ack { .. } | WorkerEvent::Exited { .. } => {}
+            WorkerEvent::Ack { .. } | WorkerEvent::Exited { .. } | WorkerEvent::Purged { .. } => {}
             WorkerEvent::Failed { worker, reason } => tracing::error!(worker, %reason, "worker failed"),
         }
     }

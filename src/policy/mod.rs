@@ -72,8 +72,8 @@ pub struct Request<'a, 'v> {
     pub upstream: &'a mut Vec<u8>,
     /// The body of a provider's refusal.
     pub body: &'a mut Vec<u8>,
-    /// On a cache miss: the key its answer is stored under.
-    pub cache_key: &'a mut Vec<u8>,
+    /// On a cache miss: what storing its answer needs.
+    pub cache: &'a mut cache::Miss,
 }
 
 impl Chain {
@@ -120,7 +120,7 @@ impl Chain {
             }
         }
         if let Some(c) = &self.cache {
-            match c.lookup(req.view, req.cache_key) {
+            match c.lookup(req.view, req.cache).await {
                 cache::Lookup::Hit(entry) => return Decision::Cached(entry),
                 cache::Lookup::Miss => req.headers.extend_from_slice(b"x-cache: MISS\r\n"),
                 cache::Lookup::Bypass => {}
@@ -154,6 +154,20 @@ impl Chains {
         let chain = kept.unwrap_or_else(|| Rc::new(build(route, prefix, p)));
         next.by_rule.borrow_mut().insert(key, (p.clone(), chain.clone()));
         Some(chain)
+    }
+
+    /// Drops the cache entries of `route` (every rule) matching `path`.
+    pub fn purge(&self, route: &str, path: Option<&str>) -> u64 {
+        let chains = self.by_rule.borrow();
+        let caches = chains.iter().filter(|((r, _), _)| &**r == route).filter_map(|(_, (_, c))| c.cache.as_ref());
+        caches.map(|c| c.purge(path)).sum()
+    }
+
+    /// Bytes and entries in every cache of this worker.
+    pub fn cache_level(&self) -> (u64, u64) {
+        let chains = self.by_rule.borrow();
+        let levels = chains.values().filter_map(|(_, c)| c.cache.as_ref()).map(|c| c.level());
+        levels.fold((0, 0), |(b, e), (x, y)| (b + x, e + y))
     }
 
     /// Takes `next`'s chains (what the last snapshot still uses).

@@ -177,15 +177,13 @@ async fn exchange(
     b.policy_headers.clear();
     b.policy_upstream.clear();
     b.policy_body.clear();
-    b.cache_key.clear();
-    if b.cache_body.capacity() > 0 {
-        // Only after a stored answer: its buffer is not kept.
-        b.cache_body = Vec::new();
-    }
+    b.cache.reset();
     let next = {
         let mut cx = Ctx { w: &w, client: &mut client, peer, b: &mut b, ex: &mut ex };
         handle_request(&mut cx, head_deadline).await
     };
+    // A fetch others waited for is over, stored or not.
+    b.cache.fill = None;
     if ex.status != 0 {
         record(&w, &client, peer, &mut b, &ex);
     }

@@ -190,12 +190,12 @@ async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) ->
         headers: &mut b.policy_headers,
         upstream: &mut b.policy_upstream,
         body: &mut b.policy_body,
-        cache_key: &mut b.cache_key,
+        cache: &mut b.cache,
     };
     let decision = chain.run(&mut p).await;
     match &decision {
         Decision::Cached(_) => crate::stats::bump(&cx.w.proto.cache_hits),
-        Decision::Pass if !b.cache_key.is_empty() => crate::stats::bump(&cx.w.proto.cache_misses),
+        Decision::Pass if !b.cache.key.is_empty() => crate::stats::bump(&cx.w.proto.cache_misses),
         _ => {}
     }
     match decision {

@@ -33,7 +33,7 @@ struct Body<'c, 'a> {
     close: bool,
     /// HTTP/1.0 client, chunked response: send the decoded bytes.
     dechunk: bool,
-    /// The body is also copied into `Bufs::cache_body` (being stored).
+    /// The body is also copied into `Bufs::cache` (being stored).
     capture: bool,
     upstream: std::time::Duration,
     idle: std::time::Duration,
@@ -65,7 +65,7 @@ pub(super) async fn response(
     let idle = cx.w.active().timeouts.idle;
     let cache = req.route.policy(req.rule).and_then(|c| c.cache.as_ref());
     let store = match cache {
-        Some(c) if !cx.b.cache_key.is_empty() => c.storable(&cx.b.ubuf, resp, &cx.b.uheaders),
+        Some(c) if !cx.b.cache.key.is_empty() => c.storable(&cx.b.cache, &cx.b.ubuf, resp, &cx.b.uheaders),
         _ => None,
     };
     let mut body = Body {
@@ -87,12 +87,14 @@ pub(super) async fn response(
     if r.done && r.reusable && resp.keep_alive {
         backend.put_idle(up.stream, Instant::now());
     }
-    if let (Some(c), Some((head, ttl)), true) = (cache, store, r.done) {
+    if let (Some(c), Some(s), true) = (cache, store, r.done) {
         let b = &mut *cx.b;
-        if matches!(resp.body, BodyKind::Length(n) if n == b.cache_body.len() as u64) {
-            c.store(std::mem::take(&mut b.cache_key), head, std::mem::take(&mut b.cache_body), ttl);
+        if matches!(resp.body, BodyKind::Length(n) if n == b.cache.body.len() as u64) {
+            c.store(&mut b.cache, s);
         }
     }
+    // Requests waiting for this fetch look again now.
+    cx.b.cache.fill = None;
     if r.done && !close {
         Next::KeepAlive
     } else {
@@ -132,7 +134,7 @@ async fn sized(x: &mut Body<'_, '_>, n: u64) -> Relayed {
     let mut reusable = b.ubuf.len() - start == first;
     b.scratch.extend_from_slice(&b.ubuf[start..start + first]);
     if x.capture {
-        b.cache_body.extend_from_slice(&b.ubuf[start..start + first]);
+        b.cache.body.extend_from_slice(&b.ubuf[start..start + first]);
     }
     let end = b.scratch.len();
     let mut remaining = n - first as u64;
@@ -155,7 +157,7 @@ async fn sized(x: &mut Body<'_, '_>, n: u64) -> Relayed {
         let take = remaining.min(x.cx.b.ubuf.len() as u64) as usize;
         reusable &= take == x.cx.b.ubuf.len();
         if x.capture {
-            x.cx.b.cache_body.extend_from_slice(&x.cx.b.ubuf[..take]);
+            x.cx.b.cache.body.extend_from_slice(&x.cx.b.ubuf[..take]);
         }
         let d = due(x.cx.w, x.idle);
         ok = send(x.cx.client, x.cx.ex, &mut x.cx.b.ubuf, 0..take, d).await;

@@ -79,10 +79,8 @@ pub struct Bufs {
     pub policy_upstream: Vec<u8>,
     /// The body of a policy's own answer (an auth provider's refusal).
     pub policy_body: Vec<u8>,
-    /// On a cache miss: the key the answer is stored under (else empty).
-    pub cache_key: Vec<u8>,
-    /// The answer's body as it streams, while it is being stored.
-    pub cache_body: Vec<u8>,
+    /// On a cache miss: what storing the answer needs.
+    pub cache: crate::policy::cache::Miss,
 }
 
 /// Size of each I/O buffer.
@@ -105,8 +103,7 @@ impl Bufs {
             policy_headers: Vec::new(),
             policy_upstream: Vec::new(),
             policy_body: Vec::new(),
-            cache_key: Vec::new(),
-            cache_body: Vec::new(),
+            cache: Default::default(),
         }
     }
 }
@@ -352,8 +349,7 @@ impl Worker {
         b.policy_headers.clear();
         b.policy_upstream.clear();
         b.policy_body.clear();
-        b.cache_key.clear();
-        b.cache_body = Vec::new();
+        b.cache.reset();
         pool.push(b);
     }
 
@@ -643,8 +639,17 @@ impl Worker {
             buffers_in_use: self.bufs_in_use.get() as u64,
             buffers_pooled: self.bufs.borrow().len() as u64,
             upstream_idle: self.pools.borrow().values().map(|p| p.idle_len() as u64).sum(),
+            cache_bytes: 0,
+            cache_entries: 0,
         };
+        (d.levels.cache_bytes, d.levels.cache_entries) = self.chains.cache_level();
         d
+    }
+
+    /// Drops the response-cache entries of `route` whose path matches
+    /// `path` (see `CacheRt::purge`); returns how many went.
+    pub(crate) fn purge_cache(&self, route: &str, path: Option<&str>) -> u64 {
+        self.chains.purge(route, path)
     }
 
     pub(crate) fn send_stats(&self, id: Option<u64>) {
