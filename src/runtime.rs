@@ -211,6 +211,7 @@ pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
         Some(path) if !reset_state => crate::controller::statefile::read(path, &defaults).map_err(io::Error::other)?,
         _ => None,
     };
+    let resumed = state.is_some();
     let state = match state {
         Some(s) => {
             tracing::info!(routes = s.routes.len(), "resuming from the state file");
@@ -276,7 +277,10 @@ pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let channels = crate::controller::Channels { workers: senders, events: ev_rx, cmds: cmd_rx, shared };
-    let controller = Controller::new(config, state, state_file, admin, channels, static_certs);
+    let mut controller = Controller::new(config, state, state_file, admin, channels, static_certs);
+    if resumed {
+        controller = controller.resumed();
+    }
     let control_thread =
         std::thread::Builder::new().name("ringway-control".into()).spawn(move || controller.run(ready_tx))?;
     let running = Running {

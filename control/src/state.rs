@@ -255,8 +255,11 @@ impl State {
             "generation": self.generation,
             "routes": self.routes.iter().map(route_json).collect::<Vec<_>>(),
             "maintenance": self.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect::<Vec<_>>(),
-            "certificates": self.certificates.iter().map(|(d, c)| json!({"domain": d, "cert": c.cert_pem,
-                "key": c.key_pem, "notAfter": c.not_after, "sans": c.sans, "issuer": c.issuer})).collect::<Vec<_>>(),
+            "certificates": self.certificates.iter().map(|(d, c)| {
+                let mut v = certificate_json(c);
+                v["domain"] = json!(d);
+                v
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -280,21 +283,89 @@ impl State {
             }
         }
         for c in v.get("certificates").and_then(Value::as_array).into_iter().flatten() {
-            let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
-            if let (Some(d), Some(cert_pem), Some(key_pem)) = (field("domain"), field("cert"), field("key")) {
-                let not_after = c.get("notAfter").and_then(Value::as_i64).unwrap_or(0);
-                let sans = c
-                    .get("sans")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                    .unwrap_or_default();
-                let issuer = c.get("issuer").and_then(Value::as_str).unwrap_or_default().to_string();
-                state.certificates.insert(d, Certificate { cert_pem, key_pem, not_after, sans, issuer });
+            if let (Some(d), Some(cert)) = (c.get("domain").and_then(Value::as_str), certificate_from(c)) {
+                state.certificates.insert(d.to_string(), cert);
             }
         }
         state.generation = v.get("generation").and_then(Value::as_u64).unwrap_or(0);
         Ok(state)
     }
+}
+
+fn certificate_json(c: &Certificate) -> Value {
+    json!({"cert": c.cert_pem, "key": c.key_pem, "notAfter": c.not_after, "sans": c.sans, "issuer": c.issuer})
+}
+
+fn certificate_from(c: &Value) -> Option<Certificate> {
+    let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+    let not_after = c.get("notAfter").and_then(Value::as_i64).unwrap_or(0);
+    let sans = c
+        .get("sans")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    let issuer = field("issuer").unwrap_or_default();
+    Some(Certificate { cert_pem: field("cert")?, key_pem: field("key")?, not_after, sans, issuer })
+}
+
+/// The change log's record of `change`, which made `next`: its generation
+/// and what changed, as the new value of the one thing it touched (a
+/// route or its removal, a maintenance flag, a certificate or its
+/// removal), so that replaying it needs no other state. `None` for a
+/// change that touches everything (`ReplaceRoutes`): write a full
+/// snapshot instead.
+pub fn log_record(change: &Change, next: &State) -> Option<Value> {
+    let route = |key: &str| json!({"op": "route", "key": key, "route": next.route(key).map(route_json)});
+    let op = match change {
+        Change::PutRoute { route: r, .. } => route(&r.key),
+        Change::DeleteRoute { key } | Change::AddBackend { key, .. } | Change::DeleteBackend { key, .. } => route(key),
+        Change::Maintenance { key, id, dead } => json!({"op": "maintenance", "key": key, "id": id, "dead": dead}),
+        Change::PutCertificate { domain, certificate } => {
+            json!({"op": "certificate", "domain": domain, "certificate": certificate_json(certificate)})
+        }
+        Change::DeleteCertificate { domain } => json!({"op": "certificate", "domain": domain, "certificate": null}),
+        Change::ReplaceRoutes { .. } => return None,
+    };
+    Some(json!({"generation": next.generation, "change": op}))
+}
+
+/// Applies a change-log record (from `log_record`) to `state`. A record at
+/// or below the state's generation is already in it and skipped; one that
+/// does not follow it, or does not apply, is an error.
+pub fn replay(state: &mut State, record: &Value, defaults: &RouteDefaults) -> Result<(), String> {
+    let generation = record.get("generation").and_then(Value::as_u64).ok_or("no generation")?;
+    if generation <= state.generation {
+        return Ok(());
+    }
+    if generation != state.generation + 1 {
+        return Err(format!("generation {generation} does not follow {}", state.generation));
+    }
+    let c = record.get("change").ok_or("no change")?;
+    let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("no {k}"));
+    let change = match c.get("op").and_then(Value::as_str) {
+        Some("route") => match c.get("route").filter(|r| !r.is_null()) {
+            None => Change::DeleteRoute { key: text("key")? },
+            Some(r) => {
+                let raw: RawRoute = serde_json::from_value(r.clone()).map_err(|e| e.to_string())?;
+                let route = crate::model::validate_route(&raw, defaults).map_err(|e| e.to_string())?;
+                Change::PutRoute { route, create: false }
+            }
+        },
+        Some("maintenance") => Change::Maintenance {
+            key: text("key")?,
+            id: text("id")?,
+            dead: c.get("dead").and_then(Value::as_bool).ok_or("no dead")?,
+        },
+        Some("certificate") => match c.get("certificate").filter(|v| !v.is_null()) {
+            None => Change::DeleteCertificate { domain: text("domain")? },
+            Some(v) => Change::PutCertificate {
+                domain: text("domain")?,
+                certificate: certificate_from(v).ok_or("incomplete certificate")?,
+            },
+        },
+        other => return Err(format!("unknown op {other:?}")),
+    };
+    state.apply(&change).map_err(|e| e.message)
 }
 
 fn health_json(h: &Health) -> Value {
@@ -480,11 +551,24 @@ mod tests {
             let mut g = Lcg(seed);
             let mut live = State::default();
             let mut log = Vec::new();
+            let (mut snapshot, mut records) = (live.to_json(), Vec::new());
             for _ in 0..60 {
                 let host = ["a.com", "b.com", "*.c.com", "*"][g.next(4) as usize];
                 let key = host.to_string();
                 let id = format!("b{}", g.next(4) + 1);
-                let change = match g.next(6) {
+                let domain = ["a.com", "*.c.com"][g.next(2) as usize].to_string();
+                let change = match g.next(8) {
+                    6 => Change::PutCertificate {
+                        domain,
+                        certificate: Certificate {
+                            cert_pem: format!("cert {}", g.next(100)),
+                            key_pem: "key".into(),
+                            not_after: 1_900_000_000,
+                            sans: vec!["a.com".into()],
+                            issuer: "CN=test".into(),
+                        },
+                    },
+                    7 => Change::DeleteCertificate { domain },
                     0 => Change::PutRoute { route: route(host, &[1, 2]), create: g.next(2) == 0 },
                     1 => Change::DeleteRoute { key },
                     2 => Change::AddBackend {
@@ -503,9 +587,23 @@ mod tests {
                     _ => Change::ReplaceRoutes { routes: vec![route("a.com", &[3]), route("*", &[4])] },
                 };
                 if live.apply(&change).is_ok() {
+                    // The on-disk form: a snapshot, then change-log records.
+                    match log_record(&change, &live) {
+                        Some(r) => records.push(serde_json::to_string(&r).expect("record")),
+                        None => {
+                            snapshot = live.to_json();
+                            records.clear();
+                        }
+                    }
                     log.push(change);
                 }
             }
+            let mut recovered = State::from_json(&snapshot, &defaults()).expect("snapshot");
+            for r in &records {
+                let v: Value = serde_json::from_str(r).expect("record parses");
+                replay(&mut recovered, &v, &defaults()).expect("record replays");
+            }
+            assert_eq!(recovered, live, "seed {seed} via snapshot and change log");
             let mut replayed = State::default();
             for c in &log {
                 replayed.apply(c).expect("a logged change applies again");

@@ -87,6 +87,9 @@ pub struct Controller {
     names_sent: NameList,
     /// State file writes go here (the persister thread).
     persist_tx: Option<Sender<statefile::Job>>,
+    /// Change-log records since the last snapshot, and whether the state
+    /// file holds a snapshot of this run's state to append to.
+    log: (usize, bool),
     /// A change on its way to being durable, resolved and published.
     pending: Option<Pending>,
     /// Merged statistics.
@@ -185,6 +188,7 @@ impl Controller {
             names_tx: None,
             names_sent: (0, Vec::new()),
             persist_tx: None,
+            log: (0, false),
             pending: None,
             stats: control::stats::StatsStore::default(),
             started: Instant::now(),
@@ -192,6 +196,13 @@ impl Controller {
             static_certs,
             tls: None,
         }
+    }
+
+    /// The state came from the state file (and its log), so changes can
+    /// be appended to them.
+    pub fn resumed(mut self) -> Controller {
+        self.log.1 = true;
+        self
     }
 
     /// The TLS state for the next snapshot: the last one while the
@@ -419,20 +430,34 @@ impl Controller {
         }
     }
 
-    /// Starts applying a validated change: the state file write goes to
-    /// the persister thread (the answer comes back in `on_persisted`);
-    /// without a state file, straight to swapping it in.
-    fn commit(&mut self, next: State, origin: Origin) {
-        let (Some(path), Some(tx)) = (&self.state_file, &self.persist_tx) else {
+    /// Starts applying a validated `change` (which made `next`): its
+    /// change-log record, or a full snapshot, goes to the persister thread
+    /// (the answer comes back in `on_persisted`); without a state file,
+    /// straight to swapping it in.
+    fn commit(&mut self, next: State, change: &Change, origin: Origin) {
+        let Some(tx) = &self.persist_tx else {
             self.pending = Some(Pending { next: Some(Box::new(next)), origin, stage: Stage::Persisting });
             self.on_persisted(Ok(()));
             return;
         };
-        let job = statefile::encode(&next).map(|bytes| statefile::Job { path: path.clone(), bytes });
-        let sent = match job {
-            Ok(job) => tx.send(job).map_err(|_| std::io::Error::other("the persister thread is gone")),
-            Err(e) => Err(e),
+        let record = control::state::log_record(change, &next).filter(|_| self.log.1);
+        let job = match record.map(|r| statefile::encode_record(&r)) {
+            Some(Ok(line)) => {
+                self.log.0 += 1;
+                Ok(statefile::Job::Append(line))
+            }
+            Some(Err(e)) => Err(e),
+            None => {
+                self.log = (0, true);
+                Ok(statefile::Job::Snapshot(Box::new(next.clone())))
+            }
         };
+        let mut sent = job.and_then(|j| tx.send(j).map_err(|_| std::io::Error::other("the persister thread is gone")));
+        if sent.is_ok() && self.log.0 >= statefile::COMPACT_EVERY {
+            self.log.0 = 0;
+            let compact = statefile::Job::Compact(Box::new(next.clone()));
+            sent = tx.send(compact).map_err(|_| std::io::Error::other("the persister thread is gone"));
+        }
         self.pending = Some(Pending { next: Some(Box::new(next)), origin, stage: Stage::Persisting });
         if let Err(e) = sent {
             self.on_persisted(Err(e));
@@ -444,6 +469,8 @@ impl Controller {
     fn on_persisted(&mut self, result: std::io::Result<()>) {
         let Some(mut p) = self.pending.take() else { return };
         if let Err(e) = result {
+            // Start over from a full snapshot with the next change.
+            self.log = (0, false);
             if let Some(path) = &self.state_file {
                 tracing::error!(path = %path.display(), error = %e, "state file write failed: change refused");
             }
@@ -718,7 +745,7 @@ impl Controller {
                     let mut ok = AdminReply::json(reply.status, &reply.body);
                     ok.etag = reply.etag;
                     // Answered once durable, resolved and acked.
-                    self.commit(*next, Origin::Api { reply: call.reply, ok });
+                    self.commit(*next, &change, Origin::Api { reply: call.reply, ok });
                     return;
                 }
             }
@@ -728,11 +755,12 @@ impl Controller {
 
     fn on_reload(&mut self, routes: Vec<Route>) {
         let mut next = self.state.clone();
-        if let Err(e) = next.apply(&Change::ReplaceRoutes { routes }) {
+        let change = Change::ReplaceRoutes { routes };
+        if let Err(e) = next.apply(&change) {
             tracing::warn!(error = ?e, "reload refused");
             return;
         }
-        self.commit(next, Origin::Reload);
+        self.commit(next, &change, Origin::Reload);
     }
 
     fn on_event(&mut self, ev: WorkerEvent) {
@@ -792,11 +820,11 @@ impl Controller {
             tracing::error!(error = %e, "resolver did not start");
         }
         let (persisted_tx, persisted_rx) = crossbeam_channel::unbounded();
-        if self.state_file.is_some() {
+        if let Some(path) = self.state_file.clone() {
             let (tx, rx) = crossbeam_channel::unbounded();
             let spawned = std::thread::Builder::new()
                 .name("ringway-persist".into())
-                .spawn(move || statefile::persister(rx, persisted_tx));
+                .spawn(move || statefile::persister(path, rx, persisted_tx));
             if let Err(e) = spawned {
                 let _ = ready.send(Err(format!("state file writer: {e}")));
                 return;

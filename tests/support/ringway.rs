@@ -298,6 +298,9 @@ impl Drop for Ringway {
             let state = state_file_of(&self.config_path);
             let tmp = state.with_file_name(format!(".{}.tmp", state.file_name().unwrap().to_string_lossy()));
             let _ = std::fs::remove_file(&state);
+            let _ = std::fs::remove_file(
+                state.with_file_name(format!("{}.log", state.file_name().unwrap().to_string_lossy())),
+            );
             let _ = std::fs::remove_file(&tmp);
             let _ = std::fs::remove_file(&self.config_path);
         }
