@@ -86,10 +86,13 @@ fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     if bench {
         let writes: usize = std::env::var("API_BENCH_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-        run(1, 200, false);
-        run(1, 200, true);
-        run(10_000, writes, false);
-        run(10_000, writes, true);
+        // API_BENCH_ONLY=10000 runs just the 10,000-route rows (profiling).
+        let only: Option<usize> = std::env::var("API_BENCH_ONLY").ok().and_then(|v| v.parse().ok());
+        for (routes, n, persist) in [(1, 200, false), (1, 200, true), (10_000, writes, false), (10_000, writes, true)] {
+            if only.is_none_or(|o| o == routes) {
+                run(routes, n, persist);
+            }
+        }
     } else {
         run(1, 4, false);
         run(2, 4, true);

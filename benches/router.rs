@@ -28,7 +28,7 @@ fn worker_with(routes: usize, wildcard: bool) -> Worker {
     let config = parse_config(&text).expect("bench config is valid");
     let snap = Snapshot {
         generation: 1,
-        routes: config.routes,
+        routes: config.routes.into_iter().map(std::sync::Arc::new).collect(),
         resolved: Vec::new(),
         down: Default::default(),
         timeouts: config.timeouts,

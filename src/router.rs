@@ -55,10 +55,12 @@ impl Hasher for HostHasher {
     }
 }
 
-type HostMap = HashMap<Box<[u8]>, Rc<RouteRt>, BuildHasherDefault<HostHasher>>;
+/// Keys shared between a table and its patched copies (cloning a table
+/// copies no names).
+type HostMap = HashMap<Rc<[u8]>, Rc<RouteRt>, BuildHasherDefault<HostHasher>>;
 
 /// The routing table of one snapshot.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Router {
     exact: HostMap,
     wildcard: HostMap,
@@ -70,17 +72,35 @@ impl Router {
     pub fn new(routes: &[Rc<RouteRt>]) -> Router {
         let mut r = Router::default();
         for route in routes {
-            match &route.cfg.vhost {
-                control::model::VHost::Any => r.any = Some(route.clone()),
-                control::model::VHost::Exact(h) => {
-                    r.exact.insert(h.as_bytes().into(), route.clone());
-                }
-                control::model::VHost::Wildcard(s) => {
-                    r.wildcard.insert(s.as_bytes().into(), route.clone());
-                }
-            }
+            r.insert(route);
         }
         r
+    }
+
+    /// Adds (or replaces) the route for its vHost.
+    pub fn insert(&mut self, route: &Rc<RouteRt>) {
+        match &route.cfg.vhost {
+            control::model::VHost::Any => self.any = Some(route.clone()),
+            control::model::VHost::Exact(h) => {
+                self.exact.insert(h.as_bytes().into(), route.clone());
+            }
+            control::model::VHost::Wildcard(s) => {
+                self.wildcard.insert(s.as_bytes().into(), route.clone());
+            }
+        }
+    }
+
+    /// Removes the route for `route`'s vHost.
+    pub fn remove(&mut self, route: &RouteRt) {
+        match &route.cfg.vhost {
+            control::model::VHost::Any => self.any = None,
+            control::model::VHost::Exact(h) => {
+                self.exact.remove(h.as_bytes());
+            }
+            control::model::VHost::Wildcard(s) => {
+                self.wildcard.remove(s.as_bytes());
+            }
+        }
     }
 
     /// Number of routes.

@@ -403,15 +403,15 @@ fn changes_persist_across_restarts_and_reset_state_forgets_them() {
     for i in 0..6 {
         assert_eq!(served(&rw, "file.example", &format!("/{i}")), "a", "request {i}: b is in maintenance");
     }
-    // A resumed run appends its changes to the change log beside the
-    // state file (one record each, not a rewrite), and they come back too.
+    // Changes are appended to the change log beside the state file (one
+    // record each, not a rewrite of the snapshot), and they come back too.
     let log_path = dir.join("edge.state.json.log");
     let before = std::fs::metadata(&state_path).unwrap().modified().unwrap();
     api.call("DELETE", "/api/v1/routes/file.example/backends/b/dead", &[], None).expect(200, "maintenance off");
     api.delete("/api/v1/routes/added.example").expect(204, "DELETE");
     assert_eq!(std::fs::metadata(&state_path).unwrap().modified().unwrap(), before, "snapshot not rewritten");
     let log = std::fs::read_to_string(&log_path).unwrap();
-    assert_eq!(log.lines().count(), 3, "maintenance on, off, the deletion:\n{log}");
+    assert_eq!(log.lines().count(), 4, "the first run's route and maintenance, then off and the deletion:\n{log}");
     assert_eq!(std::fs::metadata(&log_path).unwrap().permissions().mode() & 0o777, 0o600);
     rw.stop();
     let mut rw = Ringway::start_at(&cfg_path, 1, &[]);

@@ -260,7 +260,7 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
     };
     match (method, segs.as_slice()) {
         ("GET", ["routes"]) => {
-            Outcome::Reply(ApiResponse::json(200, Value::Array(state.routes.iter().map(route_json).collect())))
+            Outcome::Reply(ApiResponse::json(200, Value::Array(state.routes.iter().map(|r| route_json(r)).collect())))
         }
         ("POST", ["routes"]) => {
             let raw: RawRoute = match parse_body(req) {
@@ -419,7 +419,7 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
             let mut cfg = ctx.static_config.clone();
             if let Value::Object(m) = &mut cfg {
                 m.insert("generation".into(), json!(state.generation));
-                m.insert("routes".into(), Value::Array(state.routes.iter().map(route_json).collect()));
+                m.insert("routes".into(), Value::Array(state.routes.iter().map(|r| route_json(r)).collect()));
                 m.insert("certificates".into(), certificates_json(state, ctx));
                 m.insert(
                     "maintenance".into(),

@@ -29,8 +29,9 @@ impl std::fmt::Debug for Opaque {
 pub struct Snapshot {
     /// Increases by one with every accepted change.
     pub generation: u64,
-    /// Routes in config order.
-    pub routes: Vec<Route>,
+    /// Routes in config order (shared with the control state: unchanged
+    /// routes are the same `Arc` from one snapshot to the next).
+    pub routes: Vec<Arc<Route>>,
     /// Resolved addresses, for backends whose hostname is not an IP literal.
     /// A backend with neither a literal nor an entry here is down.
     pub resolved: Vec<(String, u16, SocketAddr)>,

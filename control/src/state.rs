@@ -5,6 +5,7 @@
 //! file is this state serialised.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -105,8 +106,9 @@ pub enum Change {
 pub struct State {
     /// Increases with every applied change.
     pub generation: u64,
-    /// Routes, in order.
-    pub routes: Vec<Route>,
+    /// Routes, in order; shared (copy on write) with every clone of the
+    /// state and every snapshot, so a change copies only what it touches.
+    pub routes: Vec<Arc<Route>>,
     /// Backends in maintenance: (route key, backend id).
     pub maintenance: BTreeSet<(String, String)>,
     /// Certificates by domain (validated when added).
@@ -147,16 +149,18 @@ pub fn all_backends(r: &Route) -> impl Iterator<Item = &Backend> {
 impl State {
     /// A state holding `routes` at generation 0.
     pub fn new(routes: Vec<Route>) -> State {
+        let routes = routes.into_iter().map(Arc::new).collect();
         State { generation: 0, routes, maintenance: BTreeSet::new(), certificates: BTreeMap::new() }
     }
 
     /// The route with this key.
     pub fn route(&self, key: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.key == key)
+        self.routes.iter().find(|r| r.key == key).map(|r| &**r)
     }
 
     fn route_mut(&mut self, key: &str) -> Result<&mut Route, ApiError> {
-        self.routes.iter_mut().find(|r| r.key == key).ok_or_else(|| ApiError::not_found(format!("no route {key:?}")))
+        let r = self.routes.iter_mut().find(|r| r.key == key);
+        r.map(Arc::make_mut).ok_or_else(|| ApiError::not_found(format!("no route {key:?}")))
     }
 
     /// Applies a change; on error the state is untouched.
@@ -172,7 +176,7 @@ impl State {
                     ))
                 }
                 Some(i) => {
-                    self.routes[i] = route.clone();
+                    self.routes[i] = Arc::new(route.clone());
                     let keep: BTreeSet<(String, String)> = self
                         .maintenance
                         .iter()
@@ -181,7 +185,7 @@ impl State {
                         .collect();
                     self.maintenance = keep;
                 }
-                None => self.routes.push(route.clone()),
+                None => self.routes.push(Arc::new(route.clone())),
             },
             Change::DeleteRoute { key } => {
                 let before = self.routes.len();
@@ -234,7 +238,7 @@ impl State {
                 }
             }
             Change::ReplaceRoutes { routes } => {
-                self.routes = routes.clone();
+                self.routes = routes.iter().cloned().map(Arc::new).collect();
                 let live: BTreeSet<(String, String)> = self
                     .maintenance
                     .iter()
@@ -253,7 +257,7 @@ impl State {
         json!({
             "version": 1,
             "generation": self.generation,
-            "routes": self.routes.iter().map(route_json).collect::<Vec<_>>(),
+            "routes": self.routes.iter().map(|r| route_json(r)).collect::<Vec<_>>(),
             "maintenance": self.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect::<Vec<_>>(),
             "certificates": self.certificates.iter().map(|(d, c)| {
                 let mut v = certificate_json(c);
@@ -273,7 +277,7 @@ impl State {
             if state.route(&route.key).is_some() {
                 return Err(format!("routes[{i}]: duplicate vHost {:?}", route.key));
             }
-            state.routes.push(route);
+            state.routes.push(Arc::new(route));
         }
         for m in v.get("maintenance").and_then(Value::as_array).into_iter().flatten() {
             if let (Some(k), Some(id)) =
@@ -290,6 +294,32 @@ impl State {
         state.generation = v.get("generation").and_then(Value::as_u64).unwrap_or(0);
         Ok(state)
     }
+}
+
+/// Routes gone from or new in a route list, compared by pointer (states
+/// and snapshots share unchanged routes).
+#[derive(Debug)]
+pub struct RouteDiff {
+    /// Routes removed or replaced (the old versions).
+    pub gone: Vec<Arc<Route>>,
+    /// Routes added or replacing others.
+    pub new: Vec<Arc<Route>>,
+}
+
+/// The difference between two route lists when at most `max` routes
+/// differ on either side (else `None`): the common head and tail are
+/// skipped by pointer comparison, the middles compared pair by pair.
+pub fn diff_routes(old: &[Arc<Route>], new: &[Arc<Route>], max: usize) -> Option<RouteDiff> {
+    let head = old.iter().zip(new).take_while(|(a, b)| Arc::ptr_eq(a, b)).count();
+    let (old, new) = (&old[head..], &new[head..]);
+    let tail = old.iter().rev().zip(new.iter().rev()).take_while(|(a, b)| Arc::ptr_eq(a, b)).count();
+    let (old, new) = (&old[..old.len() - tail], &new[..new.len() - tail]);
+    if old.len() > max || new.len() > max {
+        return None;
+    }
+    let gone = old.iter().filter(|o| !new.iter().any(|n| Arc::ptr_eq(o, n))).cloned().collect();
+    let new = new.iter().filter(|n| !old.iter().any(|o| Arc::ptr_eq(o, n))).cloned().collect();
+    Some(RouteDiff { gone, new })
 }
 
 fn certificate_json(c: &Certificate) -> Value {
@@ -518,6 +548,36 @@ mod tests {
         let r = validate_route(&raw, &defaults()).expect("valid");
         let back: RawRoute = serde_json::from_value(route_json(&r)).expect("raw again");
         assert_eq!(validate_route(&back, &defaults()).expect("valid again"), r);
+    }
+
+    #[test]
+    fn route_diffs_find_the_few_routes_a_change_touched() {
+        let hosts = ["a.com", "b.com", "c.com", "d.com", "e.com"];
+        let mut s = State::new(hosts.iter().map(|h| route(h, &[1])).collect());
+        let keys = |d: &RouteDiff| {
+            let k = |v: &[Arc<Route>]| v.iter().map(|r| r.key.clone()).collect::<Vec<_>>();
+            (k(&d.gone), k(&d.new))
+        };
+        let old = s.clone();
+        let b = Backend {
+            id: "x".into(),
+            hostname: "127.0.0.1".into(),
+            port: 9,
+            weight: 1,
+            tls: None,
+            protocol: Default::default(),
+        };
+        s.apply(&Change::AddBackend { key: "c.com".into(), backend: b }).expect("applies");
+        let d = diff_routes(&old.routes, &s.routes, 8).expect("small");
+        assert_eq!(keys(&d), (vec!["c.com".to_string()], vec!["c.com".to_string()]), "replaced in place");
+        let old = s.clone();
+        s.apply(&Change::PutRoute { route: route("f.com", &[1]), create: true }).expect("applies");
+        s.apply(&Change::DeleteRoute { key: "b.com".into() }).expect("applies");
+        let d = diff_routes(&old.routes, &s.routes, 8).expect("small");
+        assert_eq!(keys(&d), (vec!["b.com".to_string()], vec!["f.com".to_string()]), "added and removed");
+        assert_eq!(keys(&diff_routes(&s.routes, &s.routes, 8).expect("same")), (vec![], vec![]));
+        let other = State::new(hosts.iter().map(|h| route(h, &[1])).collect());
+        assert!(diff_routes(&s.routes, &other.routes, 3).is_none(), "every route new: too large");
     }
 
     #[test]

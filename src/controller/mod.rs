@@ -90,6 +90,8 @@ pub struct Controller {
     /// Change-log records since the last snapshot, and whether the state
     /// file holds a snapshot of this run's state to append to.
     log: (usize, bool),
+    /// The routes of the last publish (see `track_backends`).
+    published: Vec<Arc<Route>>,
     /// A change on its way to being durable, resolved and published.
     pending: Option<Pending>,
     /// Merged statistics.
@@ -189,6 +191,7 @@ impl Controller {
             names_sent: (0, Vec::new()),
             persist_tx: None,
             log: (0, false),
+            published: Vec::new(),
             pending: None,
             stats: control::stats::StatsStore::default(),
             started: Instant::now(),
@@ -295,6 +298,13 @@ impl Controller {
         out
     }
 
+    /// Whether the backend names to resolve are surely those of the last
+    /// publish: the few routes changed since name only IP literals.
+    fn same_names(&self) -> bool {
+        let d = control::state::diff_routes(&self.published, &self.state.routes, 64);
+        d.is_some_and(|d| d.gone.iter().chain(&d.new).all(|r| each_backend(r).all(|b| b.literal_addr().is_some())))
+    }
+
     fn snapshot(&mut self) -> Arc<Snapshot> {
         let tls = Some(self.tls_state());
         let mut down: HashSet<BackendKey> =
@@ -378,16 +388,37 @@ impl Controller {
         }
     }
 
+    /// Keeps a health entry for every configured backend (and none other):
+    /// for the routes that changed since the last publish, or for every
+    /// route after a large change.
+    fn track_backends(&mut self) {
+        let keys = |r: &Route| each_backend(r).map(|b| Self::key(r, b)).collect::<Vec<_>>();
+        match control::state::diff_routes(&self.published, &self.state.routes, 64) {
+            Some(d) => {
+                let new: HashSet<BackendKey> = d.new.iter().flat_map(|r| keys(r)).collect();
+                for k in d.gone.iter().flat_map(|r| keys(r)).filter(|k| !new.contains(k)) {
+                    self.health.remove(&k);
+                }
+                for k in new {
+                    self.health.entry(k).or_default();
+                }
+            }
+            None => {
+                let live: HashSet<BackendKey> = self.state.routes.iter().flat_map(|r| keys(r)).collect();
+                self.health.retain(|k, _| live.contains(k));
+                for k in live {
+                    self.health.entry(k).or_default();
+                }
+            }
+        }
+        self.published.clone_from(&self.state.routes);
+    }
+
     /// Broadcasts a new generation and waits for every ack (bounded).
     /// Returns the workers that did not ack, or a startup failure.
     fn publish(&mut self) -> Result<(), PublishError> {
         self.generation += 1;
-        let live: HashSet<BackendKey> =
-            self.state.routes.iter().flat_map(|r| each_backend(r).map(move |b| Self::key(r, b))).collect();
-        self.health.retain(|k, _| live.contains(k));
-        for k in live {
-            self.health.entry(k).or_default();
-        }
+        self.track_backends();
         let snap = self.snapshot();
         let generation = snap.generation;
         self.broadcast(ControlMsg::Apply(snap));
@@ -484,9 +515,13 @@ impl Controller {
         if let Some(next) = p.next.take() {
             self.state = *next;
         }
-        let names = self.names();
-        let new_names = names.iter().any(|n| !self.names_sent.1.contains(n));
-        let version = self.send_names(names);
+        let (new_names, version) = if self.same_names() {
+            (false, None)
+        } else {
+            let names = self.names();
+            let new_names = names.iter().any(|n| !self.names_sent.1.contains(n));
+            (new_names, self.send_names(names))
+        };
         match (new_names, version) {
             (true, Some(version)) => {
                 p.stage = Stage::Resolving { version, until: Instant::now() + RESOLVE_WAIT };
@@ -822,12 +857,21 @@ impl Controller {
         let (persisted_tx, persisted_rx) = crossbeam_channel::unbounded();
         if let Some(path) = self.state_file.clone() {
             let (tx, rx) = crossbeam_channel::unbounded();
+            let based = self.log.1;
             let spawned = std::thread::Builder::new()
                 .name("ringway-persist".into())
-                .spawn(move || statefile::persister(path, rx, persisted_tx));
+                .spawn(move || statefile::persister(path, based, rx, persisted_tx));
             if let Err(e) = spawned {
                 let _ = ready.send(Err(format!("state file writer: {e}")));
                 return;
+            }
+            if !based {
+                // A snapshot of the starting state, written while the API
+                // is idle, so that even the first change only appends (if
+                // it fails, that change is refused and the next writes a
+                // snapshot itself).
+                let _ = tx.send(statefile::Job::Compact(Box::new(self.state.clone())));
+                self.log = (0, true);
             }
             self.persist_tx = Some(tx);
         }

@@ -73,20 +73,23 @@ pub enum Job {
 
 /// The persister thread (the control side's blocking helper for the
 /// disk): does each job in order, answering `Snapshot` and `Append` with
-/// the outcome, so the control thread never waits on an fsync.
+/// the outcome, so the control thread never waits on an fsync. `based`:
+/// the files on disk hold this run's state (it resumed from them); until
+/// a snapshot of this run is written, appends are refused.
 pub fn persister(
     path: PathBuf,
+    based: bool,
     jobs: crossbeam_channel::Receiver<Job>,
     done: crossbeam_channel::Sender<io::Result<()>>,
 ) {
-    let mut log = Log { path: log_path(&path), file: None };
+    let mut log = Log { path: log_path(&path), file: None, based };
     for job in jobs {
         let result = match job {
             Job::Snapshot(state) => snapshot(&path, &state, &mut log),
             Job::Append(line) => log.append(&line),
             Job::Compact(state) => {
                 if let Err(e) = snapshot(&path, &state, &mut log) {
-                    tracing::warn!(path = %path.display(), error = %e, "state file compaction failed; the change log keeps growing");
+                    tracing::warn!(path = %path.display(), error = %e, "state file snapshot failed");
                 }
                 continue;
             }
@@ -99,6 +102,10 @@ pub fn persister(
 
 fn snapshot(path: &Path, state: &State, log: &mut Log) -> io::Result<()> {
     write_bytes(path, &encode(state)?)?;
+    // From here the log may follow this run's state, even if emptying it
+    // fails (its records are then all at or below the snapshot's
+    // generation, and skipped on replay).
+    log.based = true;
     log.clear()
 }
 
@@ -106,6 +113,8 @@ fn snapshot(path: &Path, state: &State, log: &mut Log) -> io::Result<()> {
 struct Log {
     path: PathBuf,
     file: Option<File>,
+    /// The snapshot on disk is of this run's state.
+    based: bool,
 }
 
 impl Log {
@@ -120,6 +129,9 @@ impl Log {
     /// Appends `line` durably; on failure the log is cut back to where it
     /// was, so no torn record is left before later ones.
     fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        if !self.based {
+            return Err(io::Error::other("no snapshot of this run's state to append to (its write failed)"));
+        }
         let f = self.open()?;
         let before = f.metadata()?.len();
         let written = f.write_all(line).and_then(|_| f.sync_data());
@@ -250,7 +262,7 @@ mod tests {
         let (done_tx, done) = crossbeam_channel::unbounded();
         let writer = {
             let path = path.clone();
-            std::thread::spawn(move || persister(path, rx, done_tx))
+            std::thread::spawn(move || persister(path, false, rx, done_tx))
         };
         tx.send(Job::Snapshot(Box::new(state.clone()))).expect("send");
         done.recv().expect("answer").expect("snapshot");

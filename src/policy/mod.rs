@@ -170,6 +170,16 @@ impl Chains {
         levels.fold((0, 0), |(b, e), (x, y)| (b + x, e + y))
     }
 
+    /// Forgets every chain of `route` (removed or rebuilt).
+    pub fn forget(&self, route: &str) {
+        self.by_rule.borrow_mut().retain(|(r, _), _| &**r != route);
+    }
+
+    /// Adds `more`'s chains (a delta's).
+    pub fn merge(&self, more: Chains) {
+        self.by_rule.borrow_mut().extend(more.by_rule.into_inner());
+    }
+
     /// Takes `next`'s chains (what the last snapshot still uses).
     pub fn replace(&self, next: Chains) {
         *self.by_rule.borrow_mut() = next.by_rule.into_inner();

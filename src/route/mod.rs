@@ -84,7 +84,7 @@ pub struct PathRt {
 /// A route as a worker runs it.
 pub struct RouteRt {
     /// The validated config.
-    pub cfg: Route,
+    pub cfg: std::sync::Arc<Route>,
     /// Route key.
     pub key: Arc<str>,
     /// Default pool.

@@ -4,13 +4,13 @@
 //! counter. The thread's body (listen, accept, inbox) is `serve`; the
 //! request path is `proxy`.
 
+mod build;
 pub mod idle;
 pub mod inbox;
 pub mod signal;
 pub mod slot;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,10 +21,10 @@ use control::model::{Limits, Timeouts};
 use crossbeam_channel::Sender;
 
 use crate::accesslog::{LogSink, WorkerLog};
-use crate::balance::{Balancer, Strategy as BalStrategy};
+use crate::balance::Strategy as BalStrategy;
 use crate::http::HeaderSpan;
 use crate::route::admission::Admission;
-use crate::route::{PathRt, PoolRt, RouteRt, Settings};
+use crate::route::RouteRt;
 use crate::router::Router;
 use crate::stats;
 use crate::upstream::{Backend, ConnPool, PoolKey, UpstreamTls};
@@ -121,8 +121,8 @@ pub struct Worker {
     /// Access log, when configured.
     pub log: Option<WorkerLog>,
     active: RefCell<Rc<Active>>,
-    admissions: RefCell<HashMap<Arc<str>, Rc<Admission>>>,
-    route_stats: RefCell<HashMap<Arc<str>, Rc<stats::RouteStats>>>,
+    admissions: RefCell<build::ConfigMap<Arc<str>, Rc<Admission>>>,
+    route_stats: RefCell<build::ConfigMap<Arc<str>, Rc<stats::RouteStats>>>,
     /// Requests answered before a route was known (400s, 404s).
     pub unrouted: stats::RouteStats,
     /// Routes and backends counted since their last delta, in order: the
@@ -130,8 +130,8 @@ pub struct Worker {
     /// stall the worker at once.
     dirty_routes: RefCell<std::collections::VecDeque<(Arc<str>, Rc<stats::RouteStats>)>>,
     dirty_backends: RefCell<std::collections::VecDeque<Rc<Backend>>>,
-    backends: RefCell<HashMap<BackendKey, Rc<Backend>>>,
-    pools: RefCell<HashMap<PoolKey, Rc<ConnPool>>>,
+    backends: RefCell<build::ConfigMap<BackendKey, Rc<Backend>>>,
+    pools: RefCell<build::ConfigMap<PoolKey, Rc<ConnPool>>>,
     /// Set once shutdown starts.
     pub drain: LocalSignal,
     /// Fired when draining and the last connection closed.
@@ -164,6 +164,9 @@ pub struct Worker {
     pub proto: Rc<crate::stats::ProtoCounters>,
     /// Policy chains by route and rule (kept while unchanged).
     chains: crate::policy::Chains,
+    /// The last snapshot's routes as built, and what besides their config
+    /// they were built from.
+    built: RefCell<build::Built>,
     /// The port of the first TLS listener (for `autoHttps` redirects).
     pub tls_port: Option<u16>,
 }
@@ -257,8 +260,8 @@ impl Worker {
             shared,
             workers,
             log: log.map(WorkerLog::new),
-            admissions: RefCell::new(HashMap::new()),
-            route_stats: RefCell::new(HashMap::new()),
+            admissions: RefCell::default(),
+            route_stats: RefCell::default(),
             unrouted: stats::RouteStats::default(),
             dirty_routes: RefCell::new(std::collections::VecDeque::new()),
             dirty_backends: RefCell::new(std::collections::VecDeque::new()),
@@ -269,8 +272,8 @@ impl Worker {
                 http2: control::model::Http2::default(),
                 timeouts: Timeouts::default(),
             })),
-            backends: RefCell::new(HashMap::new()),
-            pools: RefCell::new(HashMap::new()),
+            backends: RefCell::default(),
+            pools: RefCell::default(),
             drain: LocalSignal::default(),
             all_closed: LocalSignal::default(),
             open: Cell::new(0),
@@ -288,6 +291,7 @@ impl Worker {
             session_cache: rustls::server::ServerSessionMemoryCache::new(crate::tls::SESSION_CACHE),
             proto: Rc::default(),
             chains: Default::default(),
+            built: Default::default(),
             tls_port: None,
         }
     }
@@ -411,122 +415,6 @@ impl Worker {
         }
         self.open.set(self.open.get() + 1);
         Some(ConnGuard { worker: self.clone(), counted: true })
-    }
-
-    /// Builds this worker's structures from a snapshot, carrying over
-    /// backends whose id, address, weight and TLS settings are unchanged.
-    pub fn apply(&self, snap: &Snapshot) {
-        let tls = self.apply_tls(snap);
-        let mut old = self.backends.borrow_mut();
-        let mut next: HashMap<BackendKey, Rc<Backend>> = HashMap::new();
-        let mut pools = self.pools.borrow_mut();
-        let mut next_pools: HashMap<PoolKey, Rc<ConnPool>> = HashMap::new();
-        let mut build_pool = |key: &Arc<str>,
-                              pool: &control::model::Pool,
-                              host: &HostHeader,
-                              next: &mut HashMap<BackendKey, Rc<Backend>>| {
-            let backends: Vec<Rc<Backend>> = pool
-                .backends
-                .iter()
-                .map(|b| {
-                    let bkey = BackendKey { route: key.clone(), backend: Arc::from(b.id.as_str()) };
-                    let h2 = b.protocol == control::model::UpstreamProtocol::Http2;
-                    let pkey = snap.address_of(b).map(|addr| PoolKey { addr, tls: upstream_tls_key(b, host), h2 });
-                    let backend = match old.get(&bkey) {
-                        Some(prev)
-                            if prev.pool.as_ref().map(|p| p.key()) == pkey.as_ref()
-                                && prev.weight == b.weight
-                                && *prev.hostname == *b.hostname =>
-                        {
-                            prev.clone()
-                        }
-                        _ => {
-                            let conns = pkey.map(|k| {
-                                next_pools
-                                    .entry(k.clone())
-                                    .or_insert_with(|| {
-                                        pools.get(&k).cloned().unwrap_or_else(|| {
-                                            let t = upstream_tls(tls.as_deref(), &k);
-                                            Rc::new(ConnPool::new(k.clone(), t))
-                                        })
-                                    })
-                                    .clone()
-                            });
-                            Rc::new(Backend::new(bkey.clone(), conns, b))
-                        }
-                    };
-                    if let Some(p) = &backend.pool {
-                        next_pools.entry(p.key().clone()).or_insert_with(|| p.clone());
-                    }
-                    backend.node.set_up(backend.addr.is_some() && !snap.down.contains(&bkey));
-                    next.insert(bkey, backend.clone());
-                    backend
-                })
-                .collect();
-            let balancer = Balancer::build(strategy(pool.strategy), &backends);
-            PoolRt { backends, balancer, breaker: None }
-        };
-        let mut admissions = self.admissions.borrow_mut();
-        let mut next_adm = HashMap::new();
-        let mut route_stats = self.route_stats.borrow_mut();
-        let mut next_stats = HashMap::new();
-        let mut next_chains = crate::policy::Chains::default();
-        let routes: Vec<Rc<RouteRt>> = snap
-            .routes
-            .iter()
-            .map(|r| {
-                let key: Arc<str> = Arc::from(r.key.as_str());
-                let mut pool = build_pool(&key, &r.pool, &r.host_header, &mut next);
-                pool.breaker = r.policies.circuit_breaker.clone();
-                let mut paths: Vec<PathRt> = r
-                    .paths
-                    .iter()
-                    .map(|p| {
-                        let policies = r.policies.overlay(&p.overrides.policies);
-                        let mut pool =
-                            build_pool(&key, &p.pool, p.host_header.as_ref().unwrap_or(&r.host_header), &mut next);
-                        pool.breaker = policies.circuit_breaker.clone();
-                        PathRt {
-                            prefix: p.prefix.as_bytes().into(),
-                            strip: p.strip_prefix,
-                            host: p.host_header.clone().unwrap_or_else(|| r.host_header.clone()),
-                            settings: Settings::of_rule(Settings::of(r), &p.overrides),
-                            pool,
-                            policy: self.chains.get(&key, &p.prefix, &policies, &mut next_chains),
-                        }
-                    })
-                    .collect();
-                paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
-                let headers = r.headers.iter().map(|(k, v)| (k.as_bytes().into(), v.as_bytes().into())).collect();
-                let admission = admissions.get(&key).cloned().unwrap_or_default();
-                admission.set_limits(r.req_active, r.req_queue, self.workers);
-                next_adm.insert(key.clone(), admission.clone());
-                let stats = route_stats.get(&key).cloned().unwrap_or_default();
-                next_stats.insert(key.clone(), stats.clone());
-                let settings = Settings::of(r);
-                let policy = self.chains.get(&key, "", &r.policies, &mut next_chains);
-                Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission, stats, settings, policy })
-            })
-            .collect();
-        // Addresses no backend uses any more: close their idle connections
-        // now; in-flight requests hold their own Rc and finish.
-        for (a, p) in pools.iter() {
-            if !next_pools.contains_key(a) {
-                p.clear_idle();
-            }
-        }
-        *pools = next_pools;
-        *old = next;
-        *admissions = next_adm;
-        *route_stats = next_stats;
-        self.chains.replace(next_chains);
-        *self.active.borrow_mut() = Rc::new(Active {
-            generation: snap.generation,
-            router: Router::new(&routes),
-            limits: snap.limits,
-            http2: snap.http2,
-            timeouts: snap.timeouts,
-        });
     }
 
     /// A health flip from the control thread.
