@@ -276,8 +276,9 @@ HAPROXY_CACHE = "cache c\n  total-max-size 64\n  max-object-size 1048576\n  max-
 HAPROXY_CACHE_USE = "http-request cache-use c\n  http-response cache-store c"
 
 
-def start_subject(name, tmp, backend_port, routes, driver, tls=False, policy=None, cache=False):
-    """Starts a proxy; returns (process, port), the port being the TLS one when `tls`."""
+def start_subject(name, tmp, backend_port, routes, driver, tls=False, policy=None, cache=False, admin=None):
+    """Starts a proxy; returns (process, port), the port being the TLS one when `tls`.
+    With `admin` (a port), ringway also serves its API there and keeps a state file."""
     port = free_port()
     tls_port = free_port() if tls else None
     cert, key, both = make_cert(tmp) if tls else (None, None, None)
@@ -291,6 +292,8 @@ def start_subject(name, tmp, backend_port, routes, driver, tls=False, policy=Non
                    "health": {"intervalMs": 0}, **(policy or {})}]
         conf = os.path.join(tmp, "ringway.json")
         cfg = {"listen": [f"127.0.0.1:{port}"], "workers": 1, "routes": rs, "limits": {"maxConnections": 9000}}
+        if admin:
+            cfg["admin"] = {"listen": f"127.0.0.1:{admin}"}
         if tls:
             cfg["tls"] = {"listen": [f"127.0.0.1:{tls_port}"], "minVersion": "1.3",
                           "certificates": [{"cert": cert, "key": key, "default": True}]}
@@ -354,10 +357,80 @@ backend none
         proc = subprocess.Popen(["taskset", "-c", "1", "haproxy", "-f", conf],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
+    if admin:
+        wait_port(admin, proc)
     if tls:
         wait_port(tls_port, proc)
         return proc, tls_port
     return proc, port
+
+
+def api_call(port, method, path, body=b""):
+    """One admin API call; returns (status, seconds)."""
+    t = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+        c.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]), time.perf_counter() - t
+
+
+def routes_memory(subjects, routes, writes):
+    """RSS with `routes` routes (one backend each), after start and, for
+    ringway, after `writes` API writes (each durable in its state file and
+    acked by the worker), beside nginx and HAProxy with as many server
+    names; and the API write latency as a client sees it."""
+    tmp = tempfile.mkdtemp(prefix="ringway-routes-")
+    backend = Backend(tmp)
+    rows = []
+    try:
+        for subject in subjects:
+            admin = free_port() if subject.startswith("ringway") else None
+            proc, port = start_subject(subject, tmp, backend.port, routes, "uring", admin=admin)
+            try:
+                # One request, so each has served before it is measured.
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                    c.sendall(b"GET / HTTP/1.1\r\nHost: h0.bench.local\r\nConnection: close\r\n\r\n")
+                    if not c.recv(4096).startswith(b"HTTP/1.1 200"):
+                        raise SystemExit(f"routes-memory: {subject} did not answer 200")
+                time.sleep(1.0)
+                row = {"subject": subject, "routes": routes, "rss_start_kb": rss_kb(proc.pid)}
+                if admin:
+                    times = []
+                    add = json.dumps({"id": "x", "hostname": "127.0.0.1", "port": backend.port}).encode()
+                    for i in range(writes):
+                        if i % 2 == 0:
+                            st, dt = api_call(admin, "POST", "/api/v1/routes/h0.bench.local/backends", add)
+                        else:
+                            st, dt = api_call(admin, "DELETE", "/api/v1/routes/h0.bench.local/backends/x")
+                        if st not in (201, 204):
+                            raise SystemExit(f"routes-memory: API write {i} answered {st}")
+                        times.append(dt * 1e3)
+                    times.sort()
+                    time.sleep(1.0)
+                    row.update(writes=writes, rss_after_writes_kb=rss_kb(proc.pid),
+                               write_p50_ms=times[len(times) // 2], write_p99_ms=times[int(len(times) * 0.99)],
+                               write_max_ms=times[-1])
+                rows.append(row)
+                extra = (f" -> {row['rss_after_writes_kb'] / 1024:.1f} MiB after {writes} writes "
+                         f"(write p50 {row['write_p50_ms']:.2f} ms, p99 {row['write_p99_ms']:.2f} ms)") if admin else ""
+                print(f"  {subject:13} {routes} routes: RSS {row['rss_start_kb'] / 1024:.1f} MiB{extra}", flush=True)
+            finally:
+                stop(proc)
+    finally:
+        backend.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = next((r for r in rows if r["subject"] == "nginx"), None)
+    for r in rows:
+        r["vs_nginx"] = r["rss_start_kb"] / base["rss_start_kb"] if base else None
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(os.path.join(OUT_DIR, "routes-memory.json"), "w") as f:
+        json.dump(rows, f, indent=1)
 
 
 def run_one(subject, scenario, tmp, backend_port, duration, driver):
@@ -564,6 +637,9 @@ def main():
     ap.add_argument("--idle-memory", type=int, default=0, help="measure memory per idle connection with N connections")
     ap.add_argument("--tls", action="store_true", help="with --idle-memory: TLS connections")
     ap.add_argument("--h2", action="store_true", help="with --idle-memory: HTTP/2 over TLS connections")
+    ap.add_argument("--routes-memory", type=int, default=0,
+                    help="RSS with N routes after start and after --writes API writes (ringway), beside nginx/HAProxy")
+    ap.add_argument("--writes", type=int, default=1000, help="with --routes-memory: API writes")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -571,6 +647,10 @@ def main():
     ap.add_argument("--interleave", action="store_true",
                     help="run every scenario in each round (pairs scenarios by round, e.g. small vs routes10k)")
     args = ap.parse_args()
+    if args.routes_memory:
+        subs = [x for x in args.subjects.split(",") if x and x not in ("haproxy-tcp", "ringway-epoll")]
+        routes_memory(subs, args.routes_memory, args.writes)
+        return
     if args.idle_memory:
         subs = [x for x in args.subjects.split(",") if x and x != "haproxy-tcp"]
         idle_memory(subs, args.idle_memory, args.tls, args.h2)

@@ -591,12 +591,12 @@ fn a_state_file_that_cannot_be_written_refuses_the_change_and_keeps_serving() {
     let cfg_path = dir.join("edge.json");
     let cfg = admin_config(vec![route("file.example", "ROUND_ROBIN", vec![a.config()])]);
     std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    // A directory where the change log goes: no change can be made durable.
+    let state_path = state_file_of(&cfg_path);
+    let log_path = state_path.with_file_name("edge.state.json.log");
+    std::fs::create_dir_all(log_path.join("in-the-way")).unwrap();
     let rw = Ringway::start_at(&cfg_path, 1, &[]);
     let api = rw.api();
-    // A directory where the state file goes: the atomic rename fails.
-    let state_path = state_file_of(&cfg_path);
-    let _ = std::fs::remove_file(&state_path);
-    std::fs::create_dir_all(state_path.join("in-the-way")).unwrap();
     let reply = api.post("/api/v1/routes", &json!({"vHost": "added.example", "backends": [a.config()]}));
     assert_eq!(reply.status, 500, "{:?}", reply);
     assert_eq!(reply.error(), Some("persistFailed"), "{:?}", reply);
@@ -604,7 +604,7 @@ fn a_state_file_that_cannot_be_written_refuses_the_change_and_keeps_serving() {
     assert_eq!(get(rw.addr(), "added.example", "/").status, 404);
     assert_eq!(get(rw.addr(), "file.example", "/").status, 200);
     // Once the way is clear, writes go through again.
-    std::fs::remove_dir_all(&state_path).unwrap();
+    std::fs::remove_dir_all(&log_path).unwrap();
     api.post("/api/v1/routes", &json!({"vHost": "added.example", "backends": [a.config()]})).expect(201, "POST");
     assert_eq!(get(rw.addr(), "added.example", "/").status, 200);
 }

@@ -518,8 +518,9 @@ pub struct Route {
     pub upstream: Duration,
     /// Queue wait.
     pub queue: Duration,
-    /// Health settings.
-    pub health: Health,
+    /// Health settings (shared with the defaults when they are the
+    /// defaults: 10,000 routes need not hold 10,000 copies).
+    pub health: Arc<Health>,
     /// The route's own certificate.
     pub ssl: Option<Ssl>,
     /// Plain-HTTP requests get a 308 to HTTPS.
@@ -529,8 +530,8 @@ pub struct Route {
     /// Panic mode (0 = off): when fewer than this percentage of a pool's
     /// backends are up, requests go to all of them instead of a 503.
     pub panic_threshold_percent: u8,
-    /// Auth, rate limit, CORS.
-    pub policies: crate::policy::Policies,
+    /// Auth, rate limit, CORS (one shared empty set for routes without).
+    pub policies: Arc<crate::policy::Policies>,
 }
 
 /// A path-prefix rule.
@@ -783,7 +784,7 @@ impl TryFrom<&RawConfig> for Config {
         let defaults = RouteDefaults {
             timeouts,
             max_body_bytes: limits.max_body_bytes,
-            health: health.clone(),
+            health: Arc::new(health.clone()),
             tls_listener: tls.as_ref().is_some_and(|t| !t.listen.is_empty()),
         };
         let mut routes = Vec::new();
@@ -876,7 +877,7 @@ pub struct RouteDefaults {
     /// Global body limit.
     pub max_body_bytes: u64,
     /// Global health settings.
-    pub health: Health,
+    pub health: Arc<Health>,
     /// A TLS listener exists (`autoHttps` needs one).
     pub tls_listener: bool,
 }
@@ -887,7 +888,7 @@ impl RouteDefaults {
         RouteDefaults {
             timeouts: config.timeouts,
             max_body_bytes: config.limits.max_body_bytes,
-            health: config.health.clone(),
+            health: Arc::new(config.health.clone()),
             tls_listener: config.tls.as_ref().is_some_and(|t| !t.listen.is_empty()),
         }
     }
@@ -1109,12 +1110,12 @@ fn route_from(r: &RawRoute, d: &RouteDefaults, path: &str, errs: &mut Errs) -> O
         connect,
         upstream,
         queue,
-        health,
+        health: if health == *d.health { d.health.clone() } else { Arc::new(health) },
         ssl,
         auto_https: r.auto_https.unwrap_or(false),
         host_header,
         panic_threshold_percent,
-        policies,
+        policies: crate::policy::shared(policies),
     })
 }
 

@@ -676,6 +676,16 @@ pub fn policies_json(p: &Policies, out: &mut Map<String, Value>, public: bool) {
     }
 }
 
+/// `p` behind an `Arc`; routes without policies share one.
+pub fn shared(p: Policies) -> std::sync::Arc<Policies> {
+    static NONE: std::sync::OnceLock<std::sync::Arc<Policies>> = std::sync::OnceLock::new();
+    if p == Policies::default() {
+        NONE.get_or_init(Default::default).clone()
+    } else {
+        std::sync::Arc::new(p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

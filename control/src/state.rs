@@ -254,10 +254,17 @@ impl State {
 
     /// The state file's content.
     pub fn to_json(&self) -> Value {
+        let mut v = self.to_json_without_routes();
+        v["routes"] = Value::Array(self.routes.iter().map(|r| route_json(r)).collect());
+        v
+    }
+
+    /// `to_json` with `routes` empty (a writer streams them one by one).
+    pub fn to_json_without_routes(&self) -> Value {
         json!({
             "version": 1,
             "generation": self.generation,
-            "routes": self.routes.iter().map(|r| route_json(r)).collect::<Vec<_>>(),
+            "routes": [],
             "maintenance": self.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect::<Vec<_>>(),
             "certificates": self.certificates.iter().map(|(d, c)| {
                 let mut v = certificate_json(c);

@@ -43,14 +43,32 @@ pub fn log_path(path: &Path) -> PathBuf {
 
 /// Writes `state` to `path` atomically.
 pub fn write(path: &Path, state: &State) -> io::Result<()> {
-    write_bytes(path, &encode(state)?)
+    write_atomically(path, |f| encode_to(state, f))
 }
 
-/// What the state file holds for `state`.
-pub fn encode(state: &State) -> io::Result<Vec<u8>> {
-    let mut bytes = serde_json::to_vec_pretty(&state.to_json()).map_err(io::Error::other)?;
-    bytes.push(b'\n');
-    Ok(bytes)
+/// Writes what the state file holds for `state` to `out`: the same JSON
+/// object as `State::to_json`, one route per line, encoded route by route
+/// (10,000 routes never exist as one JSON tree in memory).
+pub fn encode_to(state: &State, out: &mut impl Write) -> io::Result<()> {
+    let mut head = state.to_json_without_routes();
+    let tail = match head.as_object_mut() {
+        Some(m) => {
+            m.remove("routes");
+            serde_json::to_string(m).map_err(io::Error::other)?
+        }
+        None => return Err(io::Error::other("state JSON is not an object")),
+    };
+    // `{"routes":[` + routes + `],` + the other fields (sorted keys) + `}`.
+    out.write_all(b"{\"routes\": [\n")?;
+    for (i, r) in state.routes.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",\n")?;
+        }
+        serde_json::to_writer(&mut *out, &control::state::route_json(r)).map_err(io::Error::other)?;
+    }
+    out.write_all(b"\n],\n")?;
+    out.write_all(&tail.as_bytes()[1..])?;
+    out.write_all(b"\n")
 }
 
 /// One change-log line for `record`.
@@ -101,7 +119,7 @@ pub fn persister(
 }
 
 fn snapshot(path: &Path, state: &State, log: &mut Log) -> io::Result<()> {
-    write_bytes(path, &encode(state)?)?;
+    write(path, state)?;
     // From here the log may follow this run's state, even if emptying it
     // fails (its records are then all at or below the snapshot's
     // generation, and skipped on replay).
@@ -153,10 +171,18 @@ impl Log {
 /// Writes `bytes` to `path` atomically: a crash at any moment leaves the
 /// old or the new file.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically(path, |f| f.write_all(bytes))
+}
+
+/// Writes a file through `fill` atomically (temporary file, fsync, rename,
+/// fsync of the directory).
+fn write_atomically(path: &Path, fill: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>) -> io::Result<()> {
     let tmp = temp_path(path);
     {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
+        let f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut w = io::BufWriter::with_capacity(64 * 1024, f);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
