@@ -17,7 +17,7 @@ thread_local! {
         .expect("config");
         let snap = control::messages::Snapshot {
             generation: 1,
-            routes: config.routes,
+            routes: config.routes.into_iter().map(std::sync::Arc::new).collect(),
             resolved: Vec::new(),
             down: Default::default(),
             timeouts: config.timeouts,

@@ -9,7 +9,7 @@
 //! route. Otherwise (the first snapshot, new addresses or certificates, a
 //! large change) everything is built again, carrying over backends whose
 //! id, address, weight and TLS settings are unchanged, and admission,
-//! counters and chains by route key.
+//! counters and chains by route key (from the route built before).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -65,8 +65,9 @@ struct Builder<'a> {
     tls: Option<&'a TlsState>,
     backends: &'a ConfigMap<BackendKey, Rc<Backend>>,
     pools: &'a ConfigMap<PoolKey, Rc<ConnPool>>,
-    admissions: &'a ConfigMap<Arc<str>, Rc<Admission>>,
-    stats: &'a ConfigMap<Arc<str>, Rc<RouteStats>>,
+    /// The routes built before, whose admission and counters a route of
+    /// the same key keeps.
+    prev: &'a ConfigMap<Arc<str>, Rc<RouteRt>>,
     fresh: Fresh,
 }
 
@@ -75,8 +76,6 @@ struct Builder<'a> {
 struct Fresh {
     backends: ConfigMap<BackendKey, Rc<Backend>>,
     pools: ConfigMap<PoolKey, Rc<ConnPool>>,
-    admissions: ConfigMap<Arc<str>, Rc<Admission>>,
-    stats: ConfigMap<Arc<str>, Rc<RouteStats>>,
     chains: crate::policy::Chains,
 }
 
@@ -88,11 +87,10 @@ impl Builder<'_> {
         let mut paths: Vec<PathRt> = r.paths.iter().map(|p| self.path(&key, r, p)).collect();
         paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
         let headers = r.headers.iter().map(|(k, v)| (k.as_bytes().into(), v.as_bytes().into())).collect();
-        let admission = self.admissions.get(&key).cloned().unwrap_or_default();
+        let prev = self.prev.get(&key);
+        let admission: Rc<Admission> = prev.map(|p| p.admission.clone()).unwrap_or_default();
         admission.set_limits(r.req_active, r.req_queue, self.w.workers);
-        self.fresh.admissions.insert(key.clone(), admission.clone());
-        let stats = self.stats.get(&key).cloned().unwrap_or_default();
-        self.fresh.stats.insert(key.clone(), stats.clone());
+        let stats: Rc<RouteStats> = prev.map(|p| p.stats.clone()).unwrap_or_default();
         let settings = Settings::of(r);
         let policy = self.w.chains.get(&key, "", &r.policies, &mut self.fresh.chains);
         Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission, stats, settings, policy })
@@ -184,22 +182,19 @@ impl Worker {
         });
     }
 
-    fn builder<'a>(&'a self, snap: &'a Snapshot, tls: Option<&'a TlsState>, maps: &'a Maps<'_>) -> Builder<'a> {
-        Builder {
-            w: self,
-            snap,
-            tls,
-            backends: &maps.backends,
-            pools: &maps.pools,
-            admissions: &maps.admissions,
-            stats: &maps.stats,
-            fresh: Fresh::default(),
-        }
+    fn builder<'a>(
+        &'a self,
+        snap: &'a Snapshot,
+        tls: Option<&'a TlsState>,
+        maps: &'a Maps<'_>,
+        prev: &'a ConfigMap<Arc<str>, Rc<RouteRt>>,
+    ) -> Builder<'a> {
+        Builder { w: self, snap, tls, backends: &maps.backends, pools: &maps.pools, prev, fresh: Fresh::default() }
     }
 
     fn apply_full(&self, snap: &Snapshot, tls: Option<&TlsState>, built: &mut Built) -> Router {
         let mut maps = self.maps();
-        let mut b = self.builder(snap, tls, &maps);
+        let mut b = self.builder(snap, tls, &maps, &built.routes);
         let routes: Vec<Rc<RouteRt>> = snap.routes.iter().map(|r| b.route(r)).collect();
         let fresh = b.fresh;
         // Addresses no backend uses any more: close their idle connections
@@ -211,8 +206,6 @@ impl Worker {
         }
         *maps.backends = fresh.backends;
         *maps.pools = fresh.pools;
-        *maps.admissions = fresh.admissions;
-        *maps.stats = fresh.stats;
         self.chains.replace(fresh.chains);
         built.routes = routes.iter().map(|rt| (rt.key.clone(), rt.clone())).collect();
         Router::new(&routes)
@@ -220,7 +213,7 @@ impl Worker {
 
     fn apply_delta(&self, snap: &Snapshot, tls: Option<&TlsState>, built: &mut Built, d: RouteDiff) -> Router {
         let mut maps = self.maps();
-        let mut b = self.builder(snap, tls, &maps);
+        let mut b = self.builder(snap, tls, &maps, &built.routes);
         let new: Vec<Rc<RouteRt>> = d.new.iter().map(|r| b.route(r)).collect();
         let fresh = b.fresh;
         // The host table, patched: taken from the current state when
@@ -241,16 +234,10 @@ impl Worker {
                 maps.backends.remove(&b.key);
                 orphans.extend(b.pool.clone());
             }
-            if !fresh.stats.contains_key(key) {
-                maps.admissions.remove(key);
-                maps.stats.remove(key);
-            }
             self.chains.forget(key);
         }
         maps.backends.extend(fresh.backends);
         maps.pools.extend(fresh.pools);
-        maps.admissions.extend(fresh.admissions);
-        maps.stats.extend(fresh.stats);
         self.chains.merge(fresh.chains);
         for rt in new {
             router.insert(&rt);
@@ -273,12 +260,7 @@ impl Worker {
     }
 
     fn maps(&self) -> Maps<'_> {
-        Maps {
-            backends: self.backends.borrow_mut(),
-            pools: self.pools.borrow_mut(),
-            admissions: self.admissions.borrow_mut(),
-            stats: self.route_stats.borrow_mut(),
-        }
+        Maps { backends: self.backends.borrow_mut(), pools: self.pools.borrow_mut() }
     }
 }
 
@@ -286,6 +268,4 @@ impl Worker {
 struct Maps<'w> {
     backends: std::cell::RefMut<'w, ConfigMap<BackendKey, Rc<Backend>>>,
     pools: std::cell::RefMut<'w, ConfigMap<PoolKey, Rc<ConnPool>>>,
-    admissions: std::cell::RefMut<'w, ConfigMap<Arc<str>, Rc<Admission>>>,
-    stats: std::cell::RefMut<'w, ConfigMap<Arc<str>, Rc<RouteStats>>>,
 }

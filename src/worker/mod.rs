@@ -23,7 +23,6 @@ use crossbeam_channel::Sender;
 use crate::accesslog::{LogSink, WorkerLog};
 use crate::balance::Strategy as BalStrategy;
 use crate::http::HeaderSpan;
-use crate::route::admission::Admission;
 use crate::route::RouteRt;
 use crate::router::Router;
 use crate::stats;
@@ -121,8 +120,6 @@ pub struct Worker {
     /// Access log, when configured.
     pub log: Option<WorkerLog>,
     active: RefCell<Rc<Active>>,
-    admissions: RefCell<build::ConfigMap<Arc<str>, Rc<Admission>>>,
-    route_stats: RefCell<build::ConfigMap<Arc<str>, Rc<stats::RouteStats>>>,
     /// Requests answered before a route was known (400s, 404s).
     pub unrouted: stats::RouteStats,
     /// Routes and backends counted since their last delta, in order: the
@@ -260,8 +257,6 @@ impl Worker {
             shared,
             workers,
             log: log.map(WorkerLog::new),
-            admissions: RefCell::default(),
-            route_stats: RefCell::default(),
             unrouted: stats::RouteStats::default(),
             dirty_routes: RefCell::new(std::collections::VecDeque::new()),
             dirty_backends: RefCell::new(std::collections::VecDeque::new()),
