@@ -21,6 +21,7 @@ COMMANDS:
     delete-backend VHOST ID
     maintenance VHOST ID on|off         take a backend out (on) or back (off)
     stats [VHOST]                       requests, rates, latency, backends
+    explain URL [CLIENT-IP]             which route, rule and backends a request would meet
     health
 ";
 
@@ -92,6 +93,38 @@ fn circuit(be: &Value) -> String {
         (Some(c), _) => c.to_string(),
         _ => "-".into(),
     }
+}
+
+/// A query value, percent-encoded (all but unreserved characters and `/`).
+fn query_enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An explain answer as text: the route, the rule, the backends.
+fn explained(v: &Value) -> String {
+    if v["route"].is_null() {
+        return format!("no route: {}\n", s(&v["message"]));
+    }
+    let r = &v["route"];
+    let mut out = format!("route     {} ({} match, id {})\n", s(&r["vHost"]), s(&r["match"]), s(&r["id"]));
+    if let Some(p) = v["pathRule"].as_object() {
+        let strip = if p.get("stripPrefix").and_then(Value::as_bool) == Some(true) { ", stripped" } else { "" };
+        out.push_str(&format!("rule      {}{strip}\n", p.get("prefix").map(s).unwrap_or_default()));
+    }
+    out.push_str(&format!("forwards  {}\n", s(&v["forwardedPath"])));
+    let next = if v["next"].is_null() { format!("- ({})", s(&v["nextNote"])) } else { s(&v["next"]) };
+    out.push_str(&format!("strategy  {}   next: {next}\n\n", s(&v["strategy"])));
+    let mut rows = vec![vec!["BACKEND".into(), "ADDRESS".into(), "ELIGIBLE".into(), "REASON".into()]];
+    for b in v["backends"].as_array().into_iter().flatten() {
+        rows.push(vec![s(&b["id"]), s(&b["address"]), s(&b["eligible"]), s(&b["reason"])]);
+    }
+    out.push_str(&table(&rows));
+    out
 }
 
 fn enc(segment: &str) -> String {
@@ -235,6 +268,16 @@ pub fn run(args: &[String]) -> Result<String, String> {
             out.push('\n');
             out.push_str(&table(&rows));
             Ok(out)
+        }
+        ["explain", url, client @ ..] if client.len() <= 1 => {
+            let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or(url);
+            let (host, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+            let mut q = format!("/api/v1/explain?host={}&path={}", query_enc(host), query_enc(path));
+            if let Some(c) = client.first() {
+                q.push_str(&format!("&client={}", query_enc(c)));
+            }
+            let r = ok(c.call("GET", &q, None)?, &[200])?;
+            Ok(explained(&r.body))
         }
         ["health"] => {
             let r = c.call("GET", "/health", None)?;

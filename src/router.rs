@@ -57,14 +57,22 @@ impl Hasher for HostHasher {
 
 /// Keys shared between a table and its patched copies (cloning a table
 /// copies no names).
-type HostMap = HashMap<Rc<[u8]>, Rc<RouteRt>, BuildHasherDefault<HostHasher>>;
+type HostMap<T> = HashMap<Rc<[u8]>, T, BuildHasherDefault<HostHasher>>;
 
-/// The routing table of one snapshot.
-#[derive(Default, Clone)]
-pub struct Router {
-    exact: HostMap,
-    wildcard: HostMap,
-    any: Option<Rc<RouteRt>>,
+/// The routing table of one snapshot: host → route (a worker's
+/// `Rc<RouteRt>`; the control side's explain uses route indexes, so both
+/// match hosts by this one rule).
+#[derive(Clone)]
+pub struct Router<T = Rc<RouteRt>> {
+    exact: HostMap<T>,
+    wildcard: HostMap<T>,
+    any: Option<T>,
+}
+
+impl<T> Default for Router<T> {
+    fn default() -> Self {
+        Router { exact: HostMap::default(), wildcard: HostMap::default(), any: None }
+    }
 }
 
 impl Router {
@@ -79,20 +87,32 @@ impl Router {
 
     /// Adds (or replaces) the route for its vHost.
     pub fn insert(&mut self, route: &Rc<RouteRt>) {
-        match &route.cfg.vhost {
-            control::model::VHost::Any => self.any = Some(route.clone()),
-            control::model::VHost::Exact(h) => {
-                self.exact.insert(h.as_bytes().into(), route.clone());
-            }
-            control::model::VHost::Wildcard(s) => {
-                self.wildcard.insert(s.as_bytes().into(), route.clone());
-            }
-        }
+        self.set(&route.cfg.vhost, route.clone());
     }
 
     /// Removes the route for `route`'s vHost.
     pub fn remove(&mut self, route: &RouteRt) {
-        match &route.cfg.vhost {
+        self.unset(&route.cfg.vhost);
+    }
+}
+
+impl<T> Router<T> {
+    /// Maps `vhost` to `value`.
+    pub fn set(&mut self, vhost: &control::model::VHost, value: T) {
+        match vhost {
+            control::model::VHost::Any => self.any = Some(value),
+            control::model::VHost::Exact(h) => {
+                self.exact.insert(h.as_bytes().into(), value);
+            }
+            control::model::VHost::Wildcard(s) => {
+                self.wildcard.insert(s.as_bytes().into(), value);
+            }
+        }
+    }
+
+    /// Unmaps `vhost`.
+    pub fn unset(&mut self, vhost: &control::model::VHost) {
+        match vhost {
             control::model::VHost::Any => self.any = None,
             control::model::VHost::Exact(h) => {
                 self.exact.remove(h.as_bytes());
@@ -114,7 +134,7 @@ impl Router {
     }
 
     /// The route for a Host value (`None` host: only the catch-all).
-    pub fn lookup(&self, host: Option<&[u8]>) -> Option<&Rc<RouteRt>> {
+    pub fn lookup(&self, host: Option<&[u8]>) -> Option<&T> {
         let mut buf = [0u8; MAX_HOST];
         if let Some(name) = host.and_then(|h| normalise_host(h, &mut buf)) {
             if let Some(r) = self.exact.get(name) {

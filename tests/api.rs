@@ -608,3 +608,88 @@ fn a_state_file_that_cannot_be_written_refuses_the_change_and_keeps_serving() {
     api.post("/api/v1/routes", &json!({"vHost": "added.example", "backends": [a.config()]})).expect(201, "POST");
     assert_eq!(get(rw.addr(), "added.example", "/").status, 200);
 }
+
+// ---------------------------------------------------------------------------
+// Route explain
+// ---------------------------------------------------------------------------
+
+#[test]
+fn explain_names_the_route_rule_forwarded_path_and_each_backends_eligibility() {
+    let a = Backend::respond(200, "a").named("a").start();
+    let b = Backend::respond(200, "b").named("b").start();
+    let c = Backend::respond(200, "c").named("c").start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut api_route = route("api.test", "ROUND_ROBIN", vec![a.config()]);
+    api_route["paths"] = json!([{"prefix": "/api", "stripPrefix": true, "backends": [b.config()]}]);
+    let rw = Ringway::start(admin_config(vec![
+        api_route,
+        route("hash.test", "IP_HASH", vec![a.config(), b.config(), c.config()]),
+        route(
+            "rr.test",
+            "ROUND_ROBIN",
+            vec![a.config(), json!({"id": "gone", "hostname": "127.0.0.1", "port": closed})],
+        ),
+        route("*.wild.test", "ROUND_ROBIN", vec![c.config()]),
+        route("*", "ROUND_ROBIN", vec![c.config()]),
+    ]));
+    let api = rw.api();
+    let explain = |q: &str| api.get(&format!("/api/v1/explain?{q}")).expect(200, q).json;
+
+    // How the host matched, the rule, and what the backend would see.
+    let e = explain("host=API.test:8080&path=/api/users%3Fx%3D1");
+    assert_eq!(e["route"]["vHost"], json!("api.test"), "{e}");
+    assert_eq!(e["route"]["match"], json!("exact"));
+    assert_eq!(e["pathRule"], json!({"prefix": "/api", "stripPrefix": true}));
+    assert_eq!(e["forwardedPath"], json!("/users?x=1"));
+    assert_eq!(e["backends"][0]["id"], json!("b"), "the rule's pool: {e}");
+    assert_eq!(explain("host=x.wild.test")["route"]["match"], json!("wildcard"));
+    assert_eq!(explain("host=nothing.example")["route"]["match"], json!("catchAll"));
+
+    // IP_HASH: the backend named is the one that serves this client, and
+    // a backend in maintenance is neither eligible nor picked.
+    api.call("POST", "/api/v1/routes/hash.test/backends/b/dead", &[], None).expect(200, "maintenance b");
+    let e = explain("host=hash.test&client=127.0.0.1");
+    let next = e["next"].as_str().unwrap_or_else(|| panic!("next: {e}")).to_string();
+    assert_ne!(next, "b", "{e}");
+    let b_row = e["backends"].as_array().unwrap().iter().find(|x| x["id"] == "b").cloned().unwrap();
+    assert_eq!((&b_row["eligible"], &b_row["reason"]), (&json!(false), &json!("maintenance")));
+    for i in 0..4 {
+        assert_eq!(served(&rw, "hash.test", &format!("/{i}")), next, "explain said {next}");
+    }
+    assert!(explain("host=hash.test")["next"].is_null(), "no client, no pick");
+    assert!(explain("host=api.test")["next"].is_null(), "round robin: per worker");
+
+    // A backend that refused a connection is down, and says since when.
+    for i in 0..3 {
+        assert_eq!(served(&rw, "rr.test", &format!("/{i}")), "a");
+    }
+    // (The worker reports the failure to the control thread on its own
+    // channel: wait for it, bounded.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let gone = loop {
+        let e = explain("host=rr.test");
+        let gone = e["backends"].as_array().unwrap().iter().find(|x| x["id"] == "gone").cloned().unwrap();
+        if gone["eligible"] == json!(false) || Instant::now() > deadline {
+            break gone;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(gone["eligible"], json!(false), "{gone}");
+    assert!(gone["reason"].as_str().is_some_and(|r| r.starts_with("down")), "{gone}");
+
+    // Bad questions get 400 naming the field; other methods 405.
+    assert_eq!(api.get("/api/v1/explain?path=/x").expect(400, "no host").field(), Some("host"));
+    assert_eq!(api.get("/api/v1/explain?host=a&client=nope").expect(400, "bad client").field(), Some("client"));
+    assert_eq!(api.get("/api/v1/explain?host=a&path=x").expect(400, "bad path").field(), Some("path"));
+    api.call("POST", "/api/v1/explain?host=a", &[], None).expect(405, "POST");
+
+    // And the ctl prints it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(["ctl", "explain", "http://api.test/api/users", "127.0.0.1"])
+        .env("RINGWAY_ADMIN", rw.admin_addr().to_string())
+        .output()
+        .expect("run ringway ctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("api.test (exact match") && text.contains("/api, stripped"), "{text}");
+    assert!(text.contains("forwards  /users"), "{text}");
+}

@@ -414,8 +414,16 @@ impl StatsStore {
 
     /// Forgets routes and backends no longer configured.
     pub fn retain(&mut self, routes: &[String], backends: &[BackendKey]) {
+        // Sets: with 10,000 routes a scan per entry would be 10^8 compares.
+        let routes: std::collections::HashSet<&String> = routes.iter().collect();
+        let backends: std::collections::HashSet<&BackendKey> = backends.iter().collect();
         self.routes.retain(|k, _| routes.contains(k));
         self.backends.retain(|k, _| backends.contains(k));
+    }
+
+    /// Workers whose circuit breaker for `key` is open (as last reported).
+    pub fn circuit_open_workers(&self, key: &BackendKey) -> usize {
+        self.backends.get(key).map_or(0, |a| a.circuit_open.values().filter(|o| **o).count())
     }
 
     fn backend_json(&self, keys: &[BackendKey], states: &dyn BackendState) -> Value {

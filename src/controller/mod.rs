@@ -4,6 +4,7 @@
 //! Blocking work (probes, name resolution) stays off the workers.
 
 pub mod admin;
+mod explain;
 pub mod probe;
 mod purge;
 pub mod statefile;
@@ -92,6 +93,8 @@ pub struct Controller {
     log: (usize, bool),
     /// The routes of the last publish (see `track_backends`).
     published: Vec<Arc<Route>>,
+    /// When each backend that is down went down (for explain).
+    down_since: HashMap<BackendKey, Instant>,
     /// A change on its way to being durable, resolved and published.
     pending: Option<Pending>,
     /// Merged statistics.
@@ -192,6 +195,7 @@ impl Controller {
             persist_tx: None,
             log: (0, false),
             published: Vec::new(),
+            down_since: HashMap::new(),
             pending: None,
             stats: control::stats::StatsStore::default(),
             started: Instant::now(),
@@ -412,6 +416,8 @@ impl Controller {
             }
         }
         self.published.clone_from(&self.state.routes);
+        let health = &self.health;
+        self.down_since.retain(|k, _| health.contains_key(k));
     }
 
     /// Broadcasts a new generation and waits for every ack (bounded).
@@ -451,6 +457,11 @@ impl Controller {
 
     fn flip(&mut self, key: &BackendKey, up: bool) {
         tracing::info!(route = %key.route, backend = %key.backend, up, "backend health changed");
+        if up {
+            self.down_since.remove(key);
+        } else {
+            self.down_since.entry(key.clone()).or_insert_with(Instant::now);
+        }
         // Maintenance overrides checks: a backend in maintenance stays out.
         if !self.in_maintenance(key) {
             self.broadcast(ControlMsg::Health { key: key.clone(), up });
@@ -739,6 +750,8 @@ impl Controller {
                     &serde_json::json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}),
                 )
             }
+        } else if r.path == "/api/v1/explain" {
+            self.explain_reply(&r.method, &r.query)
         } else if r.path.starts_with("/api/v1/cache/") {
             let (method, path, query) = (r.method.clone(), r.path.clone(), r.query.clone());
             self.purge_reply(&method, &path, &query)

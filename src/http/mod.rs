@@ -17,7 +17,9 @@ mod tests;
 pub use chunked::{push_chunk, push_last_chunk, ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
 pub use request::{newer_minor_as_11, parse_request, RequestHead, RequestView};
 pub use response::{parse_response, ResponseHead};
-pub use rewrite::{write_error_response, write_request_head, write_response_head, ForwardCtx, HostOut, Persist};
+pub use rewrite::{
+    strip_prefix_path, write_error_response, write_request_head, write_response_head, ForwardCtx, HostOut, Persist,
+};
 
 /// `[start, end)` byte offsets into the head buffer.
 pub type Span = (u32, u32);

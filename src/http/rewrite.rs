@@ -426,3 +426,14 @@ pub fn write_error_response(out: &mut Vec<u8>, status: u16, persist: Persist, ex
     out.extend_from_slice(reason);
     out.push(b'\n');
 }
+
+/// `path` (with its query) without a rule's `prefix`, as `stripPrefix`
+/// forwards it, into `out`: always starting with `/`.
+pub fn strip_prefix_path(prefix: &[u8], path: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let rest = &path[prefix.len().min(path.len())..];
+    if !rest.starts_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(rest);
+}

@@ -299,13 +299,7 @@ pub(super) fn upstream_head(cx: &mut Ctx<'_>, req: &mut Req, rid: &[u8]) {
     let view = RequestView::new(&b.rbuf, &req.head, &b.headers);
     let strip = req.route.strip_prefix(req.rule);
     if let Some(prefix) = strip {
-        let path = view.path();
-        b.scratch.clear();
-        let rest = &path[prefix.len().min(path.len())..];
-        if !rest.starts_with(b"/") {
-            b.scratch.push(b'/');
-        }
-        b.scratch.extend_from_slice(rest);
+        crate::http::strip_prefix_path(prefix, view.path(), &mut b.scratch);
     }
     b.out.clear();
     let host = match (req.route.host_header(req.rule), view.authority()) {
