@@ -693,3 +693,48 @@ fn explain_names_the_route_rule_forwarded_path_and_each_backends_eligibility() {
     assert!(text.contains("api.test (exact match") && text.contains("/api, stripped"), "{text}");
     assert!(text.contains("forwards  /users"), "{text}");
 }
+
+#[test]
+fn a_dry_run_reports_its_impact_and_how_many_ip_hash_clients_would_move() {
+    let bs: Vec<BackendHandle> =
+        ["a", "b", "c", "d"].iter().map(|n| Backend::respond(200, n).named(n).start()).collect();
+    let rw = Ringway::start(admin_config(vec![
+        route("hash.test", "IP_HASH", bs[..3].iter().map(|b| b.config()).collect()),
+        route("rr.test", "ROUND_ROBIN", vec![bs[0].config()]),
+    ]));
+    let api = rw.api();
+    let impact = |r: ApiReply| -> Value {
+        assert_eq!(r.json["dryRun"], json!(true), "{:?}", r.json);
+        r.json["impact"]["routes"].clone()
+    };
+    // A fourth backend: about a quarter of clients move (consistent hashing).
+    let rows =
+        impact(api.post("/api/v1/routes/hash.test/backends?dryRun=true", &bs[3].config()).expect(200, "dry add"));
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    let r = &rows[0];
+    assert_eq!(
+        (&r["vHost"], &r["change"], &r["backendsAdded"]),
+        (&json!("hash.test"), &json!("changed"), &json!(["d"]))
+    );
+    let moved = r["movedPercent"].as_f64().unwrap_or(-1.0);
+    assert!((10.0..=40.0).contains(&moved), "adding 1 backend to 3 moves ~25 %: {moved}");
+    // Maintenance on one of three: its third moves, nobody else.
+    let rows = impact(
+        api.call("POST", "/api/v1/routes/hash.test/backends/b/dead?dryRun=true", &[], None).expect(200, "dry dead"),
+    );
+    let moved = rows[0]["movedPercent"].as_f64().unwrap_or(-1.0);
+    assert!((20.0..=46.0).contains(&moved), "one of three out moves ~33 %: {moved} {rows}");
+    // Removing and adding routes; a round-robin pool has no movedPercent.
+    let rows = impact(api.delete("/api/v1/routes/rr.test?dryRun=true").expect(200, "dry delete"));
+    assert_eq!((&rows[0]["change"], &rows[0]["backendsRemoved"]), (&json!("removed"), &json!(["a"])));
+    let new = route("new.test", "IP_HASH", vec![bs[0].config()]);
+    let rows = impact(api.post("/api/v1/routes?dryRun=true", &new).expect(200, "dry create"));
+    assert_eq!((&rows[0]["change"], &rows[0]["movedPercent"]), (&json!("added"), &Value::Null));
+    let rows = impact(api.post("/api/v1/routes/rr.test/backends?dryRun=true", &bs[1].config()).expect(200, "dry rr"));
+    assert_eq!((&rows[0]["change"], &rows[0]["movedPercent"]), (&json!("changed"), &Value::Null));
+    // Nothing changed.
+    assert_eq!(api.vhosts(), vec!["hash.test".to_string(), "rr.test".to_string()]);
+    assert_eq!(api.config().1["maintenance"], json!([]));
+    let who: std::collections::HashSet<String> = (0..3).map(|i| served(&rw, "hash.test", &format!("/{i}"))).collect();
+    assert_eq!(who.len(), 1, "one client, one backend: {who:?}");
+}

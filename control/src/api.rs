@@ -59,6 +59,14 @@ impl ApiResponse {
 pub enum Outcome {
     /// Answer now; nothing changes.
     Reply(ApiResponse),
+    /// A dry run: answer `reply` (the would-be result); `next` is the state
+    /// the change would make (for an impact report), and nothing changes.
+    DryRun {
+        /// The state the change would make.
+        next: Box<State>,
+        /// The answer.
+        reply: ApiResponse,
+    },
     /// Commit `next` (produced by `change`), then answer `reply`.
     Commit {
         /// The change, for logs and replay.
@@ -249,7 +257,7 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
                 let mut r = reply;
                 r.status = 200;
                 r.body = json!({"dryRun": true, "result": r.body, "generation": next.generation});
-                Outcome::Reply(r)
+                Outcome::DryRun { next: Box::new(next), reply: r }
             }
             Ok(()) => {
                 let mut r = reply;
@@ -470,7 +478,7 @@ mod tests {
 
     fn status(o: &Outcome) -> u16 {
         match o {
-            Outcome::Reply(r) => r.status,
+            Outcome::Reply(r) | Outcome::DryRun { reply: r, .. } => r.status,
             Outcome::Commit { reply, .. } => reply.status,
         }
     }
@@ -510,7 +518,8 @@ mod tests {
     fn dry_run_commits_nothing() {
         let body = r#"{"vHost":"a.com"}"#;
         let o = call(&State::default(), "POST", "/api/v1/routes?dryRun=true", body);
-        let Outcome::Reply(r) = o else { panic!("dry run must not commit") };
+        let Outcome::DryRun { reply: r, next } = o else { panic!("dry run must not commit") };
+        assert_eq!(next.routes.len(), 1, "the would-be state");
         assert_eq!((r.status, r.body["dryRun"].as_bool()), (200, Some(true)));
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 mod explain;
+mod impact;
 pub mod probe;
 mod purge;
 pub mod statefile;
@@ -787,6 +788,11 @@ impl Controller {
                     let mut a = AdminReply::json(resp.status, &resp.body);
                     a.etag = resp.etag;
                     a
+                }
+                Outcome::DryRun { next, reply } => {
+                    let mut body = reply.body;
+                    body["impact"] = self.impact(&next);
+                    AdminReply::json(reply.status, &body)
                 }
                 Outcome::Commit { change, next, reply } => {
                     tracing::info!(change = ?change_name(&change), generation = next.generation, "api change");
