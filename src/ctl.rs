@@ -8,9 +8,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 /// Usage text.
-pub const HELP: &str = "USAGE: ringway ctl [--admin ADDR] [--token TOKEN] COMMAND
+pub const HELP: &str = "USAGE: ringway ctl [--admin ADDR] [--token TOKEN] [--dry-run] COMMAND
 
 ADDR defaults to $RINGWAY_ADMIN or 127.0.0.1:9901; TOKEN to $RINGWAY_TOKEN.
+--dry-run: a write changes nothing and prints its impact (routes added,
+removed or changed; for IP_HASH pools the share of clients that move).
 
 COMMANDS:
     routes                              list routes and their backends
@@ -28,6 +30,8 @@ COMMANDS:
 struct Client {
     admin: String,
     token: Option<String>,
+    /// `--dry-run`: writes go as `?dryRun=true`; their impact, as text.
+    dry_run: Option<std::cell::RefCell<Option<String>>>,
 }
 
 struct Reply {
@@ -37,6 +41,18 @@ struct Reply {
 
 impl Client {
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
+        let Some(impact) = self.dry_run.as_ref().filter(|_| method != "GET") else {
+            return self.send(method, path, body);
+        };
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = self.send(method, &format!("{path}{sep}dryRun=true"), body)?;
+        if r.status == 200 {
+            *impact.borrow_mut() = Some(impact_table(&r.body));
+        }
+        Ok(r)
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
         let mut s = TcpStream::connect(&self.admin).map_err(|e| format!("cannot reach {}: {e}", self.admin))?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
@@ -95,6 +111,23 @@ fn circuit(be: &Value) -> String {
     }
 }
 
+/// A dry run's impact as a table.
+fn impact_table(v: &Value) -> String {
+    let mut rows = vec![vec![
+        "VHOST".into(),
+        "CHANGE".into(),
+        "BACKENDS ADDED".into(),
+        "BACKENDS REMOVED".into(),
+        "CLIENTS MOVED".into(),
+    ]];
+    let list = |x: &Value| x.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    for r in v["impact"]["routes"].as_array().into_iter().flatten() {
+        let moved = r["movedPercent"].as_f64().map_or("-".to_string(), |m| format!("{m:.1} %"));
+        rows.push(vec![s(&r["vHost"]), s(&r["change"]), list(&r["backendsAdded"]), list(&r["backendsRemoved"]), moved]);
+    }
+    format!("dry run: nothing changed\n{}", table(&rows))
+}
+
 /// A query value, percent-encoded (all but unreserved characters and `/`).
 fn query_enc(v: &str) -> String {
     v.bytes()
@@ -142,18 +175,29 @@ pub fn run(args: &[String]) -> Result<String, String> {
     let mut admin = std::env::var("RINGWAY_ADMIN").unwrap_or_else(|_| "127.0.0.1:9901".into());
     let mut token = std::env::var("RINGWAY_TOKEN").ok();
     let mut rest = Vec::new();
+    let mut dry_run = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--admin" => admin = it.next().cloned().ok_or("--admin needs a value")?,
             "--token" => token = Some(it.next().cloned().ok_or("--token needs a value")?),
+            "--dry-run" => dry_run = Some(Default::default()),
             "--help" | "-h" => return Ok(HELP.to_string()),
             _ => rest.push(a.as_str()),
         }
     }
-    let c = Client { admin, token };
+    let c = Client { admin, token, dry_run };
+    let out = command(&c, &rest);
+    // A dry run's answer is its impact, whatever the command prints.
+    match c.dry_run.and_then(|d| d.into_inner()) {
+        Some(impact) => Ok(impact),
+        None => out,
+    }
+}
+
+fn command(c: &Client, rest: &[&str]) -> Result<String, String> {
     let ok = |r: Reply, want: &[u16]| if want.contains(&r.status) { Ok(r) } else { Err(show_error(&r)) };
-    match rest.as_slice() {
+    match rest {
         ["routes"] => {
             let r = ok(c.call("GET", "/api/v1/routes", None)?, &[200])?;
             let mut rows = vec![vec!["VHOST".into(), "ID".into(), "STRATEGY".into(), "BACKENDS".into()]];

@@ -732,6 +732,15 @@ fn a_dry_run_reports_its_impact_and_how_many_ip_hash_clients_would_move() {
     assert_eq!((&rows[0]["change"], &rows[0]["movedPercent"]), (&json!("added"), &Value::Null));
     let rows = impact(api.post("/api/v1/routes/rr.test/backends?dryRun=true", &bs[1].config()).expect(200, "dry rr"));
     assert_eq!((&rows[0]["change"], &rows[0]["movedPercent"]), (&json!("changed"), &Value::Null));
+    // The ctl shows it as a table.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(["ctl", "--dry-run", "add-backend", "hash.test", &format!("127.0.0.1:{}", bs[3].port()), "1", "d"])
+        .env("RINGWAY_ADMIN", rw.admin_addr().to_string())
+        .output()
+        .expect("run ringway ctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().find(|l| l.starts_with("hash.test")).unwrap_or("");
+    assert!(text.starts_with("dry run: nothing changed") && row.contains("changed") && row.contains('%'), "{text}");
     // Nothing changed.
     assert_eq!(api.vhosts(), vec!["hash.test".to_string(), "rr.test".to_string()]);
     assert_eq!(api.config().1["maintenance"], json!([]));
