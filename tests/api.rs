@@ -619,6 +619,8 @@ fn explain_names_the_route_rule_forwarded_path_and_each_backends_eligibility() {
     let b = Backend::respond(200, "b").named("b").start();
     let c = Backend::respond(200, "c").named("c").start();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut rate_limited = route("rl.test", "ROUND_ROBIN", vec![a.config()]);
+    rate_limited["rateLimit"] = json!({"requestsPerSecond": 100, "burst": 10, "key": "header:X-Api-Key"});
     let mut api_route = route("api.test", "ROUND_ROBIN", vec![a.config()]);
     api_route["paths"] = json!([{"prefix": "/api", "stripPrefix": true, "backends": [b.config()]}]);
     let rw = Ringway::start(admin_config(vec![
@@ -631,9 +633,21 @@ fn explain_names_the_route_rule_forwarded_path_and_each_backends_eligibility() {
         ),
         route("*.wild.test", "ROUND_ROBIN", vec![c.config()]),
         route("*", "ROUND_ROBIN", vec![c.config()]),
+        rate_limited,
     ]));
     let api = rw.api();
     let explain = |q: &str| api.get(&format!("/api/v1/explain?{q}")).expect(200, q).json;
+    // What a header-keyed rate limit counts this request under.
+    let e = explain("host=rl.test&header=X-Api-Key%3A%20k1&header=Accept:*/*");
+    assert_eq!(
+        (&e["rateLimitKey"], &e["policies"]["rateLimit"]["key"]),
+        (&json!("k1"), &json!("header:x-api-key")),
+        "{e}"
+    );
+    assert_eq!(
+        api.get("/api/v1/explain?host=rl.test&header=nocolon").expect(400, "bad header").field(),
+        Some("header")
+    );
 
     // How the host matched, the rule, and what the backend would see.
     let e = explain("host=API.test:8080&path=/api/users%3Fx%3D1");

@@ -31,6 +31,20 @@ fn policies_view(p: &control::policy::Policies) -> Value {
     Value::Object(m)
 }
 
+/// The key the route's rate limit would count this request under (null
+/// without a rate limit, or without the client's address when it counts
+/// by address).
+fn rate_key(explained: &Value, client: Option<IpAddr>, headers: &[(String, String)]) -> Value {
+    match explained["policies"]["rateLimit"]["key"].as_str() {
+        Some("clientIp") => client.map_or(Value::Null, |c| json!(c.to_string())),
+        Some(k) => {
+            let name = k.strip_prefix("header:").unwrap_or(k).to_ascii_lowercase();
+            json!(headers.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str()))
+        }
+        None => Value::Null,
+    }
+}
+
 impl Controller {
     /// Answers `GET /api/v1/explain`.
     pub(super) fn explain_reply(&self, method: &str, q: &str) -> AdminReply {
@@ -59,7 +73,18 @@ impl Controller {
         for (i, r) in self.state.routes.iter().enumerate() {
             table.set(&r.vhost, i);
         }
-        let request = json!({"host": host, "path": path, "client": client.map(|c| c.to_string())});
+        // `header=Name:Value`, repeatable: what header-keyed policies see.
+        let mut headers = Vec::new();
+        for v in q.split('&').filter_map(|kv| kv.strip_prefix("header=")) {
+            match control::api::percent_decode(v).as_deref().and_then(|h| h.split_once(':')) {
+                Some((n, v)) if !n.trim().is_empty() => {
+                    headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                }
+                _ => return bad("header", "header must be Name:Value"),
+            }
+        }
+        let request = json!({"host": host, "path": path, "client": client.map(|c| c.to_string()),
+                             "headers": headers.iter().map(|(n, v)| format!("{n}: {v}")).collect::<Vec<_>>()});
         let Some(route) = table.lookup(Some(host.as_bytes())).and_then(|&i| self.state.routes.get(i)) else {
             return AdminReply::json(
                 200,
@@ -67,7 +92,9 @@ impl Controller {
                         "message": format!("no route matches host {host:?} and there is no catch-all route")}),
             );
         };
-        AdminReply::json(200, &self.explain_route(route, request, &path, client))
+        let mut v = self.explain_route(route, request, &path, client);
+        v["rateLimitKey"] = rate_key(&v, client, &headers);
+        AdminReply::json(200, &v)
     }
 
     fn explain_route(&self, route: &Route, request: Value, path: &str, client: Option<IpAddr>) -> Value {
