@@ -12,6 +12,7 @@ USAGE:
     ringway demo [--listen ADDR] [--workers N]
     ringway ctl [--admin ADDR] [--token T] COMMAND   (see ringway ctl --help)
     ringway help
+    ringway --version
 
 COMMANDS:
     run     Run the proxy with a JSON config file. Prints one line
@@ -181,6 +182,10 @@ fn serve(config: control::model::Config, config_path: Option<&str>, args: &Args)
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let cmd = argv.get(1).map(String::as_str).unwrap_or("help");
+    if matches!(cmd, "--version" | "-V" | "version") {
+        println!("ringway {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     if cmd == "ctl" {
         return match ringway::ctl::run(argv.get(2..).unwrap_or(&[])) {
             Ok(out) => {

@@ -101,3 +101,38 @@ fn an_idle_ringway_does_not_spin() {
         assert!(used < 30, "ringway used {used} ticks of CPU while idle (admin: {admin})");
     }
 }
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway")).arg("--version").output().expect("run ringway");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("ringway {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// The example systemd unit passes `systemd-analyze verify` (scripts/test.sh
+/// installs it) with this binary in place of /usr/local/bin/ringway, and
+/// runs the commands this binary has.
+#[test]
+fn the_example_systemd_unit_verifies_and_uses_real_commands() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringway.service")).expect("unit");
+    let dir = std::env::temp_dir().join(format!("ringway-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("ringway.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/ringway", env!("CARGO_BIN_EXE_ringway"))).expect("write");
+    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Only complaints about this unit count (not the host's other units).
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("ringway.service")).collect();
+    assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify:\n{stderr}");
+    for line in [
+        "ExecStart=/usr/local/bin/ringway run --config",
+        "ExecReload=/usr/local/bin/ringway check --config",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "LimitNOFILE=",
+    ] {
+        assert!(unit.contains(line), "missing {line:?}");
+    }
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_ringway")).args(["run", "--help"]).output().expect("run");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--config FILE"));
+}
