@@ -15,8 +15,11 @@ use crate::http::{
 use crate::upstream::{Backend, Upstream};
 
 /// Streams an HTTP/2 backend may refuse per request before it counts as a
-/// failed attempt.
-const MAX_REFUSED: u32 = 3;
+/// failed attempt (a refused stream was not processed: RFC 9113 §8.7 makes
+/// it safe to send again). Each retry waits a little longer (1, 2, … ms),
+/// so a burst past the backend's limit waits for streams to finish instead
+/// of failing: at most 36 ms in all.
+const MAX_REFUSED: u32 = 8;
 
 /// Picks backends until one answers or the error forbids another try;
 /// answers the last error when none did.
@@ -121,6 +124,7 @@ async fn attempt(
                 // Not processed (an HTTP/2 backend at its stream limit):
                 // a new stream on the same backend, whatever the method.
                 refused += 1;
+                monoio::time::sleep(Duration::from_millis(u64::from(refused))).await;
                 up = backend.connect_fresh(connect).await?;
             }
             Err(e) if e.kind == Kind::StaleConnection => {
