@@ -251,15 +251,35 @@ struct Provider {
 }
 
 fn provider() -> Provider {
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let addr = head_server(move |head| {
+        let lower = head.to_ascii_lowercase();
+        seen.lock().expect("lock").push(head.to_string());
+        if lower.contains("authorization: bearer good") {
+            "HTTP/1.1 200 OK\r\nX-User: alice\r\nX-Other: no\r\nContent-Length: 0\r\n\r\n".to_string()
+        } else if lower.contains("authorization: bearer forbidden") {
+            "HTTP/1.1 403 Forbidden\r\nContent-Length: 8\r\n\r\nno entry".to_string()
+        } else {
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"p\"\r\nContent-Length: 11\r\n\r\nwho are you"
+                .to_string()
+        }
+    });
+    Provider { addr, asked }
+}
+
+/// A keep-alive HTTP/1.1 server on 127.0.0.1 for bodiless requests: each
+/// request's head (request line and fields, without the blank line) goes to
+/// `respond`, whose answer is written back as it is.
+fn head_server(respond: impl Fn(&str) -> String + Send + Sync + 'static) -> std::net::SocketAddr {
     use std::io::{BufRead, BufReader, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
-    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = asked.clone();
+    let respond = std::sync::Arc::new(respond);
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(conn) = conn else { return };
-            let seen = seen.clone();
+            let respond = respond.clone();
             std::thread::spawn(move || {
                 let mut w = conn.try_clone().expect("clone");
                 let mut r = BufReader::new(conn);
@@ -267,32 +287,22 @@ fn provider() -> Provider {
                     let mut head = String::new();
                     loop {
                         let mut line = String::new();
-                        match r.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
+                        if !matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+                            return;
                         }
                         if line == "\r\n" {
                             break;
                         }
                         head.push_str(&line);
                     }
-                    let lower = head.to_ascii_lowercase();
-                    seen.lock().expect("lock").push(head);
-                    let reply: &[u8] = if lower.contains("authorization: bearer good") {
-                        b"HTTP/1.1 200 OK\r\nX-User: alice\r\nX-Other: no\r\nContent-Length: 0\r\n\r\n"
-                    } else if lower.contains("authorization: bearer forbidden") {
-                        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 8\r\n\r\nno entry"
-                    } else {
-                        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"p\"\r\nContent-Length: 11\r\n\r\nwho are you"
-                    };
-                    if w.write_all(reply).is_err() {
+                    if w.write_all(respond(&head).as_bytes()).is_err() {
                         return;
                     }
                 }
             });
         }
     });
-    Provider { addr, asked }
+    addr
 }
 
 #[test]
@@ -356,62 +366,30 @@ fn the_seeds_string_form_of_auth_provider_is_refused_showing_the_object_form() {
 /// Accept-Language and answers with it), `/star` (Vary: *), `/slow`
 /// (cacheable, after 300 ms). Counts requests per path.
 fn cache_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>) {
-    use std::io::{BufRead, BufReader, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
     let hits = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
     let seen = hits.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { return };
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().expect("clone");
-                let mut r = BufReader::new(conn);
-                loop {
-                    let mut first = String::new();
-                    if !matches!(r.read_line(&mut first), Ok(n) if n > 0) {
-                        return;
-                    }
-                    let mut lang = String::from("none");
-                    loop {
-                        let mut line = String::new();
-                        if !matches!(r.read_line(&mut line), Ok(n) if n > 0) {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("accept-language:") {
-                            lang = v.trim().to_string();
-                        }
-                    }
-                    let path = first.split(' ').nth(1).unwrap_or("").to_string();
-                    *seen.lock().expect("lock").entry(path.clone()).or_insert(0) += 1;
-                    let extra = match path.split('?').next().unwrap_or("") {
-                        "/nostore" => "cache-control: no-store\r\n",
-                        "/cookie" => "set-cookie: s=1\r\n",
-                        "/short" => "cache-control: max-age=1\r\n",
-                        "/bare" => "",
-                        "/vary" => "vary: Accept-Language\r\n",
-                        "/star" => "vary: *\r\n",
-                        "/slow" => {
-                            std::thread::sleep(Duration::from_millis(300));
-                            "cache-control: public\r\n"
-                        }
-                        _ => "cache-control: public\r\n",
-                    };
-                    let body = if path == "/vary" { format!("lang {lang}") } else { format!("body of {path}") };
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if w.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+    let addr = head_server(move |head| {
+        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+        let lang = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("accept-language:").map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| "none".to_string());
+        *seen.lock().expect("lock").entry(path.clone()).or_insert(0) += 1;
+        let extra = match path.split('?').next().unwrap_or("") {
+            "/nostore" => "cache-control: no-store\r\n",
+            "/cookie" => "set-cookie: s=1\r\n",
+            "/short" => "cache-control: max-age=1\r\n",
+            "/bare" => "",
+            "/vary" => "vary: Accept-Language\r\n",
+            "/star" => "vary: *\r\n",
+            "/slow" => {
+                std::thread::sleep(Duration::from_millis(300));
+                "cache-control: public\r\n"
+            }
+            _ => "cache-control: public\r\n",
+        };
+        let body = if path == "/vary" { format!("lang {lang}") } else { format!("body of {path}") };
+        format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\n\r\n{body}", body.len())
     });
     (addr, hits)
 }

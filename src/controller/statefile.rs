@@ -168,12 +168,6 @@ impl Log {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a crash at any moment leaves the
-/// old or the new file.
-pub fn write_bytes(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomically(path, |f| f.write_all(bytes))
-}
-
 /// Writes a file through `fill` atomically (temporary file, fsync, rename,
 /// fsync of the directory).
 fn write_atomically(path: &Path, fill: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>) -> io::Result<()> {
