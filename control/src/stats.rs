@@ -365,6 +365,22 @@ pub struct StatsStore {
     backends: HashMap<BackendKey, BackendAgg>,
     levels: BTreeMap<usize, Levels>,
     protocols: Protocols,
+    /// One sample a second of the global totals, the last `HISTORY` seconds.
+    history: std::collections::VecDeque<Sample>,
+}
+
+/// Seconds of global history kept for the dashboard's charts.
+pub const HISTORY: usize = 300;
+
+/// The global totals at one second (rates are differences of neighbours).
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    second: u64,
+    requests: u64,
+    status: [u64; 5],
+    /// Latency quantiles over the current 10-second slice (µs).
+    p50: u64,
+    p99: u64,
 }
 
 /// How a backend stands, for the stats view.
@@ -401,6 +417,33 @@ impl StatsStore {
         }
         self.levels.insert(worker, d.levels);
         self.protocols.add(&d.protocols);
+    }
+
+    /// Records the global totals at second `now` (called once a second).
+    pub fn sample(&mut self, now: u64) {
+        let g = &self.global;
+        let slice = g.latency.last().filter(|(s, _)| *s == now / 10).map(|(_, h)| h);
+        let q = |x: f64| slice.map_or(0, |h| h.quantile(x));
+        let s = Sample { second: now, requests: g.total.requests, status: g.total.status, p50: q(0.5), p99: q(0.99) };
+        if self.history.back().is_some_and(|b| b.second == now) {
+            self.history.pop_back();
+        }
+        self.history.push_back(s);
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    /// `GET /api/v1/history`: the samples, oldest first, as columns.
+    pub fn history_json(&self) -> Value {
+        let col = |f: &dyn Fn(&Sample) -> u64| Value::Array(self.history.iter().map(|s| json!(f(s))).collect());
+        json!({
+            "second": col(&|s| s.second),
+            "requests": col(&|s| s.requests),
+            "1xx": col(&|s| s.status[0]), "2xx": col(&|s| s.status[1]), "3xx": col(&|s| s.status[2]),
+            "4xx": col(&|s| s.status[3]), "5xx": col(&|s| s.status[4]),
+            "p50Us": col(&|s| s.p50), "p99Us": col(&|s| s.p99),
+        })
     }
 
     /// Every worker's levels, summed.

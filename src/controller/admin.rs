@@ -1,22 +1,27 @@
 //! The admin listener: HTTP/1.1 on loopback (by default), parsed with the
-//! data plane's own codec. It checks what must hold before anything else
-//! (body size, the bearer token, Host and Origin against DNS rebinding),
-//! then hands the request to the control thread — the single writer — and
-//! writes back what it answers. A thread per connection, bounded: admin
-//! traffic is a trickle, and blocking I/O here never touches a worker.
+//! data plane's own codec, served as async tasks on the control side's I/O
+//! runtime (`controller::io`), so long-lived dashboard connections cost a
+//! task and a buffer, never a thread. It checks what must hold before
+//! anything else (body size, Host and Origin against DNS rebinding, the
+//! bearer token), serves the dashboard's embedded files itself, and hands
+//! every API request to the control thread — the single writer — and
+//! writes back what it answers.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
 
 use crate::http::{parse_request, HeadLimits};
+use crate::worker::inbox::{inbox, InboxSender};
 
-/// Most admin connections at once.
-const MAX_CONNECTIONS: usize = 64;
+/// Most admin connections at once (each holds at most one request: a
+/// 16 KiB head and a 1 MiB body).
+const MAX_CONNECTIONS: usize = 256;
 /// Idle and I/O timeout of an admin connection.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request body.
@@ -50,13 +55,15 @@ pub struct AdminReply {
     pub content_type: &'static str,
     /// ETag generation.
     pub etag: Option<u64>,
+    /// Extra header lines (each ending in CRLF), e.g. a page's security policy.
+    pub headers: &'static str,
 }
 
 impl AdminReply {
     /// A JSON reply.
     pub fn json(status: u16, body: &serde_json::Value) -> AdminReply {
         let body = if status == 204 { Vec::new() } else { serde_json::to_vec(body).unwrap_or_default() };
-        AdminReply { status, body, content_type: "application/json", etag: None }
+        AdminReply { status, body, content_type: "application/json", etag: None, headers: "" }
     }
 
     fn error(status: u16, error: &str, message: &str) -> AdminReply {
@@ -64,12 +71,15 @@ impl AdminReply {
     }
 }
 
+/// Where the control thread sends an answer.
+pub type ReplyTx = InboxSender<AdminReply>;
+
 /// A request and where to send its answer.
 pub struct AdminCall {
     /// The request.
     pub request: AdminRequest,
-    /// The answer goes here.
-    pub reply: Sender<AdminReply>,
+    /// The answer goes here (it wakes the waiting connection task).
+    pub reply: ReplyTx,
 }
 
 /// Listener settings.
@@ -81,23 +91,37 @@ pub struct AdminSettings {
     pub token: Option<String>,
 }
 
-/// Accepts admin connections until the channel to the control thread closes.
-pub fn serve(listener: TcpListener, settings: AdminSettings, calls: Sender<AdminCall>) {
-    let open = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        if open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
-            open.fetch_sub(1, Ordering::Relaxed);
+/// Accepts admin connections on the current monoio runtime until the
+/// runtime ends (the control side's I/O thread ends with the control loop).
+pub async fn serve(listener: std::net::TcpListener, settings: AdminSettings, calls: Sender<AdminCall>) {
+    let listener = match listener.set_nonblocking(true).and_then(|()| monoio::net::TcpListener::from_std(listener)) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener did not start");
+            return;
+        }
+    };
+    let settings = Rc::new(settings);
+    let open = Rc::new(Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors or the like: wait rather than spin.
+                tracing::warn!(error = %e, "admin accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.get() >= MAX_CONNECTIONS {
             continue;
         }
-        let (settings, calls, open2) = (settings.clone(), calls.clone(), open.clone());
-        let spawned = std::thread::Builder::new().name("ringway-admin-conn".into()).spawn(move || {
-            connection(stream, &settings, &calls);
-            open2.fetch_sub(1, Ordering::Relaxed);
+        open.set(open.get() + 1);
+        let (settings, calls, open) = (settings.clone(), calls.clone(), open.clone());
+        monoio::spawn(async move {
+            connection(stream, &settings, &calls).await;
+            open.set(open.get() - 1);
         });
-        if spawned.is_err() {
-            open.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 }
 
@@ -130,13 +154,15 @@ fn allowed_authority(authority: &str, admin: SocketAddr) -> bool {
     }
 }
 
-fn write_reply(s: &mut TcpStream, r: &AdminReply, close: bool) -> bool {
+/// The reply's bytes: head and body.
+fn reply_bytes(r: &AdminReply, close: bool) -> Vec<u8> {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\n{}",
         r.status,
         crate::http::reason_phrase(r.status),
         r.content_type,
-        r.body.len()
+        r.body.len(),
+        r.headers
     );
     if let Some(g) = r.etag {
         head.push_str(&format!("etag: \"{g}\"\r\n"));
@@ -148,13 +174,80 @@ fn write_reply(s: &mut TcpStream, r: &AdminReply, close: bool) -> bool {
         head.push_str("connection: close\r\n");
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).is_ok() && s.write_all(&r.body).is_ok()
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&r.body);
+    out
 }
 
-fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<AdminCall>) {
-    if s.set_read_timeout(Some(IO_TIMEOUT)).is_err() || s.set_write_timeout(Some(IO_TIMEOUT)).is_err() {
-        return;
+async fn write_reply(s: &mut TcpStream, r: &AdminReply, close: bool) -> bool {
+    let bytes = reply_bytes(r, close);
+    matches!(monoio::time::timeout(IO_TIMEOUT, s.write_all(bytes)).await, Ok((Ok(_), _)))
+}
+
+/// Reads more bytes into `buf`; false at end of stream, on error or after
+/// the idle timeout.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let chunk = Vec::with_capacity(8192);
+    match monoio::time::timeout(IO_TIMEOUT, s.read(chunk)).await {
+        Ok((Ok(n), chunk)) if n > 0 => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        _ => false,
     }
+}
+
+/// The parts of a request head the checks and the handlers look at.
+struct Head {
+    method: String,
+    target: String,
+    host: Option<String>,
+    origin: Option<String>,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    if_match: Option<String>,
+}
+
+/// The checks that come before any handling: Host and Origin name this
+/// listener or localhost (against DNS rebinding), then the token. The
+/// dashboard's files need no token (they hold no data; the page asks for it).
+fn check(head: &Head, settings: &AdminSettings, path: &str) -> Option<AdminReply> {
+    let host_ok = head.host.as_deref().is_none_or(|h| allowed_authority(h, settings.addr));
+    let origin_ok = head.origin.as_deref().is_none_or(|o| {
+        let a = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+        a.is_some_and(|a| allowed_authority(a.trim_end_matches('/'), settings.addr))
+    });
+    if !host_ok || !origin_ok {
+        return Some(AdminReply::error(403, "forbidden", "Host and Origin must name the admin address or localhost"));
+    }
+    if super::dashboard::is_page(path) {
+        return None;
+    }
+    let auth_ok = match &settings.token {
+        None => true,
+        Some(t) => head
+            .authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|given| same(given.trim().as_bytes(), t.as_bytes())),
+    };
+    (!auth_ok).then(|| AdminReply::error(401, "unauthorized", "send Authorization: Bearer <token>"))
+}
+
+/// Hands a request to the control thread and waits (bounded) for its answer.
+async fn ask_control(request: AdminRequest, calls: &Sender<AdminCall>) -> AdminReply {
+    let (tx, rx) = inbox();
+    // Never block the I/O thread: a full queue is a busy control thread.
+    if calls.try_send(AdminCall { request, reply: tx }).is_err() {
+        return AdminReply::error(503, "unavailable", "the control thread is busy or shutting down");
+    }
+    match monoio::time::timeout(IO_TIMEOUT, rx.recv()).await {
+        Ok(Some(reply)) => reply,
+        _ => AdminReply::error(503, "unavailable", "the control thread did not answer"),
+    }
+}
+
+async fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<AdminCall>) {
     let limits = HeadLimits { max_head_bytes: 16 * 1024, max_headers: 64 };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut headers = Vec::new();
@@ -165,16 +258,12 @@ fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<AdminCa
                 Ok(Some(r)) => break r,
                 Ok(None) => {}
                 Err(e) => {
-                    write_reply(&mut s, &AdminReply::error(e.status(), "badRequest", e.reason()), true);
+                    write_reply(&mut s, &AdminReply::error(e.status(), "badRequest", e.reason()), true).await;
                     return;
                 }
             }
-            let mut chunk = [0u8; 4096];
-            match s.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+            if !read_more(&mut s, &mut buf).await {
+                return;
             }
         };
         let close = !req.keep_alive;
@@ -183,21 +272,18 @@ fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<AdminCa
             crate::http::BodyKind::None => 0,
             crate::http::BodyKind::Length(n) if n as usize <= MAX_BODY => n as usize,
             crate::http::BodyKind::Length(_) => {
-                write_reply(&mut s, &AdminReply::error(413, "bodyTooLarge", "the body is over 1 MiB"), true);
+                write_reply(&mut s, &AdminReply::error(413, "bodyTooLarge", "the body is over 1 MiB"), true).await;
                 return;
             }
             _ => {
-                write_reply(&mut s, &AdminReply::error(411, "lengthRequired", "send a Content-Length body"), true);
+                let r = AdminReply::error(411, "lengthRequired", "send a Content-Length body");
+                write_reply(&mut s, &r, true).await;
                 return;
             }
         };
         while buf.len() < req.head_len + body_len {
-            let mut chunk = [0u8; 8192];
-            match s.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+            if !read_more(&mut s, &mut buf).await {
+                return;
             }
         }
         let text =
@@ -211,47 +297,38 @@ fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<AdminCa
                 })
                 .map(|h| text(h.value))
         };
-        // Checks that come before any handling.
-        let host_ok = header("host").is_none_or(|h| allowed_authority(&h, settings.addr));
-        let origin_ok = header("origin").is_none_or(|o| {
-            let a = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
-            a.is_some_and(|a| allowed_authority(a.trim_end_matches('/'), settings.addr))
-        });
-        let auth_ok = match &settings.token {
-            None => true,
-            Some(t) => header("authorization")
-                .and_then(|a| a.strip_prefix("Bearer ").map(|x| x.trim().to_string()))
-                .is_some_and(|given| same(given.as_bytes(), t.as_bytes())),
+        let head = Head {
+            method: text(req.method_span),
+            target: text(req.path),
+            host: header("host"),
+            origin: header("origin"),
+            authorization: header("authorization"),
+            content_type: header("content-type"),
+            if_match: header("if-match"),
         };
-        let target = text(req.path);
-        let (path, query) = match target.split_once('?') {
+        let (path, query) = match head.target.split_once('?') {
             Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (target.clone(), String::new()),
+            None => (head.target.clone(), String::new()),
         };
-        let reply = if !host_ok || !origin_ok {
-            AdminReply::error(403, "forbidden", "Host and Origin must name the admin address or localhost")
-        } else if !auth_ok {
-            AdminReply::error(401, "unauthorized", "send Authorization: Bearer <token>")
-        } else {
-            let request = AdminRequest {
-                method: text(req.method_span),
-                path,
-                query,
-                body: buf[req.head_len..req.head_len + body_len].to_vec(),
-                content_type: header("content-type"),
-                if_match: header("if-match"),
-            };
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            if calls.send(AdminCall { request, reply: tx }).is_err() {
-                AdminReply::error(503, "unavailable", "ringway is shutting down")
-            } else {
-                rx.recv_timeout(IO_TIMEOUT)
-                    .unwrap_or_else(|_| AdminReply::error(503, "unavailable", "the control thread did not answer"))
-            }
+        let reply = match check(&head, settings, &path) {
+            Some(refused) => refused,
+            None => match super::dashboard::page(&head.method, &path) {
+                Some(page) => page,
+                None => {
+                    let request = AdminRequest {
+                        method: head.method,
+                        path,
+                        query,
+                        body: buf[req.head_len..req.head_len + body_len].to_vec(),
+                        content_type: head.content_type,
+                        if_match: head.if_match,
+                    };
+                    ask_control(request, calls).await
+                }
+            },
         };
-        let done = req.head_len + body_len;
-        buf.drain(..done);
-        if !write_reply(&mut s, &reply, close) || close {
+        buf.drain(..req.head_len + body_len);
+        if !write_reply(&mut s, &reply, close).await || close {
             return;
         }
     }

@@ -4,8 +4,10 @@
 //! Blocking work (probes, name resolution) stays off the workers.
 
 pub mod admin;
+mod dashboard;
 mod explain;
 mod impact;
+mod io;
 pub mod probe;
 mod purge;
 pub mod statefile;
@@ -104,6 +106,8 @@ pub struct Controller {
     started: Instant,
     /// Id of the last stats flush asked of the workers.
     flush_id: u64,
+    /// When the next one-second sample of the global totals is due.
+    next_sample: Instant,
     /// The config file's certificates (loaded and checked at start).
     static_certs: Vec<(control::api::CertMeta, bool)>,
     /// The TLS state of the last snapshot, and a fingerprint of what it
@@ -126,7 +130,7 @@ pub struct Channels {
 /// Who asked for a change, and what to answer once it is applied.
 enum Origin {
     /// An API write: the reply channel and the answer on success.
-    Api { reply: Sender<AdminReply>, ok: AdminReply },
+    Api { reply: admin::ReplyTx, ok: AdminReply },
     /// SIGHUP.
     Reload,
 }
@@ -201,6 +205,7 @@ impl Controller {
             stats: control::stats::StatsStore::default(),
             started: Instant::now(),
             flush_id: 0,
+            next_sample: Instant::now(),
             static_certs,
             tls: None,
         }
@@ -715,6 +720,7 @@ impl Controller {
                 body: text.into_bytes(),
                 content_type: "text/plain; version=0.0.4",
                 etag: None,
+                headers: "",
             };
         }
         match path.strip_prefix("/api/v1/stats").map(|r| r.trim_matches('/')) {
@@ -745,6 +751,16 @@ impl Controller {
             if r.method == "GET" {
                 let path = r.path.clone();
                 self.stats_reply(&path)
+            } else {
+                AdminReply::json(
+                    405,
+                    &serde_json::json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}),
+                )
+            }
+        } else if r.path == "/api/v1/info" || r.path == "/api/v1/history" {
+            if r.method == "GET" {
+                let body = if r.path == "/api/v1/info" { self.info_json() } else { self.stats.history_json() };
+                AdminReply::json(200, &body)
             } else {
                 AdminReply::json(
                     405,
@@ -847,6 +863,30 @@ impl Controller {
         }
     }
 
+    /// Once a second: a sample of the global totals for the dashboard.
+    fn sample_history(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_sample {
+            self.stats.sample(self.started.elapsed().as_secs());
+            self.next_sample = now + Duration::from_secs(1);
+        }
+    }
+
+    /// `GET /api/v1/info`: what runs, since when, at which generation.
+    fn info_json(&self) -> serde_json::Value {
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let uptime = self.started.elapsed().as_secs();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptimeSeconds": uptime,
+            "startedAt": unix.saturating_sub(uptime),
+            "workers": self.workers.len(),
+            "generation": self.state.generation,
+            "routes": self.state.routes.len(),
+            "pid": std::process::id(),
+        })
+    }
+
     /// Rested backends (routes without active checks) get their trial.
     fn wake_rested(&mut self) {
         let now = Instant::now();
@@ -914,27 +954,21 @@ impl Controller {
         let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
         let _ = target_tx.send(ProbeCmd::Targets(self.probe_targets()));
         self.targets = Some(target_tx);
-        let driver = crate::runtime::Driver::Auto;
-        let prober = std::thread::Builder::new()
-            .name("ringway-health".into())
-            .spawn(move || probe::run(target_rx, probe_tx, driver));
-        if let Err(e) = &prober {
-            tracing::error!(error = %e, "health checker did not start");
-        }
+        // The control I/O thread: probes, and the admin listener if any.
         let (admin_tx, mut admin_rx) = crossbeam_channel::bounded::<AdminCall>(64);
-        if let Some((listener, settings)) = self.admin.take() {
-            let spawned = std::thread::Builder::new()
-                .name("ringway-admin".into())
-                .spawn(move || admin::serve(listener, settings, admin_tx));
-            if let Err(e) = spawned {
-                let _ = ready.send(Err(format!("admin listener: {e}")));
-                self.shutdown();
-                return;
-            }
-        } else {
+        let admin = self.admin.take().map(|(listener, settings)| io::AdminSide { listener, settings, calls: admin_tx });
+        if admin.is_none() {
             // No listener: a closed channel would make `select!` spin.
-            drop(admin_tx);
             admin_rx = crossbeam_channel::never();
+        }
+        let driver = crate::runtime::Driver::Auto;
+        let spawned = std::thread::Builder::new()
+            .name("ringway-control-io".into())
+            .spawn(move || io::run(target_rx, probe_tx, admin, driver));
+        if let Err(e) = spawned {
+            let _ = ready.send(Err(format!("control I/O thread: {e}")));
+            self.shutdown();
+            return;
         }
         let mut probe_rx = probe_rx;
         let mut resolved_rx = resolved_rx;
@@ -952,6 +986,7 @@ impl Controller {
                 .values()
                 .copied()
                 .chain(resolving)
+                .chain(Some(self.next_sample))
                 .min()
                 .map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
             let (calls, cmds) = if self.pending.is_some() { (&no_calls, &no_cmds) } else { (&admin_rx, &self.cmds) };
@@ -991,6 +1026,7 @@ impl Controller {
                 default(wait) => {},
             }
             self.wake_rested();
+            self.sample_history();
             self.resolve_timeout();
         }
         self.targets = None;

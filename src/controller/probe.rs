@@ -20,7 +20,6 @@ use crossbeam_channel::Sender;
 
 use crate::conn::Stream;
 use crate::http::{BodyKind, HeadLimits, Method};
-use crate::runtime::Driver;
 use crate::upstream::exchange;
 use crate::worker::inbox::Inbox;
 
@@ -244,15 +243,6 @@ fn jittered(d: Duration, key: &BackendKey) -> Duration {
     d.mul_f64(f)
 }
 
-/// The control side's I/O thread body: runs the prober on its own monoio
-/// runtime until the control thread drops its sender.
-pub fn run(cmds: Inbox<ProbeCmd>, results: Sender<ProbeResult>, driver: Driver) {
-    let driver = crate::runtime::resolve_driver(driver);
-    if let Err(e) = crate::runtime::block_on(driver, schedule(cmds, results)) {
-        tracing::error!(error = %e, "health checker runtime did not start");
-    }
-}
-
 /// One target's schedule.
 struct Entry {
     target: Rc<Target>,
@@ -370,7 +360,8 @@ enum Wake {
 /// The prober's loop: takes new target lists and health changes from
 /// `cmds`, starts due probes, sends results. A target is probed every
 /// `interval` while up and every `down_interval` (jittered) while down.
-async fn schedule(cmds: Inbox<ProbeCmd>, results: Sender<ProbeResult>) {
+/// Probes every target on its schedule until the command sender is dropped.
+pub async fn schedule(cmds: Inbox<ProbeCmd>, results: Sender<ProbeResult>) {
     let mut s = Schedule {
         entries: HashMap::new(),
         queue: BinaryHeap::new(),
