@@ -10,6 +10,10 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The dashboard's browser test: Debian's chromium, driven from node.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}"
@@ -21,6 +25,11 @@ fi
 if ! python3 -c "import grpc" >/dev/null 2>&1; then
   echo "== installing grpcio"
   python3 -m pip install -q grpcio 2>/dev/null || python3 -m pip install -q --break-system-packages grpcio
+fi
+# playwright-core (no browser download: it drives the chromium above).
+if [ ! -d tests/dashboard/node_modules/playwright-core ]; then
+  echo "== installing playwright-core"
+  (cd tests/dashboard && npm install --no-audit --no-fund --no-package-lock --silent)
 fi
 
 if cargo fmt --version >/dev/null 2>&1; then

@@ -62,14 +62,14 @@ fn serve_demo(stream: TcpStream, name: &str) {
 }
 
 /// Starts the three backends and builds the demo config.
-pub fn config(listen: &str) -> Result<control::model::Config, String> {
+pub fn config(listen: &str, admin: &str) -> Result<control::model::Config, String> {
     let mut backends = Vec::new();
     for name in ["alpha", "beta", "gamma"] {
         let addr = start_backend(name).map_err(|e| format!("demo backend: {e}"))?;
         backends.push(format!(r#"{{"id":"{name}","hostname":"127.0.0.1","port":{}}}"#, addr.port()));
     }
     let text = format!(
-        r#"{{"listen":["{listen}"],"health":{{"intervalMs":2000}},
+        r#"{{"listen":["{listen}"],"admin":{{"listen":"{admin}"}},"health":{{"intervalMs":2000}},
             "routes":[{{"id":"demo","vHost":"*","strategy":"ROUND_ROBIN","backends":[{}]}}]}}"#,
         backends.join(",")
     );
@@ -77,5 +77,7 @@ pub fn config(listen: &str) -> Result<control::model::Config, String> {
     let host = listen.to_string();
     println!("ringway demo: three backends (alpha, beta, gamma) behind http://{host}/");
     println!("try:  for i in 1 2 3 4 5 6; do curl -s http://{host}/; done");
+    println!("dashboard:  http://{admin}/");
+    println!("ctl:  ringway ctl --admin {admin} stats");
     Ok(config)
 }

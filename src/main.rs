@@ -9,7 +9,7 @@ const HELP: &str = "ringway — HTTP reverse proxy and load balancer (thread per
 USAGE:
     ringway run --config FILE [--workers N] [--driver uring|epoll|auto]
     ringway check --config FILE
-    ringway demo [--listen ADDR] [--workers N]
+    ringway demo [--listen ADDR] [--admin ADDR] [--workers N]
     ringway ctl [--admin ADDR] [--token T] COMMAND   (see ringway ctl --help)
     ringway help
     ringway --version
@@ -21,8 +21,8 @@ COMMANDS:
     check   Validate a config file; print every error with its JSON path;
             exit 1 on error.
     demo    Run ringway on 127.0.0.1:8080 in front of three built-in demo
-            backends on loopback, and print a curl loop that shows the
-            balancing.
+            backends on loopback, with the admin API and dashboard on
+            127.0.0.1:9901, and print a curl loop that shows the balancing.
 ";
 
 const RUN_HELP: &str = "USAGE: ringway run --config FILE [--workers N] [--driver uring|epoll|auto] [--reset-state]
@@ -38,10 +38,12 @@ const CHECK_HELP: &str = "USAGE: ringway check --config FILE
 Validates FILE and prints every error with its JSON path; exit 1 on error.
 ";
 
-const DEMO_HELP: &str = "USAGE: ringway demo [--listen ADDR] [--workers N]
+const DEMO_HELP: &str = "USAGE: ringway demo [--listen ADDR] [--admin ADDR] [--workers N]
 
 Starts three demo backends on loopback and ringway in front of them
-(default 127.0.0.1:8080), then prints a curl loop to try.
+(default 127.0.0.1:8080), with the admin API and the dashboard on
+127.0.0.1:9901 (no token: loopback only), then prints a curl loop, the
+dashboard's URL and a `ringway ctl` example.
 ";
 
 struct Args {
@@ -50,12 +52,20 @@ struct Args {
     workers: Option<usize>,
     driver: Driver,
     listen: Option<String>,
+    admin: Option<String>,
     help: bool,
 }
 
 fn parse_args(rest: &[String]) -> Result<Args, String> {
-    let mut a =
-        Args { config: None, reset_state: false, workers: None, driver: Driver::Uring, listen: None, help: false };
+    let mut a = Args {
+        config: None,
+        reset_state: false,
+        workers: None,
+        driver: Driver::Uring,
+        listen: None,
+        admin: None,
+        help: false,
+    };
     let mut it = rest.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -75,6 +85,7 @@ fn parse_args(rest: &[String]) -> Result<Args, String> {
                 a.driver = Driver::parse(&v).ok_or_else(|| format!("--driver: {v:?} is not uring, epoll or auto"))?;
             }
             "--listen" => a.listen = Some(value("--listen")?),
+            "--admin" => a.admin = Some(value("--admin")?),
             "--reset-state" => a.reset_state = true,
             "--help" | "-h" => a.help = true,
             other => return Err(format!("unexpected argument {other:?}")),
@@ -242,7 +253,8 @@ fn main() -> ExitCode {
         "demo" => {
             init_tracing();
             let listen = args.listen.clone().unwrap_or_else(|| "127.0.0.1:8080".to_string());
-            return match ringway::demo::config(&listen) {
+            let admin = args.admin.clone().unwrap_or_else(|| "127.0.0.1:9901".to_string());
+            return match ringway::demo::config(&listen, &admin) {
                 Ok(c) => serve(c, None, &args),
                 Err(e) => {
                     eprintln!("ringway demo: {e}");
