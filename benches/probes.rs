@@ -149,7 +149,10 @@ fn main() {
     tx.send(ProbeCmd::Targets(targets));
     let prober = std::thread::Builder::new()
         .name("ringway-health".into())
-        .spawn(move || probe::run(rx, res_tx, Driver::Auto))
+        .spawn(move || {
+            let driver = ringway::runtime::resolve_driver(Driver::Auto);
+            ringway::runtime::block_on(driver, probe::schedule(rx, res_tx)).expect("the probe runtime")
+        })
         .expect("prober thread");
 
     // Warm-up: the first round is spread over about n × 100 µs.

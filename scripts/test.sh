@@ -14,6 +14,9 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# The OpenAPI test runs ringway in a network namespace of its own.
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}"
@@ -25,6 +28,11 @@ fi
 if ! python3 -c "import grpc" >/dev/null 2>&1; then
   echo "== installing grpcio"
   python3 -m pip install -q grpcio 2>/dev/null || python3 -m pip install -q --break-system-packages grpcio
+fi
+# The OpenAPI contract test: schemathesis.
+if ! command -v st >/dev/null 2>&1; then
+  echo "== installing schemathesis"
+  python3 -m pip install -q schemathesis 2>/dev/null || python3 -m pip install -q --break-system-packages schemathesis
 fi
 # playwright-core (no browser download: it drives the chromium above).
 if [ ! -d tests/dashboard/node_modules/playwright-core ]; then

@@ -77,7 +77,7 @@ fn the_dashboards_files_are_embedded_guarded_and_need_no_token() {
     assert_eq!(get(admin, &host, "/api/v1/info").status, 401);
     // DNS rebinding: a foreign Host gets nothing, not even the page.
     assert_eq!(get(admin, "evil.example", "/").status, 403);
-    let api = Api { token: Some("t".into()), ..rw.api() };
+    let api = rw.api().with_token("t");
     let info = api.get("/api/v1/info").expect(200, "GET /api/v1/info").json;
     assert_eq!(info["version"], json!(env!("CARGO_PKG_VERSION")));
     assert_eq!(info["routes"], json!(1));

@@ -39,12 +39,14 @@ pub struct ApiResponse {
     pub body: Value,
     /// Generation to send as a quoted ETag.
     pub etag: Option<u64>,
+    /// With 405: the methods the path takes (the `Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiResponse {
     /// A JSON response.
     pub fn json(status: u16, body: Value) -> ApiResponse {
-        ApiResponse { status, body, etag: None }
+        ApiResponse { status, body, etag: None, allow: None }
     }
 
     /// An error response.
@@ -161,6 +163,35 @@ fn err(status: u16, error: &'static str, field: Option<String>, message: impl In
     Outcome::Reply(ApiResponse::error(&ApiError::new(status, error, field, message)))
 }
 
+/// `If-Match`, weighed: 400 when it is not `*` or a list of entity tags,
+/// 412 when no tag names the current generation.
+fn precondition(state: &State, if_match: Option<&str>) -> Option<Outcome> {
+    // An empty If-Match (an empty list) is taken as no condition.
+    let tag = if_match?.trim();
+    if tag == "*" || tag.is_empty() {
+        return None;
+    }
+    let tags: Vec<&str> = tag.split(',').map(|t| t.trim().trim_start_matches("W/")).collect();
+    let well_formed =
+        |t: &&str| t.len() >= 2 && t.starts_with('"') && t.ends_with('"') && !t[1..t.len() - 1].contains('"');
+    if !tags.iter().all(well_formed) {
+        let message = format!("If-Match {tag:?} is not * or a list of entity tags like \"{}\"", state.generation);
+        return Some(err(400, "invalidField", Some("If-Match".into()), message));
+    }
+    let current = format!("\"{}\"", state.generation);
+    if tags.contains(&current.as_str()) {
+        return None;
+    }
+    Some(err(412, "preconditionFailed", None, format!("If-Match {tag} is stale; the current ETag is {current}")))
+}
+
+/// 405 naming the methods `path` takes, in the body and in `Allow`.
+fn not_allowed(allow: &'static str) -> Outcome {
+    let mut r = ApiResponse::error(&ApiError::new(405, "methodNotAllowed", None, format!("use {allow}")));
+    r.allow = Some(allow);
+    Outcome::Reply(r)
+}
+
 fn first_field_error(e: &ConfigErrors) -> ApiError {
     let f = e.0.first();
     ApiError::new(
@@ -195,11 +226,31 @@ fn route_key(segment: &str) -> Option<String> {
     VHost::parse(&percent_decode(segment)?).map(|v| v.key())
 }
 
-fn query_flag(query: &str, name: &str) -> bool {
-    query.split('&').any(|kv| match kv.split_once('=') {
-        Some((k, v)) => k == name && (v == "true" || v == "1"),
-        None => kv == name,
-    })
+/// A boolean query flag: absent → false; bare, `true` or `1` → true;
+/// `false` or `0` → false; anything else is a 400 naming it (never a guess:
+/// `?dryRun=yes` must not commit).
+fn query_flag(query: &str, name: &str) -> Result<bool, ApiError> {
+    let mut flag = false;
+    for kv in query.split('&') {
+        // A bare `?dryRun` means true; `?dryRun=` (empty) is no value.
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+        if k != name {
+            continue;
+        }
+        flag = match v.to_ascii_lowercase().as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(ApiError::new(
+                    400,
+                    "invalidField",
+                    Some(name.into()),
+                    format!("{name} must be true or false"),
+                ))
+            }
+        };
+    }
+    Ok(flag)
 }
 
 #[allow(clippy::result_large_err)] // the error is the reply itself
@@ -227,6 +278,10 @@ fn parse_body<T: serde::de::DeserializeOwned>(req: &ApiRequest<'_>) -> Result<T,
     })
 }
 
+/// The admin API's OpenAPI 3.1 description (`GET /api/v1/openapi.json`);
+/// tests/openapi.rs keeps it true with schemathesis.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Handles one request against the current state.
 pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outcome {
     let Some(rest) = req.path.strip_prefix("/api/v1") else {
@@ -234,36 +289,29 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
     };
     let segs: Vec<&str> = rest.trim_end_matches('/').split('/').skip(1).collect();
     let method = req.method;
-    let write = matches!(method, "POST" | "PUT" | "DELETE" | "PATCH");
-    if write {
-        if let Some(tag) = req.if_match {
-            let current = format!("\"{}\"", state.generation);
-            if tag.trim() != "*" && !tag.split(',').any(|t| t.trim().trim_start_matches("W/") == current) {
-                return err(
-                    412,
-                    "preconditionFailed",
-                    None,
-                    format!("If-Match {tag} is stale; the current ETag is {current}"),
-                );
-            }
-        }
-    }
-    let dry_run = query_flag(req.query, "dryRun");
+
+    // If-Match is weighed last, as RFC 9110 (13.2.1) says: a request that
+    // would fail anyway (a bad body, an unknown route) gets that error.
     let commit = |change: Change, reply: ApiResponse| -> Outcome {
+        let dry_run = match query_flag(req.query, "dryRun") {
+            Ok(d) => d,
+            Err(e) => return Outcome::Reply(ApiResponse::error(&e)),
+        };
         let mut next = state.clone();
-        match next.apply(&change) {
-            Err(e) => Outcome::Reply(ApiResponse::error(&e)),
-            Ok(()) if dry_run => {
-                let mut r = reply;
-                r.status = 200;
-                r.body = json!({"dryRun": true, "result": r.body, "generation": next.generation});
-                Outcome::DryRun { next: Box::new(next), reply: r }
-            }
-            Ok(()) => {
-                let mut r = reply;
-                r.etag = Some(next.generation);
-                Outcome::Commit { change, next: Box::new(next), reply: r }
-            }
+        if let Err(e) = next.apply(&change) {
+            return Outcome::Reply(ApiResponse::error(&e));
+        }
+        if let Some(stale) = precondition(state, req.if_match) {
+            return stale;
+        }
+        let mut r = reply;
+        if dry_run {
+            r.status = 200;
+            r.body = json!({"dryRun": true, "result": r.body, "generation": next.generation});
+            Outcome::DryRun { next: Box::new(next), reply: r }
+        } else {
+            r.etag = Some(next.generation);
+            Outcome::Commit { change, next: Box::new(next), reply: r }
         }
     };
     match (method, segs.as_slice()) {
@@ -421,8 +469,12 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
             }
             None => err(404, "notFound", None, "no such certificate"),
         },
-        (_, ["certificates"]) => err(405, "methodNotAllowed", None, "use GET or POST"),
-        (_, ["certificates", _]) => err(405, "methodNotAllowed", None, "use DELETE"),
+        (_, ["certificates"]) => not_allowed("GET, POST"),
+        (_, ["certificates", _]) => not_allowed("DELETE"),
+        ("GET", ["openapi.json"]) => match serde_json::from_str(OPENAPI) {
+            Ok(doc) => Outcome::Reply(ApiResponse::json(200, doc)),
+            Err(e) => err(500, "internal", None, format!("the embedded OpenAPI document: {e}")),
+        },
         ("GET", ["config"]) => {
             let mut cfg = ctx.static_config.clone();
             if let Value::Object(m) = &mut cfg {
@@ -434,14 +486,14 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
                     Value::Array(state.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect()),
                 );
             }
-            Outcome::Reply(ApiResponse { status: 200, body: cfg, etag: Some(state.generation) })
+            Outcome::Reply(ApiResponse { status: 200, body: cfg, etag: Some(state.generation), allow: None })
         }
-        (_, ["routes"]) => err(405, "methodNotAllowed", None, "use GET or POST"),
-        (_, ["routes", _]) => err(405, "methodNotAllowed", None, "use GET, PUT or DELETE"),
-        (_, ["routes", _, "backends"]) => err(405, "methodNotAllowed", None, "use POST"),
-        (_, ["routes", _, "backends", _]) => err(405, "methodNotAllowed", None, "use DELETE"),
-        (_, ["routes", _, "backends", _, "dead"]) => err(405, "methodNotAllowed", None, "use POST or DELETE"),
-        (_, ["config"]) => err(405, "methodNotAllowed", None, "use GET"),
+        (_, ["routes"]) => not_allowed("GET, POST"),
+        (_, ["routes", _]) => not_allowed("GET, PUT, DELETE"),
+        (_, ["routes", _, "backends"]) => not_allowed("POST"),
+        (_, ["routes", _, "backends", _]) => not_allowed("DELETE"),
+        (_, ["routes", _, "backends", _, "dead"]) => not_allowed("POST, DELETE"),
+        (_, ["config"] | ["openapi.json"]) => not_allowed("GET"),
         _ => err(404, "notFound", None, format!("no such path {:?}", req.path)),
     }
 }
@@ -512,6 +564,45 @@ mod tests {
         assert_eq!((r.status, r.body["error"].as_str()), (400, Some("invalidJson")));
         let Outcome::Reply(r) = call(&s, "POST", "/api/v1/routes", r#"{"vHost":"a","strategy":"X"}"#) else { panic!() };
         assert_eq!(r.body["field"].as_str(), Some("strategy"));
+    }
+
+    #[test]
+    fn flags_and_preconditions_are_parsed_strictly() {
+        assert_eq!(query_flag("", "dryRun").ok(), Some(false));
+        assert_eq!(query_flag("dryRun", "dryRun").ok(), Some(true));
+        assert_eq!(query_flag("a=1&dryRun=TRUE", "dryRun").ok(), Some(true));
+        assert_eq!(query_flag("dryRun=0", "dryRun").ok(), Some(false));
+        assert!(query_flag("dryRun=yes", "dryRun").is_err(), "never a guess");
+        assert!(query_flag("dryRun=", "dryRun").is_err());
+        let s = State::default();
+        let body = r#"{"vHost":"a.com"}"#;
+        let with = |tag: &str| {
+            let defaults = RouteDefaults::of(&parse_config("{}").expect("valid"));
+            let sc = json!({});
+            let no_certs =
+                |_: &str, _: &str| -> Result<CertMeta, (&'static str, String)> { Err(("cert", "no".into())) };
+            let ctx = ApiContext {
+                defaults: &defaults,
+                static_config: &sc,
+                check_certificate: &no_certs,
+                static_certificates: &[],
+            };
+            let req = ApiRequest {
+                method: "POST",
+                path: "/api/v1/routes",
+                query: "",
+                body: body.as_bytes(),
+                content_type: Some("application/json"),
+                if_match: Some(tag),
+            };
+            status(&handle(&s, &ctx, &req))
+        };
+        assert_eq!(with("\"0\""), 201);
+        assert_eq!(with("W/\"7\", \"0\""), 201);
+        assert_eq!(with("*"), 201);
+        assert_eq!(with(""), 201, "an empty list is no condition");
+        assert_eq!(with("\"7\""), 412);
+        assert_eq!(with("7"), 400, "not an entity tag");
     }
 
     #[test]

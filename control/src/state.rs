@@ -199,8 +199,8 @@ impl State {
                 let r = self.route_mut(key)?;
                 if has_backend(r, &backend.id) {
                     return Err(ApiError::new(
-                        400,
-                        "invalidField",
+                        409,
+                        "conflict",
                         Some("id".into()),
                         format!("backend id {:?} exists in this route", backend.id),
                     ));

@@ -57,13 +57,21 @@ pub struct AdminReply {
     pub etag: Option<u64>,
     /// Extra header lines (each ending in CRLF), e.g. a page's security policy.
     pub headers: &'static str,
+    /// With 405: the methods the path takes (the `Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 impl AdminReply {
     /// A JSON reply.
     pub fn json(status: u16, body: &serde_json::Value) -> AdminReply {
         let body = if status == 204 { Vec::new() } else { serde_json::to_vec(body).unwrap_or_default() };
-        AdminReply { status, body, content_type: "application/json", etag: None, headers: "" }
+        AdminReply { status, body, content_type: "application/json", etag: None, headers: "", allow: None }
+    }
+
+    /// 405 naming the methods the path takes, in the body and in `Allow`.
+    pub fn not_allowed(allow: &'static str) -> AdminReply {
+        let body = serde_json::json!({"error": "methodNotAllowed", "field": null, "message": format!("use {allow}")});
+        AdminReply { allow: Some(allow), ..AdminReply::json(405, &body) }
     }
 
     fn error(status: u16, error: &str, message: &str) -> AdminReply {
@@ -154,8 +162,8 @@ fn allowed_authority(authority: &str, admin: SocketAddr) -> bool {
     }
 }
 
-/// The reply's bytes: head and body.
-fn reply_bytes(r: &AdminReply, close: bool) -> Vec<u8> {
+/// The reply's bytes: the head, and the body unless the request was HEAD.
+fn reply_bytes(r: &AdminReply, close: bool, head_only: bool) -> Vec<u8> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\n{}",
         r.status,
@@ -170,17 +178,26 @@ fn reply_bytes(r: &AdminReply, close: bool) -> Vec<u8> {
     if r.status == 401 {
         head.push_str("www-authenticate: Bearer\r\n");
     }
+    if let Some(allow) = r.allow {
+        head.push_str(&format!("allow: {allow}\r\n"));
+    }
     if close {
         head.push_str("connection: close\r\n");
     }
     head.push_str("\r\n");
     let mut out = head.into_bytes();
-    out.extend_from_slice(&r.body);
+    if !head_only {
+        out.extend_from_slice(&r.body);
+    }
     out
 }
 
 async fn write_reply(s: &mut TcpStream, r: &AdminReply, close: bool) -> bool {
-    let bytes = reply_bytes(r, close);
+    send(s, r, close, false).await
+}
+
+async fn send(s: &mut TcpStream, r: &AdminReply, close: bool, head_only: bool) -> bool {
+    let bytes = reply_bytes(r, close, head_only);
     matches!(monoio::time::timeout(IO_TIMEOUT, s.write_all(bytes)).await, Ok((Ok(_), _)))
 }
 
@@ -306,6 +323,7 @@ async fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<A
             content_type: header("content-type"),
             if_match: header("if-match"),
         };
+        let head_only = head.method == "HEAD";
         let (path, query) = match head.target.split_once('?') {
             Some((p, q)) => (p.to_string(), q.to_string()),
             None => (head.target.clone(), String::new()),
@@ -328,7 +346,7 @@ async fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<A
             },
         };
         buf.drain(..req.head_len + body_len);
-        if !write_reply(&mut s, &reply, close).await || close {
+        if !send(&mut s, &reply, close, head_only).await || close {
             return;
         }
     }

@@ -32,13 +32,15 @@ pub(super) fn page(method: &str, path: &str) -> Option<AdminReply> {
         _ => None,
     };
     let reply = match (method, file) {
-        ("GET", Some((text, content_type))) => {
-            AdminReply { status: 200, body: text.as_bytes().to_vec(), content_type, etag: None, headers: PAGE_HEADERS }
-        }
-        (_, Some(_)) => AdminReply::json(
-            405,
-            &serde_json::json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}),
-        ),
+        ("GET", Some((text, content_type))) => AdminReply {
+            status: 200,
+            body: text.as_bytes().to_vec(),
+            content_type,
+            etag: None,
+            headers: PAGE_HEADERS,
+            allow: None,
+        },
+        (_, Some(_)) => AdminReply::not_allowed("GET"),
         (_, None) => AdminReply::json(
             404,
             &serde_json::json!({"error": "notFound", "field": null, "message": format!("no such page {path:?}")}),

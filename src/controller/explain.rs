@@ -45,21 +45,46 @@ fn rate_key(explained: &Value, client: Option<IpAddr>, headers: &[(String, Strin
     }
 }
 
+/// A Host a client could send: a DNS name or an IP address (IPv6 in
+/// brackets), with an optional `:port`.
+fn valid_host(h: &str) -> bool {
+    let bare = match h.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => h,
+    };
+    matches!(control::model::VHost::parse(bare), Some(VHost::Exact(_))) || bare.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+/// A header line a client could send: a token name and a visible value.
+fn valid_header(name: &str, value: &str) -> bool {
+    let name = name.trim();
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
 impl Controller {
     /// Answers `GET /api/v1/explain`.
     pub(super) fn explain_reply(&self, method: &str, q: &str) -> AdminReply {
         if method != "GET" {
-            return AdminReply::json(405, &json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}));
+            return AdminReply::not_allowed("GET");
         }
         let decode = |name: &str| query(q, name).map(control::api::percent_decode);
         let host = match decode("host") {
-            Some(Some(h)) if !h.is_empty() => h,
-            _ => return bad("host", "give the request's host: ?host=example.com&path=/x"),
+            Some(Some(h)) if valid_host(&h) => h,
+            _ => {
+                return bad(
+                    "host",
+                    "give the request's host, a name or address with an optional :port: ?host=example.com",
+                )
+            }
         };
         let path = match decode("path") {
             None => "/".to_string(),
-            Some(Some(p)) if p.starts_with('/') => p,
-            Some(_) => return bad("path", "path must start with /"),
+            Some(Some(p)) if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) => p,
+            Some(_) => return bad("path", "path must start with / and be visible ASCII (percent-encode the rest)"),
         };
         let client: Option<IpAddr> = match decode("client") {
             None => None,
@@ -77,7 +102,7 @@ impl Controller {
         let mut headers = Vec::new();
         for v in q.split('&').filter_map(|kv| kv.strip_prefix("header=")) {
             match control::api::percent_decode(v).as_deref().and_then(|h| h.split_once(':')) {
-                Some((n, v)) if !n.trim().is_empty() => {
+                Some((n, v)) if valid_header(n, v) => {
                     headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()))
                 }
                 _ => return bad("header", "header must be Name:Value"),

@@ -721,6 +721,7 @@ impl Controller {
                 content_type: "text/plain; version=0.0.4",
                 etag: None,
                 headers: "",
+                allow: None,
             };
         }
         match path.strip_prefix("/api/v1/stats").map(|r| r.trim_matches('/')) {
@@ -752,20 +753,14 @@ impl Controller {
                 let path = r.path.clone();
                 self.stats_reply(&path)
             } else {
-                AdminReply::json(
-                    405,
-                    &serde_json::json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}),
-                )
+                AdminReply::not_allowed("GET")
             }
         } else if r.path == "/api/v1/info" || r.path == "/api/v1/history" {
             if r.method == "GET" {
                 let body = if r.path == "/api/v1/info" { self.info_json() } else { self.stats.history_json() };
                 AdminReply::json(200, &body)
             } else {
-                AdminReply::json(
-                    405,
-                    &serde_json::json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}),
-                )
+                AdminReply::not_allowed("GET")
             }
         } else if r.path == "/api/v1/explain" {
             self.explain_reply(&r.method, &r.query)
@@ -777,10 +772,7 @@ impl Controller {
                 let (status, body) = self.health_json();
                 AdminReply::json(status, &body)
             } else {
-                AdminReply::json(
-                    405,
-                    &serde_json::json!({"error": "methodNotAllowed", "field": null, "message": "use GET"}),
-                )
+                AdminReply::not_allowed("GET, HEAD")
             }
         } else {
             let defaults = RouteDefaults::of(&self.config);
@@ -803,6 +795,7 @@ impl Controller {
                 Outcome::Reply(resp) => {
                     let mut a = AdminReply::json(resp.status, &resp.body);
                     a.etag = resp.etag;
+                    a.allow = resp.allow;
                     a
                 }
                 Outcome::DryRun { next, reply } => {

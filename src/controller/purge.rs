@@ -19,7 +19,7 @@ impl Controller {
     /// Answers a call under `/api/v1/cache/`.
     pub(super) fn purge_reply(&mut self, method: &str, path: &str, query: &str) -> AdminReply {
         if method != "DELETE" {
-            return error(405, "methodNotAllowed", None, "use DELETE".into());
+            return AdminReply::not_allowed("DELETE");
         }
         let v = path.trim_start_matches("/api/v1/cache/").trim_matches('/');
         let Some(key) = VHost::parse(v).map(|h| h.key()).filter(|k| self.state.route(k).is_some()) else {
