@@ -66,6 +66,7 @@ pub async fn run(setup: WorkerSetup) {
             Some(ControlMsg::Apply(s)) => break s,
             Some(ControlMsg::Shutdown { .. }) | None => return,
             Some(ControlMsg::Health { .. } | ControlMsg::PurgeCache { .. }) => {}
+            Some(ControlMsg::AcmeTokens(t)) => *worker.acme_tokens.borrow_mut() = t,
             Some(ControlMsg::FlushStats { id }) => worker.send_stats(Some(id)),
         }
     };
@@ -95,6 +96,7 @@ pub async fn run(setup: WorkerSetup) {
                 let _ = events.send(WorkerEvent::Ack { worker: index, generation: s.generation });
             }
             Some(ControlMsg::Health { key, up }) => worker.set_health(&key, up),
+            Some(ControlMsg::AcmeTokens(t)) => *worker.acme_tokens.borrow_mut() = t,
             Some(ControlMsg::FlushStats { id }) => worker.send_stats(Some(id)),
             Some(ControlMsg::PurgeCache { id, route, path }) => {
                 let entries = worker.purge_cache(&route, path.as_deref());

@@ -85,6 +85,8 @@ pub enum Outcome {
 pub struct CertMeta {
     /// Expiry, seconds since the Unix epoch.
     pub not_after: i64,
+    /// Start of validity, seconds since the Unix epoch.
+    pub not_before: i64,
     /// The leaf's DNS names (subjectAltName).
     pub sans: Vec<String>,
     /// The leaf's issuer, as a distinguished name.
@@ -106,6 +108,9 @@ pub struct ApiContext<'a> {
     /// Certificates from the config file (listed with the API's; their
     /// names count for `autoHttps`): domain, SANs, notAfter, issuer, default.
     pub static_certificates: &'a [(CertMeta, bool)],
+    /// ACME's view, by domain (state, last error, next attempt), when ACME
+    /// is configured: merged into the certificates list.
+    pub acme: Option<&'a serde_json::Map<String, Value>>,
 }
 
 /// `POST /certificates` body.
@@ -118,15 +123,25 @@ struct RawCertificate {
 }
 
 fn certificates_json(state: &State, ctx: &ApiContext<'_>) -> Value {
+    let status = |d: &str| ctx.acme.and_then(|m| m.get(d)).cloned();
     let api = state.certificates.iter().map(|(d, c)| {
-        json!({"domain": d, "sans": c.sans, "notAfter": c.not_after, "issuer": c.issuer, "default": false,
-               "source": "api"})
+        let mut v = json!({"domain": d, "sans": c.sans, "notAfter": c.not_after, "issuer": c.issuer, "default": false,
+                           "source": if c.acme { "acme" } else { "api" }});
+        if let (true, Some(s)) = (c.acme, status(d)) {
+            v["acme"] = s;
+        }
+        v
     });
     let config = ctx.static_certificates.iter().map(|(m, default)| {
         json!({"domain": m.sans.first(), "sans": m.sans, "notAfter": m.not_after, "issuer": m.issuer,
                "default": default, "source": "config"})
     });
-    Value::Array(api.chain(config).collect())
+    // Domains ACME is still working on (no certificate yet).
+    let waiting = ctx.acme.into_iter().flatten().filter(|(d, _)| !state.certificates.contains_key(*d)).map(|(d, s)| {
+        json!({"domain": d, "sans": [d], "notAfter": null, "issuer": null, "default": false, "source": "acme",
+               "acme": s})
+    });
+    Value::Array(api.chain(config).chain(waiting).collect())
 }
 
 /// Whether some certificate serves `host`: the route's own, one stored
@@ -148,12 +163,12 @@ fn check_route_tls(route: &crate::model::Route, state: &State, ctx: &ApiContext<
             return Err(ApiError::new(400, "invalidField", Some(format!("ssl.{field}")), message));
         }
     }
-    if route.auto_https && route.ssl.is_none() && !certificate_covers(state, ctx, &route.key) {
+    if route.auto_https && route.ssl.is_none() && !ctx.defaults.acme && !certificate_covers(state, ctx, &route.key) {
         return Err(ApiError::new(
             400,
             "invalidField",
             Some("autoHttps".into()),
-            format!("no certificate serves {:?} (add one, or set ssl)", route.key),
+            format!("no certificate serves {:?} (add one, set ssl, or configure acme)", route.key),
         ));
     }
     Ok(())
@@ -440,6 +455,8 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
                         not_after: meta.not_after,
                         sans: meta.sans,
                         issuer: meta.issuer,
+                        not_before: meta.not_before,
+                        acme: false,
                     };
                     commit(Change::PutCertificate { domain, certificate }, ApiResponse::json(201, body))
                 }
@@ -451,8 +468,10 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
                 // An autoHttps route must keep a certificate: refuse to take its last one away.
                 let mut after = state.clone();
                 after.certificates.remove(&domain);
+                // (With ACME, a new one is issued instead.)
                 let orphan = state.routes.iter().find(|r| {
-                    r.auto_https
+                    !ctx.defaults.acme
+                        && r.auto_https
                         && r.ssl.is_none()
                         && certificate_covers(state, ctx, &r.key)
                         && !certificate_covers(&after, ctx, &r.key)
@@ -512,6 +531,7 @@ mod tests {
             static_config: &sc,
             check_certificate: &no_certs,
             static_certificates: &[],
+            acme: None,
         };
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         handle(
@@ -586,6 +606,7 @@ mod tests {
                 static_config: &sc,
                 check_certificate: &no_certs,
                 static_certificates: &[],
+                acme: None,
             };
             let req = ApiRequest {
                 method: "POST",

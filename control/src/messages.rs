@@ -81,6 +81,9 @@ pub enum ControlMsg {
         /// A path (query included), or a prefix ending in `*`; `None`: all.
         path: Option<String>,
     },
+    /// The HTTP-01 answers to serve on plain listeners from now on:
+    /// (token, key authorization); empty when no issuance is running.
+    AcmeTokens(Arc<Vec<(String, String)>>),
     /// Stop accepting, finish in-flight requests within `drain`, exit.
     Shutdown {
         /// Drain budget.

@@ -157,6 +157,41 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// HTTP/2 from clients.
     pub http2: Http2,
+    /// Automatic certificates, when configured.
+    pub acme: Option<Acme>,
+}
+
+/// `acme`: where certificates for `autoHttps` routes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// The CA's directory URL (https).
+    pub directory: String,
+    /// Contact address for the account.
+    pub email: Option<String>,
+    /// A PEM root to trust for the directory's HTTPS.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn acme_from(a: &crate::raw::RawAcme, errs: &mut Errs) -> Option<Acme> {
+    let before = errs.list.len();
+    let directory = a.directory.clone().unwrap_or_default();
+    if !directory.starts_with("https://") {
+        errs.push("acme.directory", "must be the CA's https:// directory URL");
+    }
+    if let Some(e) = &a.email {
+        let ok = e.split_once('@').is_some_and(|(u, d)| !u.is_empty() && valid_dns_name(d));
+        if !ok {
+            errs.push("acme.email", format!("{e:?} is not an email address"));
+        }
+    }
+    if matches!(&a.ca_file, Some(f) if f.is_empty()) {
+        errs.push("acme.caFile", "must name a PEM file");
+    }
+    (errs.list.len() == before).then(|| Acme {
+        directory,
+        email: a.email.clone(),
+        ca_file: a.ca_file.as_ref().map(PathBuf::from),
+    })
 }
 
 /// `http2`: HTTP/2 from clients (over TLS by ALPN; h2c by prior knowledge).
@@ -779,13 +814,15 @@ impl TryFrom<&RawConfig> for Config {
         let health = health_from(raw.health.as_ref(), &Health::default(), "health", &mut errs);
         let access_log = raw.access_log.as_ref().and_then(|a| a.path.as_ref()).map(PathBuf::from);
         let state_file = raw.state_file.as_ref().map(PathBuf::from);
-        let tls = raw.tls.as_ref().and_then(|t| tls_from(t, &mut errs));
+        let tls = raw.tls.as_ref().and_then(|t| tls_from(t, raw.acme.is_some(), &mut errs));
         let http2 = http2_from(raw.http2.as_ref(), &mut errs);
+        let acme = raw.acme.as_ref().and_then(|a| acme_from(a, &mut errs));
         let defaults = RouteDefaults {
             timeouts,
             max_body_bytes: limits.max_body_bytes,
             health: Arc::new(health.clone()),
             tls_listener: tls.as_ref().is_some_and(|t| !t.listen.is_empty()),
+            acme: acme.is_some(),
         };
         let mut routes = Vec::new();
         let mut keys = HashSet::new();
@@ -799,14 +836,27 @@ impl TryFrom<&RawConfig> for Config {
             }
         }
         if errs.list.is_empty() {
-            Ok(Config { listen, workers, admin, timeouts, limits, health, access_log, state_file, routes, tls, http2 })
+            Ok(Config {
+                listen,
+                workers,
+                admin,
+                timeouts,
+                limits,
+                health,
+                access_log,
+                state_file,
+                routes,
+                tls,
+                http2,
+                acme,
+            })
         } else {
             Err(ConfigErrors(errs.list))
         }
     }
 }
 
-fn tls_from(t: &RawTls, errs: &mut Errs) -> Option<Tls> {
+fn tls_from(t: &RawTls, acme: bool, errs: &mut Errs) -> Option<Tls> {
     let before = errs.list.len();
     let mut listen = Vec::new();
     for (i, a) in t.listen.iter().flatten().enumerate() {
@@ -831,8 +881,8 @@ fn tls_from(t: &RawTls, errs: &mut Errs) -> Option<Tls> {
     if certificates.iter().filter(|c| c.default).count() > 1 {
         errs.push("tls.certificates", "at most one certificate may be the default");
     }
-    if !listen.is_empty() && t.certificates.as_ref().is_none_or(|c| c.is_empty()) {
-        errs.push("tls.certificates", "a TLS listener needs at least one certificate");
+    if !listen.is_empty() && t.certificates.as_ref().is_none_or(|c| c.is_empty()) && !acme {
+        errs.push("tls.certificates", "a TLS listener needs at least one certificate (or acme to issue them)");
     }
     let tls13_only = match t.min_version.as_deref() {
         None | Some("1.2") => false,
@@ -880,6 +930,9 @@ pub struct RouteDefaults {
     pub health: Arc<Health>,
     /// A TLS listener exists (`autoHttps` needs one).
     pub tls_listener: bool,
+    /// ACME is configured: an `autoHttps` route needs no certificate of
+    /// its own (one is issued).
+    pub acme: bool,
 }
 
 impl RouteDefaults {
@@ -890,6 +943,7 @@ impl RouteDefaults {
             max_body_bytes: config.limits.max_body_bytes,
             health: Arc::new(config.health.clone()),
             tls_listener: config.tls.as_ref().is_some_and(|t| !t.listen.is_empty()),
+            acme: config.acme.is_some(),
         }
     }
 }

@@ -32,6 +32,20 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     /// HTTP/2 from clients.
     pub http2: Option<RawHttp2>,
+    /// Automatic certificates for `autoHttps` routes.
+    pub acme: Option<RawAcme>,
+}
+
+/// `acme`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawAcme {
+    /// The CA's directory URL.
+    pub directory: Option<String>,
+    /// Contact address for the account.
+    pub email: Option<String>,
+    /// A PEM root to trust for the directory's HTTPS (a private CA).
+    pub ca_file: Option<String>,
 }
 
 /// `http2`.

@@ -129,6 +129,10 @@ pub struct Certificate {
     pub sans: Vec<String>,
     /// The leaf's issuer.
     pub issuer: String,
+    /// Start of validity, seconds since the Unix epoch (0: unknown).
+    pub not_before: i64,
+    /// Issued by ringway's ACME client (renewed by it; not the operator's).
+    pub acme: bool,
 }
 
 impl std::fmt::Debug for Certificate {
@@ -330,7 +334,8 @@ pub fn diff_routes(old: &[Arc<Route>], new: &[Arc<Route>], max: usize) -> Option
 }
 
 fn certificate_json(c: &Certificate) -> Value {
-    json!({"cert": c.cert_pem, "key": c.key_pem, "notAfter": c.not_after, "sans": c.sans, "issuer": c.issuer})
+    json!({"cert": c.cert_pem, "key": c.key_pem, "notAfter": c.not_after, "notBefore": c.not_before, "sans": c.sans,
+           "issuer": c.issuer, "acme": c.acme})
 }
 
 fn certificate_from(c: &Value) -> Option<Certificate> {
@@ -342,7 +347,9 @@ fn certificate_from(c: &Value) -> Option<Certificate> {
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
     let issuer = field("issuer").unwrap_or_default();
-    Some(Certificate { cert_pem: field("cert")?, key_pem: field("key")?, not_after, sans, issuer })
+    let not_before = c.get("notBefore").and_then(Value::as_i64).unwrap_or(0);
+    let acme = c.get("acme").and_then(Value::as_bool).unwrap_or(false);
+    Some(Certificate { cert_pem: field("cert")?, key_pem: field("key")?, not_after, sans, issuer, not_before, acme })
 }
 
 /// The change log's record of `change`, which made `next`: its generation
@@ -633,6 +640,8 @@ mod tests {
                             not_after: 1_900_000_000,
                             sans: vec!["a.com".into()],
                             issuer: "CN=test".into(),
+                            not_before: 1_800_000_000,
+                            acme: g.next(2) == 0,
                         },
                     },
                     7 => Change::DeleteCertificate { domain },

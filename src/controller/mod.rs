@@ -3,6 +3,7 @@
 //! machine on probe results and passive failures, and broadcasts only flips.
 //! Blocking work (probes, name resolution) stays off the workers.
 
+mod acme;
 pub mod admin;
 mod dashboard;
 mod explain;
@@ -108,6 +109,8 @@ pub struct Controller {
     flush_id: u64,
     /// When the next one-second sample of the global totals is due.
     next_sample: Instant,
+    /// Automatic certificates, when `acme` is configured (started by `run`).
+    acme: Option<acme::AcmeSide>,
     /// The config file's certificates (loaded and checked at start).
     static_certs: Vec<(control::api::CertMeta, bool)>,
     /// The TLS state of the last snapshot, and a fingerprint of what it
@@ -133,6 +136,8 @@ enum Origin {
     Api { reply: admin::ReplyTx, ok: AdminReply },
     /// SIGHUP.
     Reload,
+    /// A certificate ACME issued for this domain.
+    Acme(String),
 }
 
 /// Where a change stands between "validated" and "published".
@@ -206,6 +211,7 @@ impl Controller {
             started: Instant::now(),
             flush_id: 0,
             next_sample: Instant::now(),
+            acme: None,
             static_certs,
             tls: None,
         }
@@ -634,6 +640,12 @@ impl Controller {
             (Origin::Reload, Err(a)) => {
                 tracing::warn!(status = a.status, "reload: {}", String::from_utf8_lossy(&a.body))
             }
+            (Origin::Acme(domain), Ok(())) => {
+                tracing::info!(%domain, generation = self.generation, "ACME certificate installed")
+            }
+            (Origin::Acme(domain), Err(a)) => {
+                tracing::warn!(%domain, status = a.status, "ACME certificate: {}", String::from_utf8_lossy(&a.body))
+            }
         }
     }
 
@@ -715,6 +727,7 @@ impl Controller {
         if path == "/metrics" {
             let mut text = self.stats.prometheus(&keys, &view);
             crate::tls::metrics(&mut text, &self.certificate_expiries());
+            self.acme_metrics(&mut text);
             return AdminReply {
                 status: 200,
                 body: text.into_bytes(),
@@ -777,11 +790,13 @@ impl Controller {
         } else {
             let defaults = RouteDefaults::of(&self.config);
             let static_config = self.static_config();
+            let acme = self.acme_status();
             let ctx = ApiContext {
                 defaults: &defaults,
                 static_config: &static_config,
                 check_certificate: &crate::tls::check_certificate,
                 static_certificates: &self.static_certs,
+                acme: acme.as_ref(),
             };
             let req = ApiRequest {
                 method: &r.method,
@@ -963,6 +978,37 @@ impl Controller {
             self.shutdown();
             return;
         }
+        let (acme_tx, mut acme_rx) = crossbeam_channel::unbounded();
+        match self.config.acme.clone() {
+            Some(config) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let account_file = self.state_file.as_ref().map(|p| {
+                    let mut name = p.clone().into_os_string();
+                    name.push(".acme-account.json");
+                    PathBuf::from(name)
+                });
+                let settings = acme::Settings { acme: config, account_file };
+                let spawned = std::thread::Builder::new()
+                    .name("ringway-acme".into())
+                    .spawn(move || acme::run(settings, rx, acme_tx));
+                if let Err(e) = spawned {
+                    let _ = ready.send(Err(format!("ACME helper thread: {e}")));
+                    self.shutdown();
+                    return;
+                }
+                self.acme = Some(acme::AcmeSide {
+                    tx,
+                    status: Default::default(),
+                    tokens: Vec::new(),
+                    queue: Default::default(),
+                    next_check: Instant::now(),
+                });
+            }
+            None => {
+                drop(acme_tx);
+                acme_rx = crossbeam_channel::never();
+            }
+        }
         let mut probe_rx = probe_rx;
         let mut resolved_rx = resolved_rx;
         let mut persisted_rx = persisted_rx;
@@ -980,6 +1026,7 @@ impl Controller {
                 .copied()
                 .chain(resolving)
                 .chain(Some(self.next_sample))
+                .chain(self.acme.as_ref().map(|a| a.next_check))
                 .min()
                 .map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
             let (calls, cmds) = if self.pending.is_some() { (&no_calls, &no_cmds) } else { (&admin_rx, &self.cmds) };
@@ -997,6 +1044,10 @@ impl Controller {
                 recv(calls) -> call => match call {
                     Ok(call) => self.on_admin(call),
                     Err(_) => admin_rx = crossbeam_channel::never(),
+                },
+                recv(acme_rx) -> ev => match ev {
+                    Ok(ev) => self.on_acme(ev),
+                    Err(_) => acme_rx = crossbeam_channel::never(),
                 },
                 recv(persisted_rx) -> r => match r {
                     Ok(r) => self.on_persisted(r),
@@ -1020,9 +1071,11 @@ impl Controller {
             }
             self.wake_rested();
             self.sample_history();
+            self.acme_tick();
             self.resolve_timeout();
         }
         self.targets = None;
+        self.acme = None;
         self.names_tx = None;
         self.persist_tx = None;
         self.shutdown();

@@ -173,12 +173,35 @@ pub(super) enum Verdict {
 /// state would grow every request's).
 pub(super) async fn policy(cx: &mut Ctx<'_>, req: &Req) -> Verdict {
     if req.route.cfg.auto_https && !cx.client.is_tls() {
+        if acme_challenge(cx, req) {
+            return Verdict::Answer(200);
+        }
         return Verdict::RedirectHttps;
     }
     match req.route.policy(req.rule) {
         None => Verdict::Pass,
         Some(chain) => Box::pin(run_chain(cx, req, chain)).await,
     }
+}
+
+/// The CA's HTTP-01 check (`GET /.well-known/acme-challenge/TOKEN` over
+/// plain HTTP) while an issuance runs: the key authorization goes into the
+/// policy answer's body. False (nothing written) for any other request.
+fn acme_challenge(cx: &mut Ctx<'_>, req: &Req) -> bool {
+    const PREFIX: &[u8] = b"/.well-known/acme-challenge/";
+    let tokens = cx.w.acme_tokens.borrow();
+    if tokens.is_empty() {
+        return false;
+    }
+    let b = &mut *cx.b;
+    let view = RequestView::new(&b.rbuf, &req.head, &b.headers);
+    let Some(token) = view.path().strip_prefix(PREFIX) else { return false };
+    let Some((_, answer)) = tokens.iter().find(|(t, _)| t.as_bytes() == token) else { return false };
+    b.policy_body.clear();
+    b.policy_body.extend_from_slice(answer.as_bytes());
+    b.policy_headers.clear();
+    b.policy_headers.extend_from_slice(b"content-type: application/octet-stream\r\n");
+    true
 }
 
 async fn run_chain(cx: &mut Ctx<'_>, req: &Req, chain: &crate::policy::Chain) -> Verdict {

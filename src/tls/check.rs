@@ -56,6 +56,7 @@ pub(crate) fn check(cert_pem: &str, key_pem: &str) -> Result<Checked, (&'static 
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let not_after = validity.not_after.timestamp();
+    let not_before = validity.not_before.timestamp();
     if now > not_after {
         return Err(("cert", format!("expired at {}", validity.not_after)));
     }
@@ -85,7 +86,7 @@ pub(crate) fn check(cert_pem: &str, key_pem: &str) -> Result<Checked, (&'static 
     }
     let issuer = x509.issuer().to_string();
     let chain: Vec<CertificateDer<'static>> = chain.into_iter().map(|c| c.into_owned()).collect();
-    Ok(Checked { meta: CertMeta { not_after, sans, issuer }, chain, key: key.clone_key() })
+    Ok(Checked { meta: CertMeta { not_after, not_before, sans, issuer }, chain, key: key.clone_key() })
 }
 
 /// PEM text as given, or the contents of the file it names.

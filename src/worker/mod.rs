@@ -144,6 +144,9 @@ pub struct Worker {
     /// That figure for the last `PEAK_TICKS` ticks.
     bufs_ring: RefCell<[usize; PEAK_TICKS]>,
     bufs_tick: Cell<usize>,
+    /// HTTP-01 answers (token, key authorization) while an ACME issuance
+    /// runs; empty otherwise (then a plain request checks one length).
+    pub acme_tokens: RefCell<Arc<Vec<(String, String)>>>,
     /// Heap slots for connections' active phases.
     pub slots: slot::Slots,
     /// Idle keep-alive deadlines.
@@ -277,6 +280,7 @@ impl Worker {
             bufs_peak: Cell::new(0),
             bufs_ring: RefCell::new([0; PEAK_TICKS]),
             bufs_tick: Cell::new(0),
+            acme_tokens: RefCell::default(),
             slots: slot::Slots::default(),
             idle: idle::IdleTimers::default(),
             timers: idle::IdleTimers::default(),

@@ -202,19 +202,32 @@ function renderBackends(stats) {
 function renderCertificates(list) {
   const now = Date.now() / 1000;
   const rows = list.map((c) => {
-    const days = Math.floor((c.notAfter - now) / 86400);
-    const when = new Date(c.notAfter * 1000).toISOString().slice(0, 10);
-    const soon = days < 14;
-    const tr = el("tr");
-    tr.append(el("td", c.domain), el("td", (c.sans || []).join(", ")), el("td", c.issuer || "—"),
-      el("td", `${when} (${soon ? "⚠ " : ""}${days} days)`, soon ? { class: "warn" } : {}),
-      el("td", c.source + (c.default ? ", default" : "")));
+    const tr = el("tr", null, { "data-certificate": c.domain || "" });
+    let expires;
+    if (c.notAfter === null || c.notAfter === undefined) {
+      expires = el("td", "— (not issued yet)");
+    } else {
+      const days = Math.floor((c.notAfter - now) / 86400);
+      const when = new Date(c.notAfter * 1000).toISOString().slice(0, 10);
+      const soon = days < 14;
+      expires = el("td", `${when} (${soon ? "⚠ " : ""}${days} days)`, soon ? { class: "warn" } : {});
+    }
+    let source = c.source + (c.default ? ", default" : "");
+    const a = c.acme;
+    if (a) {
+      source += ` · ${a.state === "failed" ? "✖ " : ""}${a.state}`;
+      if (a.renewAt) source += `, renews ${new Date(a.renewAt * 1000).toISOString().slice(0, 10)}`;
+      if (a.lastError) source += ` — ${a.lastError}`;
+      if (a.nextAttemptAt) source += ` (next try ${new Date(a.nextAttemptAt * 1000).toLocaleTimeString()})`;
+    }
+    tr.append(el("td", c.domain), el("td", (c.sans || []).join(", ")), el("td", c.issuer || "—"), expires,
+      el("td", source, a && a.state === "failed" ? { class: "warn source" } : { class: "source" }));
     return tr;
   });
   if (!list.length) {
     const tr = el("tr");
     tr.append(el("td", "no certificates", { colspan: "5" }));
-    rows.splice(0, rows.length, tr);
+    rows.push(tr);
   }
   $("#certificates tbody").replaceChildren(...rows);
 }
@@ -260,7 +273,7 @@ async function tick() {
     routesFetched = now;
     tick.generation = info.generation;
   }
-  if (now - certsFetched > 30000) {
+  if (now - certsFetched > 5000) {
     renderCertificates(await api("/api/v1/certificates"));
     certsFetched = now;
   }

@@ -1,0 +1,525 @@
+//! Automatic certificates (ACME, RFC 8555, HTTP-01) for `autoHttps` routes
+//! that have no certificate of their own.
+//!
+//! The client (instant-acme, a maintained RFC 8555 implementation) runs on
+//! a helper thread of its own with a small tokio runtime: its HTTP client
+//! needs one, and issuance waits on a remote CA for seconds, so it must
+//! never touch a worker or the control thread. The control thread decides
+//! what is due (no certificate, or two thirds of its lifetime gone, and no
+//! backoff pending), hands the helper the domains, publishes each HTTP-01
+//! token to every worker before the CA is told to look, and stores what
+//! comes back through the same certificate path as the API (state file,
+//! change log, snapshot to every worker).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::model::{Acme, VHost};
+use control::state::{Certificate, State};
+use crossbeam_channel::Sender;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use serde_json::json;
+
+/// Issuances running at once.
+const MAX_CONCURRENT: usize = 4;
+/// The first wait after a failure; doubled each time, up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest wait between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long the CA may take to validate and to issue.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The control thread → the ACME helper.
+#[derive(Debug)]
+pub(super) enum AcmeCmd {
+    /// Issue (or renew) certificates for these domains now.
+    Issue(Vec<String>),
+}
+
+/// The ACME helper → the control thread.
+#[derive(Debug)]
+pub(super) enum AcmeEvent {
+    /// Publish this HTTP-01 answer to every worker, then send on `ready`.
+    Challenge {
+        /// The token (the last path segment the CA asks for).
+        token: String,
+        /// What to answer.
+        key_authorization: String,
+        /// Told once every worker serves it.
+        ready: tokio::sync::oneshot::Sender<()>,
+    },
+    /// The token is no longer needed.
+    ChallengeDone {
+        /// The token.
+        token: String,
+    },
+    /// A certificate for `domain`.
+    Issued {
+        /// The domain.
+        domain: String,
+        /// Chain, PEM, leaf first.
+        cert_pem: String,
+        /// Private key, PEM.
+        key_pem: String,
+    },
+    /// An attempt for `domain` failed.
+    Failed {
+        /// The domain.
+        domain: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Where ACME stands for one domain (the control thread's view).
+#[derive(Debug, Clone, Default)]
+pub(super) struct DomainStatus {
+    /// An attempt is running.
+    pub(super) in_flight: bool,
+    /// Failures since the last success.
+    pub(super) failures: u32,
+    /// The last failure's reason.
+    pub(super) last_error: Option<String>,
+    /// No new attempt before this.
+    pub(super) retry_at: Option<Instant>,
+    /// Certificates issued for it since start.
+    pub(super) issued: u64,
+}
+
+/// What the control thread keeps for ACME.
+pub(super) struct AcmeSide {
+    /// Commands to the helper.
+    pub(super) tx: tokio::sync::mpsc::UnboundedSender<AcmeCmd>,
+    /// Each managed domain's status.
+    pub(super) status: BTreeMap<String, DomainStatus>,
+    /// HTTP-01 answers every worker serves: (token, key authorization).
+    pub(super) tokens: Vec<(String, String)>,
+    /// Issued certificates waiting for the pending change to finish.
+    pub(super) queue: std::collections::VecDeque<(String, Certificate)>,
+    /// When the control thread next looks for due domains.
+    pub(super) next_check: Instant,
+}
+
+/// The wait after `failures` failures in a row.
+pub(super) fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF.saturating_mul(1u32 << exp).min(MAX_BACKOFF)
+}
+
+/// When an ACME certificate is due for renewal: two thirds into its
+/// lifetime (Let's Encrypt's 90 days → after 60), or 30 days before expiry
+/// when the start is unknown.
+pub(super) fn renew_at(c: &Certificate) -> i64 {
+    if c.not_before > 0 && c.not_after > c.not_before {
+        c.not_before + (c.not_after - c.not_before) * 2 / 3
+    } else {
+        c.not_after - 30 * 86_400
+    }
+}
+
+/// The domains ACME manages: `autoHttps` routes with an exact host name
+/// (HTTP-01 cannot prove a wildcard or an address) and no certificate of
+/// their own, from the route, the config file or the API.
+pub(super) fn managed_domains(state: &State, static_names: &[String]) -> Vec<String> {
+    let operator_covers = |host: &str| {
+        let named = |n: &String| control::model::name_covers(n, host);
+        static_names.iter().any(named)
+            || state.certificates.iter().any(|(d, c)| !c.acme && (named(d) || c.sans.iter().any(named)))
+    };
+    state
+        .routes
+        .iter()
+        .filter(|r| r.auto_https && r.ssl.is_none())
+        .filter_map(|r| match &r.vhost {
+            VHost::Exact(h) if h.parse::<std::net::IpAddr>().is_err() && !h.starts_with('[') => Some(h.clone()),
+            _ => None,
+        })
+        .filter(|h| !operator_covers(h))
+        .collect()
+}
+
+/// Whether `domain` needs a (new) certificate at Unix time `now`.
+pub(super) fn due(state: &State, domain: &str, now: i64) -> bool {
+    match state.certificates.get(domain) {
+        Some(c) if c.acme => now >= renew_at(c),
+        Some(_) => false,
+        None => true,
+    }
+}
+
+/// The status object the certificates list and the dashboard show.
+pub(super) fn status_json(domain: &str, s: &DomainStatus, state: &State, now: Instant) -> serde_json::Value {
+    let cert = state.certificates.get(domain).filter(|c| c.acme);
+    let phase = match (s.in_flight, cert, s.last_error.is_some()) {
+        (true, Some(_), _) => "renewing",
+        (true, None, _) => "issuing",
+        (false, _, true) => "failed",
+        (false, Some(_), false) => "valid",
+        (false, None, false) => "pending",
+    };
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    json!({
+        "state": phase,
+        "failures": s.failures,
+        "lastError": s.last_error,
+        "nextAttemptAt": s.retry_at.map(|t| unix + t.saturating_duration_since(now).as_secs() as i64),
+        "renewAt": cert.map(renew_at),
+        "issued": s.issued,
+    })
+}
+
+/// The helper's settings.
+pub(super) struct Settings {
+    /// The `acme` config.
+    pub(super) acme: Acme,
+    /// Where the account's credentials are kept (0600), if anywhere.
+    pub(super) account_file: Option<PathBuf>,
+}
+
+/// The helper thread's body: serves `Issue` commands until the control
+/// thread drops its sender.
+pub(super) fn run(
+    settings: Settings,
+    mut cmds: tokio::sync::mpsc::UnboundedReceiver<AcmeCmd>,
+    events: Sender<AcmeEvent>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "the ACME runtime did not start");
+            return;
+        }
+    };
+    let settings = Arc::new(settings);
+    let account: Arc<tokio::sync::Mutex<Option<Account>>> = Arc::default();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+    rt.block_on(async move {
+        let mut running: HashSet<String> = HashSet::new();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(AcmeCmd::Issue(domains)) => {
+                        for domain in domains {
+                            if !running.insert(domain.clone()) {
+                                continue;
+                            }
+                            let (settings, account, slots) = (settings.clone(), account.clone(), slots.clone());
+                            let (events, done) = (events.clone(), done_tx.clone());
+                            tokio::spawn(async move {
+                                let Ok(_slot) = slots.acquire().await else { return };
+                                let sink = Sink(events);
+                                let ev = match issue(&settings, &account, &domain, &sink).await {
+                                    Ok((cert_pem, key_pem)) => AcmeEvent::Issued { domain: domain.clone(), cert_pem, key_pem },
+                                    Err(error) => AcmeEvent::Failed { domain: domain.clone(), error },
+                                };
+                                sink.send(ev);
+                                let _ = done.send(domain);
+                            });
+                        }
+                    }
+                    None => return,
+                },
+                Some(d) = done_rx.recv() => {
+                    running.remove(&d);
+                }
+            }
+        }
+    });
+}
+
+/// Sends events to the control thread.
+struct Sink(Sender<AcmeEvent>);
+
+impl Sink {
+    fn send(&self, ev: AcmeEvent) {
+        let _ = self.0.send(ev);
+    }
+}
+
+/// Takes a published token down again when the attempt ends, however it ends.
+struct TokenGuard<'a> {
+    sink: &'a Sink,
+    tokens: Vec<String>,
+}
+
+impl Drop for TokenGuard<'_> {
+    fn drop(&mut self) {
+        for token in self.tokens.drain(..) {
+            self.sink.send(AcmeEvent::ChallengeDone { token });
+        }
+    }
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// The account: loaded from its file, or created (and saved) once.
+async fn account(settings: &Settings, cache: &tokio::sync::Mutex<Option<Account>>) -> Result<Account, String> {
+    let mut slot = cache.lock().await;
+    if let Some(a) = slot.as_ref() {
+        return Ok(a.clone());
+    }
+    let builder = || match &settings.acme.ca_file {
+        Some(f) => Account::builder_with_root(f).map_err(|e| format!("acme.caFile {}: {e}", f.display())),
+        None => Account::builder().map_err(text),
+    };
+    let saved = settings
+        .account_file
+        .as_ref()
+        .and_then(|f| std::fs::read(f).ok())
+        .and_then(|b| serde_json::from_slice::<AccountCredentials>(&b).ok());
+    let account = match saved {
+        Some(creds) => builder()?.from_credentials(creds).await.map_err(text)?,
+        None => {
+            let contact: Vec<String> = settings.acme.email.iter().map(|e| format!("mailto:{e}")).collect();
+            let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+            let new = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
+            let (account, creds) =
+                builder()?.create(&new, settings.acme.directory.clone(), None).await.map_err(text)?;
+            if let Some(f) = &settings.account_file {
+                save_private(f, &serde_json::to_vec(&creds).map_err(text)?);
+            }
+            tracing::info!(directory = %settings.acme.directory, id = account.id(), "ACME account created");
+            account
+        }
+    };
+    *slot = Some(account.clone());
+    Ok(account)
+}
+
+/// Writes `bytes` to `path`, readable by the owner only.
+fn save_private(path: &std::path::Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "the ACME account could not be saved");
+    }
+}
+
+/// One order for `domain`, answered over HTTP-01: the chain and key.
+async fn issue(
+    settings: &Settings,
+    cache: &tokio::sync::Mutex<Option<Account>>,
+    domain: &str,
+    sink: &Sink,
+) -> Result<(String, String), String> {
+    let account = account(settings, cache).await?;
+    let ids = [Identifier::Dns(domain.to_string())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.map_err(text)?;
+    let mut guard = TokenGuard { sink, tokens: Vec::new() };
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(text)?;
+        match authz.status {
+            AuthorizationStatus::Pending => {}
+            AuthorizationStatus::Valid => continue,
+            other => return Err(format!("authorization is {other:?}")),
+        }
+        let mut challenge =
+            authz.challenge(ChallengeType::Http01).ok_or("the CA offers no http-01 challenge for this name")?;
+        let token = challenge.token.clone();
+        let (ready, published) = tokio::sync::oneshot::channel();
+        let key_authorization = challenge.key_authorization().as_str().to_string();
+        sink.send(AcmeEvent::Challenge { token: token.clone(), key_authorization, ready });
+        guard.tokens.push(token);
+        tokio::time::timeout(Duration::from_secs(15), published)
+            .await
+            .map_err(|_| "the workers did not take the challenge token in time".to_string())?
+            .map_err(|_| "ringway is shutting down".to_string())?;
+        challenge.set_ready().await.map_err(text)?;
+    }
+    let retry = RetryPolicy::new().timeout(ORDER_TIMEOUT);
+    let status = order.poll_ready(&retry).await.map_err(text)?;
+    drop(guard);
+    if status != OrderStatus::Ready {
+        let why = order.state().error.as_ref().map(|p| format!("{p:?}")).unwrap_or_default();
+        return Err(format!("the order is {status:?} {why}"));
+    }
+    let key_pem = order.finalize().await.map_err(text)?;
+    let cert_pem = order.poll_certificate(&retry).await.map_err(text)?;
+    Ok((cert_pem, key_pem))
+}
+
+impl super::Controller {
+    /// Each managed domain's status, for the certificates list (`None`
+    /// without ACME).
+    pub(super) fn acme_status(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let a = self.acme.as_ref()?;
+        let now = Instant::now();
+        Some(a.status.iter().map(|(d, s)| (d.clone(), status_json(d, s, &self.state, now))).collect())
+    }
+
+    /// Once a second: hands the helper every managed domain that is due and
+    /// not already being worked on or backing off, forgets domains no longer
+    /// managed, and stores issued certificates once no change is pending.
+    pub(super) fn acme_tick(&mut self) {
+        let Some(a) = self.acme.as_mut() else { return };
+        let now = Instant::now();
+        if self.pending.is_none() {
+            if let Some((domain, certificate)) = a.queue.pop_front() {
+                let mut next = self.state.clone();
+                let change = control::state::Change::PutCertificate { domain: domain.clone(), certificate };
+                if let Err(e) = next.apply(&change) {
+                    tracing::warn!(%domain, error = ?e, "ACME certificate refused");
+                } else {
+                    self.commit(next, &change, super::Origin::Acme(domain));
+                }
+                return;
+            }
+        }
+        if now < a.next_check {
+            return;
+        }
+        a.next_check = now + Duration::from_secs(1);
+        let names: Vec<String> = self.static_certs.iter().flat_map(|(m, _)| m.sans.iter().cloned()).collect();
+        let managed = managed_domains(&self.state, &names);
+        a.status.retain(|d, s| s.in_flight || managed.contains(d));
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mut start = Vec::new();
+        for domain in managed {
+            let s = a.status.entry(domain.clone()).or_default();
+            let waiting = s.retry_at.is_some_and(|t| now < t);
+            if !s.in_flight && !waiting && due(&self.state, &domain, unix) {
+                s.in_flight = true;
+                start.push(domain);
+            }
+        }
+        if !start.is_empty() {
+            tracing::info!(domains = ?start, "ACME: requesting certificates");
+            let _ = a.tx.send(AcmeCmd::Issue(start));
+        }
+    }
+
+    /// What the helper reports.
+    pub(super) fn on_acme(&mut self, ev: AcmeEvent) {
+        let Some(a) = self.acme.as_mut() else { return };
+        match ev {
+            AcmeEvent::Challenge { token, key_authorization, ready } => {
+                a.tokens.push((token, key_authorization));
+                let tokens = Arc::new(a.tokens.clone());
+                self.broadcast(control::messages::ControlMsg::AcmeTokens(tokens));
+                // Every worker answers a stats flush after the messages
+                // before it: once they have, each one serves the token.
+                self.flush_stats();
+                let _ = ready.send(());
+            }
+            AcmeEvent::ChallengeDone { token } => {
+                a.tokens.retain(|(t, _)| *t != token);
+                let tokens = Arc::new(a.tokens.clone());
+                self.broadcast(control::messages::ControlMsg::AcmeTokens(tokens));
+            }
+            AcmeEvent::Issued { domain, cert_pem, key_pem } => {
+                let s = a.status.entry(domain.clone()).or_default();
+                s.in_flight = false;
+                match crate::tls::check_certificate(&cert_pem, &key_pem) {
+                    Ok(meta) => {
+                        (s.failures, s.last_error, s.retry_at) = (0, None, None);
+                        s.issued += 1;
+                        tracing::info!(%domain, not_after = meta.not_after, issuer = %meta.issuer, "ACME certificate issued");
+                        let certificate = Certificate {
+                            cert_pem,
+                            key_pem,
+                            not_after: meta.not_after,
+                            sans: meta.sans,
+                            issuer: meta.issuer,
+                            not_before: meta.not_before,
+                            acme: true,
+                        };
+                        a.queue.push_back((domain, certificate));
+                    }
+                    Err((field, why)) => {
+                        let error = format!("the CA's answer is unusable ({field}): {why}");
+                        Self::acme_failed(s, &domain, error);
+                    }
+                }
+                self.acme_tick();
+            }
+            AcmeEvent::Failed { domain, error } => {
+                let s = a.status.entry(domain.clone()).or_default();
+                s.in_flight = false;
+                Self::acme_failed(s, &domain, error);
+            }
+        }
+    }
+
+    fn acme_failed(s: &mut DomainStatus, domain: &str, error: String) {
+        s.failures += 1;
+        let wait = backoff(s.failures);
+        tracing::warn!(%domain, failures = s.failures, retry_in_s = wait.as_secs(), %error, "ACME attempt failed");
+        s.last_error = Some(error);
+        s.retry_at = Some(Instant::now() + wait);
+    }
+
+    /// `ringway_acme_*` lines for /metrics.
+    pub(super) fn acme_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let Some(a) = &self.acme else { return };
+        let now = Instant::now();
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(out, "# HELP ringway_acme_certificate ACME's state for a domain (1 on the current state).");
+        let _ = writeln!(out, "# TYPE ringway_acme_certificate gauge");
+        for (d, s) in &a.status {
+            let v = status_json(d, s, &self.state, now);
+            let state = v["state"].as_str().unwrap_or("pending");
+            let _ = writeln!(out, "ringway_acme_certificate{{domain=\"{}\",state=\"{state}\"}} 1", esc(d));
+        }
+        let _ = writeln!(out, "# HELP ringway_acme_failures Failed ACME attempts for a domain since its last success.");
+        let _ = writeln!(out, "# TYPE ringway_acme_failures gauge");
+        for (d, s) in &a.status {
+            let _ = writeln!(out, "ringway_acme_failures{{domain=\"{}\"}} {}", esc(d), s.failures);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(not_before: i64, not_after: i64, acme: bool) -> Certificate {
+        Certificate {
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            not_after,
+            sans: vec!["a.test".into()],
+            issuer: String::new(),
+            not_before,
+            acme,
+        }
+    }
+
+    #[test]
+    fn renewal_comes_two_thirds_into_the_lifetime() {
+        let day = 86_400;
+        assert_eq!(renew_at(&cert(0, 90 * day, true)), 60 * day);
+        assert_eq!(renew_at(&cert(0, 0, true)), -30 * day, "unknown start: 30 days before expiry");
+        let mut s = State::default();
+        s.certificates.insert("a.test".into(), cert(0, 90 * day, true));
+        assert!(!due(&s, "a.test", 59 * day));
+        assert!(due(&s, "a.test", 60 * day));
+        assert!(due(&s, "b.test", 0), "no certificate: due now");
+        s.certificates.insert("c.test".into(), cert(0, 10, false));
+        assert!(!due(&s, "c.test", 100), "the operator's certificate is never ACME's business");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(backoff(1), Duration::from_secs(10));
+        assert_eq!(backoff(2), Duration::from_secs(20));
+        assert_eq!(backoff(5), Duration::from_secs(160));
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+}
