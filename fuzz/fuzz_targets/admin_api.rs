@@ -18,8 +18,13 @@ fuzz_target!(|input: (u8, &[u8])| {
     let defaults = RouteDefaults::of(&config);
     let sc = serde_json::json!({});
     let no_certs = |_: &str, _: &str| -> Result<CertMeta, (&'static str, String)> { Err(("cert", "no".into())) };
-    let ctx =
-        ApiContext { defaults: &defaults, static_config: &sc, check_certificate: &no_certs, static_certificates: &[] };
+    let ctx = ApiContext {
+        defaults: &defaults,
+        static_config: &sc,
+        check_certificate: &no_certs,
+        static_certificates: &[],
+        acme: None,
+    };
     let (method, path) = match which % 6 {
         0 => ("POST", "/api/v1/routes"),
         1 => ("PUT", "/api/v1/routes/a.test"),
