@@ -761,3 +761,39 @@ fn a_dry_run_reports_its_impact_and_how_many_ip_hash_clients_would_move() {
     let who: std::collections::HashSet<String> = (0..3).map(|i| served(&rw, "hash.test", &format!("/{i}"))).collect();
     assert_eq!(who.len(), 1, "one client, one backend: {who:?}");
 }
+
+#[test]
+fn explain_says_admission_full_while_the_routes_active_requests_are_taken() {
+    let slow = Backend::respond(200, "slow").named("slow").delayed(Duration::from_millis(1500)).start();
+    let mut r = route("busy.test", "ROUND_ROBIN", vec![slow.config()]);
+    r["reqActiveLength"] = json!(1);
+    r["reqQueueLength"] = json!(5);
+    let rw = Ringway::start_workers(admin_config(vec![r]), 1);
+    let api = rw.api();
+    let explain = || api.get("/api/v1/explain?host=busy.test&path=/").expect(200, "explain").json;
+    let idle = explain();
+    assert_eq!(idle["admission"]["full"], json!(false), "{idle}");
+    assert_eq!(idle["backends"][0]["reason"], json!("up"), "{idle}");
+    let addr = rw.addr();
+    let held = std::thread::spawn(move || get(addr, "busy.test", "/").status);
+    // Bounded: the request reaches the backend within a few polls.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let busy = loop {
+        let v = explain();
+        if v["admission"]["full"] == json!(true) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the route never looked full: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let b = &busy["backends"][0];
+    assert_eq!(b["eligible"], json!(false), "{busy}");
+    assert!(b["reason"].as_str().is_some_and(|r| r.starts_with("admission full")), "{busy}");
+    assert_eq!(busy["admission"]["activePerWorker"], json!([1]), "{busy}");
+    assert_eq!(held.join().expect("the held request"), 200);
+    let after = explain();
+    assert_eq!(
+        (after["admission"]["full"].clone(), after["backends"][0]["reason"].clone()),
+        (json!(false), json!("up"))
+    );
+}

@@ -464,6 +464,17 @@ impl StatsStore {
         self.backends.retain(|k, _| backends.contains(k));
     }
 
+    /// Requests in flight to `keys` on each worker (as last reported).
+    pub fn inflight_by_worker<'a>(&self, keys: impl Iterator<Item = &'a BackendKey>) -> BTreeMap<usize, u32> {
+        let mut out = BTreeMap::new();
+        for agg in keys.filter_map(|k| self.backends.get(k)) {
+            for (w, n) in &agg.inflight {
+                *out.entry(*w).or_insert(0) += n;
+            }
+        }
+        out
+    }
+
     /// Workers whose circuit breaker for `key` is open (as last reported).
     pub fn circuit_open_workers(&self, key: &BackendKey) -> usize {
         self.backends.get(key).map_or(0, |a| a.circuit_open.values().filter(|o| **o).count())

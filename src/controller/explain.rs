@@ -142,8 +142,24 @@ impl Controller {
             Some(r) => route.policies.overlay(&r.overrides.policies),
             None => (*route.policies).clone(),
         };
-        let backends: Vec<(String, Value, bool)> =
-            pool.backends.iter().map(|b| self.explain_backend(route, b)).collect();
+        let admission = self.admission_view(route);
+        let full = admission["full"] == json!(true);
+        let backends: Vec<(String, Value, bool)> = pool
+            .backends
+            .iter()
+            .map(|b| {
+                let (id, mut v, eligible) = self.explain_backend(route, b);
+                if full && eligible {
+                    v["eligible"] = json!(false);
+                    v["reason"] = json!(format!(
+                        "admission full: the route's {} active requests per worker are taken on every worker; \
+                         the next request waits in the queue (reqQueueLength) or gets 503",
+                        admission["perWorkerLimit"]
+                    ));
+                }
+                (id, v, eligible && !full)
+            })
+            .collect();
         let (next, note) = self.next_backend(pool.strategy, &backends, client);
         json!({
             "request": request,
@@ -155,7 +171,24 @@ impl Controller {
             "backends": backends.iter().map(|(_, v, _)| v.clone()).collect::<Vec<_>>(),
             "next": next,
             "nextNote": note,
+            "admission": admission,
         })
+    }
+
+    /// The route's admission limit (`reqActiveLength`, shared out per
+    /// worker) against the requests active on each worker now.
+    fn admission_view(&self, route: &Route) -> Value {
+        if route.req_active == 0 {
+            return json!({"reqActiveLength": 0, "full": false});
+        }
+        let workers = self.workers.len().max(1) as u32;
+        let limit = route.req_active.div_ceil(workers);
+        let keys: Vec<_> = super::each_backend(route).map(|b| Self::key(route, b)).collect();
+        let active = self.stats.inflight_by_worker(keys.iter());
+        let per_worker: Vec<u32> = (0..self.workers.len()).map(|w| active.get(&w).copied().unwrap_or(0)).collect();
+        let full = per_worker.iter().all(|n| *n >= limit);
+        json!({"reqActiveLength": route.req_active, "perWorkerLimit": limit, "activePerWorker": per_worker,
+               "reqQueueLength": route.req_queue, "full": full})
     }
 
     /// One backend: its state and whether it can take a request.

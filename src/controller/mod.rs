@@ -776,6 +776,8 @@ impl Controller {
                 AdminReply::not_allowed("GET")
             }
         } else if r.path == "/api/v1/explain" {
+            // Fresh in-flight counts, for the admission check.
+            self.flush_stats();
             self.explain_reply(&r.method, &r.query)
         } else if r.path.starts_with("/api/v1/cache/") {
             let (method, path, query) = (r.method.clone(), r.path.clone(), r.query.clone());
