@@ -378,7 +378,7 @@ struct Sample {
     second: u64,
     requests: u64,
     status: [u64; 5],
-    /// Latency quantiles over the current 10-second slice (µs).
+    /// Latency quantiles over the last 10 to 20 seconds (µs).
     p50: u64,
     p99: u64,
 }
@@ -422,8 +422,13 @@ impl StatsStore {
     /// Records the global totals at second `now` (called once a second).
     pub fn sample(&mut self, now: u64) {
         let g = &self.global;
-        let slice = g.latency.last().filter(|(s, _)| *s == now / 10).map(|(_, h)| h);
-        let q = |x: f64| slice.map_or(0, |h| h.quantile(x));
+        // The current 10-second slice and the one before it: a new slice
+        // is empty until the workers' next deltas arrive.
+        let mut recent = Histogram::default();
+        for (_, h) in g.latency.iter().filter(|(s, _)| s + 1 >= now / 10) {
+            recent.add(h);
+        }
+        let q = |x: f64| recent.quantile(x);
         let s = Sample { second: now, requests: g.total.requests, status: g.total.status, p50: q(0.5), p99: q(0.99) };
         if self.history.back().is_some_and(|b| b.second == now) {
             self.history.pop_back();

@@ -42,7 +42,7 @@ function el(tag, text, attrs) {
 function fmtInt(n) { return Number(n || 0).toLocaleString("en-US"); }
 function fmtUs(us) {
   if (!us) return "0";
-  if (us < 1000) return us + " µs";
+  if (us < 1000) return Math.round(us) + " µs";
   if (us < 1e6) return (us / 1000).toFixed(us < 10000 ? 2 : 1) + " ms";
   return (us / 1e6).toFixed(2) + " s";
 }
@@ -63,7 +63,9 @@ const SERIES_STYLE = [
   { color: "#8250df", dash: [1, 3] },
 ];
 
-function drawChart(canvas, series, format) {
+// `times` (seconds, one per value) place the points: the right edge is the
+// newest, the left edge HISTORY seconds before it.
+function drawChart(canvas, series, format, times) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 420, h = canvas.clientHeight || 160;
   if (canvas.width !== w * dpr) { canvas.width = w * dpr; canvas.height = h * dpr; }
@@ -83,14 +85,16 @@ function drawChart(canvas, series, format) {
   }
   g.fillText("−5 min", left, h - 2);
   g.fillText("now", w - right - 22, h - 2);
+  const newest = times.length ? times[times.length - 1] : 0;
+  const xOf = (t) => left + (w - left - right) * (1 - Math.min(HISTORY, newest - t) / HISTORY);
   let lx = left;
   series.forEach((s, i) => {
     const st = SERIES_STYLE[i % SERIES_STYLE.length];
     g.strokeStyle = st.color; g.lineWidth = 1.6; g.setLineDash(st.dash);
     g.beginPath();
-    const n = s.values.length, span = HISTORY - 1;
+    const n = s.values.length;
     s.values.forEach((v, j) => {
-      const x = left + (w - left - right) * ((span - (n - 1 - j)) / span);
+      const x = xOf(times[j]);
       const y = top + (h - top - bottom) * (1 - v / max);
       if (j === 0) g.moveTo(x, y); else g.lineTo(x, y);
     });
@@ -106,11 +110,15 @@ function drawChart(canvas, series, format) {
   canvas.setAttribute("aria-label", series.map((s) => `${s.label} ${format(s.values[s.values.length - 1] || 0)}`).join(", "));
 }
 
+// Rates from running totals, averaged over SMOOTH samples: workers report
+// once a second each, out of step with the sampling, so one-sample rates
+// would zig-zag. Aligned with times.slice(SMOOTH).
+const SMOOTH = 3;
 function rate(values, seconds) {
   const out = [];
-  for (let i = 1; i < values.length; i++) {
-    const dt = Math.max(1, seconds[i] - seconds[i - 1]);
-    out.push(Math.max(0, (values[i] - values[i - 1]) / dt));
+  for (let i = SMOOTH; i < values.length; i++) {
+    const dt = seconds[i] - seconds[i - SMOOTH];
+    out.push(dt > 0 ? Math.max(0, (values[i] - values[i - SMOOTH]) / dt) : 0);
   }
   return out;
 }
@@ -118,22 +126,22 @@ const fmtRate = (v) => (v >= 100 ? Math.round(v).toLocaleString("en-US") : v.toF
 const CLASSES = ["2xx", "3xx", "4xx", "5xx"];
 
 function drawGlobal(h) {
-  const sec = h.second;
-  drawChart($("#c-rps"), [{ label: "req/s", values: rate(h.requests, sec) }], fmtRate);
-  drawChart($("#c-lat"), [{ label: "p50", values: h.p50Us.slice(1) }, { label: "p99", values: h.p99Us.slice(1) }], fmtUs);
-  drawChart($("#c-status"), CLASSES.map((c) => ({ label: c, values: rate(h[c], sec) })), fmtRate);
+  const sec = h.second, later = sec.slice(SMOOTH);
+  drawChart($("#c-rps"), [{ label: "req/s", values: rate(h.requests, sec) }], fmtRate, later);
+  drawChart($("#c-lat"), [{ label: "p50", values: h.p50Us }, { label: "p99", values: h.p99Us }], fmtUs, sec);
+  drawChart($("#c-status"), CLASSES.map((c) => ({ label: c, values: rate(h[c], sec) })), fmtRate, later);
 }
 
 function drawRoute() {
   const hs = routeHistory;
-  const sec = hs.map((s) => s.t);
+  const sec = hs.map((s) => s.t), later = sec.slice(SMOOTH);
   const col = (f) => hs.map(f);
-  drawChart($("#r-rps"), [{ label: "req/s", values: rate(col((s) => s.requests), sec) }], fmtRate);
+  drawChart($("#r-rps"), [{ label: "req/s", values: rate(col((s) => s.requests), sec) }], fmtRate, later);
   drawChart($("#r-lat"), [
-    { label: "p50", values: col((s) => s.p50).slice(1) },
-    { label: "p99", values: col((s) => s.p99).slice(1) },
-  ], fmtUs);
-  drawChart($("#r-status"), CLASSES.map((c) => ({ label: c, values: rate(col((s) => s[c]), sec) })), fmtRate);
+    { label: "p50", values: col((s) => s.p50) },
+    { label: "p99", values: col((s) => s.p99) },
+  ], fmtUs, sec);
+  drawChart($("#r-status"), CLASSES.map((c) => ({ label: c, values: rate(col((s) => s[c]), sec) })), fmtRate, later);
 }
 
 // ---- tables
@@ -300,10 +308,11 @@ async function tick() {
   if (!selected && routesCache.length) select(routesCache[0].vHost);
   if (selected) {
     const r = await api("/api/v1/stats/" + encodeURIComponent(selected));
-    const s = { t: now / 1000, requests: r.requests.total, p50: r.latencyUs.p50, p99: r.latencyUs.p99 };
+    // Timed when the totals arrived (a slow poll must not look like a burst).
+    const s = { t: Date.now() / 1000, requests: r.requests.total, p50: r.latencyUs.p50, p99: r.latencyUs.p99 };
     for (const c of CLASSES) s[c] = r.responses[c];
     routeHistory.push(s);
-    if (routeHistory.length > HISTORY) routeHistory.shift();
+    while (routeHistory.length && routeHistory[0].t < s.t - HISTORY) routeHistory.shift();
     drawRoute();
   }
   setStatus("live · updated " + new Date(now).toLocaleTimeString());
