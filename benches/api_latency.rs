@@ -52,7 +52,13 @@ fn run(routes: usize, writes: usize, persist: bool) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
     let state_file = persist.then(|| dir.join("state.json"));
-    let opts = runtime::Options { workers: Some(2), driver: Driver::Auto, state_file, reset_state: false };
+    let opts = runtime::Options {
+        workers: Some(2),
+        driver: Driver::Auto,
+        state_file,
+        reset_state: false,
+        inherited: Default::default(),
+    };
     let running = runtime::start_with(config, opts).expect("ringway starts");
     let rss_start = rss_mb();
     let admin = running.admin_addr.expect("admin listener");

@@ -19,6 +19,8 @@ command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # ACME end to end: Let's Encrypt's test CA (pebble, pebble-challtestsrv).
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
+# Binary upgrades are proven under wrk load.
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}"

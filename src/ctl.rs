@@ -25,6 +25,8 @@ COMMANDS:
     stats [VHOST]                       requests, rates, latency, backends
     explain URL [CLIENT-IP]             which route, rule and backends a request would meet
     health
+    upgrade                             start the binary at ringway's path on the same sockets,
+                                        then drain this process (as SIGUSR2 does)
 ";
 
 struct Client {
@@ -322,6 +324,13 @@ fn command(c: &Client, rest: &[&str]) -> Result<String, String> {
             }
             let r = ok(c.call("GET", &q, None)?, &[200])?;
             Ok(explained(&r.body))
+        }
+        ["upgrade"] => {
+            let r = ok(c.call("POST", "/api/v1/upgrade", None)?, &[202])?;
+            Ok(format!(
+                "upgrade started in pid {}: the new process takes over once ready (the log says how it went)\n",
+                s(&r.body["pid"])
+            ))
         }
         ["health"] => {
             let r = c.call("GET", "/health", None)?;

@@ -43,5 +43,6 @@ pub mod runtime;
 pub mod serve;
 pub mod stats;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 pub mod worker;

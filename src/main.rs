@@ -124,6 +124,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -153,11 +154,28 @@ fn state_file_for(config: &control::model::Config, config_path: Option<&str>) ->
 
 fn serve(config: control::model::Config, config_path: Option<&str>, args: &Args) -> ExitCode {
     let set = block_signals();
+    // The binary at our path now, resolved before anything can replace it:
+    // an upgrade starts what is there then (a package upgrade takes effect).
+    let exe = std::env::current_exe().ok().map(|p| {
+        let s = p.to_string_lossy();
+        std::path::PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s))
+    });
+    // Started by an upgrade: the old process's sockets, and where to say ready.
+    let (inherited, handover) = match ringway::upgrade::inherit() {
+        None => (Default::default(), None),
+        Some(Ok((sockets, stream))) => (sockets, Some(stream)),
+        Some(Err(e)) => {
+            eprintln!("ringway: upgrade handover failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pid_file = config.pid_file.clone();
     let opts = runtime::Options {
         workers: args.workers,
         driver: args.driver,
         state_file: state_file_for(&config, config_path),
         reset_state: args.reset_state,
+        inherited,
     };
     let running = match runtime::start_with(config, opts) {
         Ok(r) => r,
@@ -166,11 +184,20 @@ fn serve(config: control::model::Config, config_path: Option<&str>, args: &Args)
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &pid_file {
+        if let Err(e) = write_pid(path) {
+            tracing::warn!(path = %path.display(), error = %e, "pid file not written");
+        }
+    }
     let proxy: Vec<String> = running.proxy_addrs.iter().map(ToString::to_string).collect();
     let admin = running.admin_addr.map_or("-".to_string(), |a| a.to_string());
     let tls: Vec<String> = running.tls_addrs.iter().map(ToString::to_string).collect();
     let tls = if tls.is_empty() { "-".to_string() } else { tls.join(",") };
     println!("listening proxy={} admin={} tls={}", proxy.join(","), admin, tls);
+    if let Some(stream) = handover {
+        tracing::info!(pid = std::process::id(), "upgrade: serving on the handed-over sockets");
+        ringway::upgrade::ready(stream);
+    }
     loop {
         match wait_for_signal(&set) {
             libc::SIGHUP => match config_path.map(load) {
@@ -181,6 +208,12 @@ fn serve(config: control::model::Config, config_path: Option<&str>, args: &Args)
                 Some(Err(e)) => tracing::warn!("SIGHUP: config not applied: {e}"),
                 None => tracing::info!("SIGHUP: no config file to reload"),
             },
+            libc::SIGUSR2 => {
+                if upgrade(&running, exe.as_deref()) {
+                    running.shutdown();
+                    return ExitCode::SUCCESS;
+                }
+            }
             sig => {
                 tracing::info!(signal = sig, "shutting down");
                 running.shutdown();
@@ -188,6 +221,44 @@ fn serve(config: control::model::Config, config_path: Option<&str>, args: &Args)
             }
         }
     }
+}
+
+/// SIGUSR2: hands the sockets to the binary at our path; true once it is
+/// ready (this process then drains), false when it failed (we keep serving).
+fn upgrade(running: &runtime::Running, exe: Option<&std::path::Path>) -> bool {
+    let Some(exe) = exe else {
+        tracing::error!("upgrade: this process does not know its own binary");
+        return false;
+    };
+    let freeze = |on: bool| {
+        let (done, wait) = crossbeam_channel::bounded(1);
+        let sent = running.control.send(ringway::controller::ControlCmd::Freeze { on, done }).is_ok();
+        sent && wait.recv_timeout(std::time::Duration::from_secs(15)).is_ok()
+    };
+    if !freeze(true) {
+        tracing::error!("upgrade: the control thread did not pause changes; not upgrading");
+        return false;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    tracing::info!(binary = %exe.display(), "upgrade: starting the new process");
+    match ringway::upgrade::hand_over(exe, &args, &running.sockets) {
+        Ok(pid) => {
+            tracing::info!(new_pid = pid, "upgrade: the new process is ready; this one drains and exits");
+            true
+        }
+        Err(e) => {
+            tracing::error!("upgrade failed, this process keeps serving: {e}");
+            freeze(false);
+            false
+        }
+    }
+}
+
+/// Writes our pid to `path` (a temporary file renamed over it).
+fn write_pid(path: &std::path::Path) -> std::io::Result<()> {
+    let tmp = path.with_extension("pid.tmp");
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&tmp, path)
 }
 
 fn main() -> ExitCode {

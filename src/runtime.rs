@@ -15,6 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::controller::{ControlCmd, Controller};
 use crate::serve::WorkerSetup;
+use crate::upgrade::Kind;
 use crate::worker::inbox::{inbox, InboxSender};
 use crate::worker::Shared;
 
@@ -51,6 +52,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// Commands to the control thread.
     pub control: Sender<ControlCmd>,
+    /// Duplicates of every listening socket, for a binary upgrade.
+    pub sockets: crate::upgrade::Sockets,
     workers: Vec<JoinHandle<()>>,
     control_thread: Option<JoinHandle<()>>,
     /// The access-log writer: joined last, once every worker (and so
@@ -99,21 +102,47 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Binds `workers` sockets per address; port 0 is resolved once so that all
-/// workers share the same port.
-fn bind_all(addrs: &[SocketAddr], workers: usize) -> io::Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>)> {
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
-    for &addr in addrs {
-        let first = bind_reuseport(addr).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
-        let actual = first.local_addr()?;
-        bound.push(actual);
-        per_worker[0].push(first);
-        for list in per_worker.iter_mut().skip(1) {
-            list.push(bind_reuseport(actual).map_err(|e| io::Error::new(e.kind(), format!("bind {actual}: {e}")))?);
+/// Where the listening sockets come from: handed over by the process this
+/// one replaces (matched by kind and configured address), else bound here.
+struct Listeners<'a> {
+    workers: usize,
+    inherited: &'a mut crate::upgrade::Sockets,
+    /// Duplicates of every socket, for the next upgrade.
+    kept: &'a mut crate::upgrade::Sockets,
+}
+
+impl Listeners<'_> {
+    /// The sockets of every address, spread over the workers: inherited
+    /// ones first (all of them are served, so none with connections waiting
+    /// is closed), then one bound per worker still without one. Port 0 is
+    /// resolved once, so all workers share the same port.
+    #[allow(clippy::type_complexity)]
+    fn bind_all(
+        &mut self,
+        kind: Kind,
+        addrs: &[SocketAddr],
+    ) -> io::Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>)> {
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..self.workers).map(|_| Vec::new()).collect();
+        let mut bound = Vec::new();
+        for &addr in addrs {
+            let mut socks = self.inherited.take(kind, addr);
+            if socks.is_empty() {
+                socks.push(bind_reuseport(addr).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?);
+            }
+            let actual = socks[0].local_addr()?;
+            while socks.len() < self.workers {
+                let more =
+                    bind_reuseport(actual).map_err(|e| io::Error::new(e.kind(), format!("bind {actual}: {e}")))?;
+                socks.push(more);
+            }
+            bound.push(actual);
+            for (i, s) in socks.into_iter().enumerate() {
+                self.kept.keep(kind, addr, &s)?;
+                per_worker[i % self.workers].push(s);
+            }
         }
+        Ok((bound, per_worker))
     }
-    Ok((bound, per_worker))
 }
 
 /// Raises the open-file soft limit to the hard limit.
@@ -183,11 +212,11 @@ fn run_worker(driver: Driver, setup: WorkerSetup) {
 /// Starts workers and the control thread; returns once every worker has
 /// applied the first snapshot and is accepting.
 pub fn start(config: Config, workers: Option<usize>, driver: Driver) -> io::Result<Running> {
-    start_with(config, Options { workers, driver, state_file: None, reset_state: false })
+    start_with(config, Options { workers, driver, state_file: None, reset_state: false, inherited: Default::default() })
 }
 
 /// How to start, beyond the config.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Options {
     /// Worker count (overrides the config).
     pub workers: Option<usize>,
@@ -197,11 +226,14 @@ pub struct Options {
     pub state_file: Option<std::path::PathBuf>,
     /// Ignore an existing state file and start from the config's routes.
     pub reset_state: bool,
+    /// Listening sockets handed over by the process this one replaces.
+    pub inherited: crate::upgrade::Sockets,
 }
 
 /// Starts with every option.
 pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
-    let Options { workers, driver, state_file, reset_state } = opts;
+    let Options { workers, driver, state_file, reset_state, mut inherited } = opts;
+    let mut kept = crate::upgrade::Sockets::default();
     // Certificate files become PEM text here, checked; a bad one stops the start.
     let static_certs = crate::tls::prepare(&mut config).map_err(io::Error::other)?;
     // An existing state file wins over the config's routes (resume where
@@ -224,8 +256,12 @@ pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
     };
     let admin = match &config.admin {
         Some(a) => {
-            let l = std::net::TcpListener::bind(a.listen)
-                .map_err(|e| io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen)))?;
+            let l = match inherited.take(Kind::Admin, a.listen).pop() {
+                Some(l) => l,
+                None => std::net::TcpListener::bind(a.listen)
+                    .map_err(|e| io::Error::new(e.kind(), format!("admin listen {}: {e}", a.listen)))?,
+            };
+            kept.keep(Kind::Admin, a.listen, &l)?;
             let addr = l.local_addr()?;
             Some((l, crate::controller::admin::AdminSettings { addr, token: a.token.clone() }))
         }
@@ -236,9 +272,13 @@ pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
     let n = workers.or(config.workers).unwrap_or(cores.len().max(1)).max(1);
     let driver = resolve_driver(driver);
     tracing::info!(workers = n, driver = ?driver, "starting");
-    let (proxy_addrs, mut sockets) = bind_all(&config.listen, n)?;
+    let mut listeners = Listeners { workers: n, inherited: &mut inherited, kept: &mut kept };
+    let (proxy_addrs, mut sockets) = listeners.bind_all(Kind::Proxy, &config.listen)?;
     let tls_listen = config.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
-    let (tls_addrs, tls_sockets) = bind_all(&tls_listen, n)?;
+    let (tls_addrs, tls_sockets) = listeners.bind_all(Kind::Tls, &tls_listen)?;
+    // Inherited sockets this config no longer listens on close here (the
+    // old process drains what it accepted on them).
+    drop(inherited);
     let mut tls_sockets = tls_sockets.into_iter();
     let shared = Arc::new(Shared::default());
     let (access_log, log_thread) = match &config.access_log {
@@ -290,6 +330,7 @@ pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
         proxy_addrs,
         tls_addrs,
         admin_addr,
+        sockets: kept,
         control: cmd_tx,
         workers: handles,
         control_thread: Some(control_thread),

@@ -108,6 +108,12 @@ pub async fn run(setup: WorkerSetup) {
     };
     // 5. Drain.
     worker.drain.fire();
+    if worker.open_connections() > 0 {
+        // Idle keep-alive connections (and ones accepted just now) get a
+        // moment: a request already sent on one is served (with
+        // `connection: close`) instead of racing a close.
+        monoio::time::sleep(DRAIN_IDLE_GRACE.min(drain_budget)).await;
+    }
     worker.idle.close();
     if worker.open_connections() > 0 {
         let _ = monoio::time::timeout(drain_budget, worker.all_closed.wait()).await;
@@ -120,6 +126,9 @@ pub async fn run(setup: WorkerSetup) {
     tracing::debug!(worker = index, left = worker.open_connections(), "worker drained");
     let _ = events.send(WorkerEvent::Exited { worker: index });
 }
+
+/// How long idle connections may still bring a request once draining starts.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(300);
 
 fn listen(s: std::net::TcpListener) -> std::io::Result<TcpListener> {
     use std::os::fd::AsRawFd;
@@ -136,12 +145,11 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
     let mut failures = 0u64;
     let mut last_warned: Option<Instant> = None;
     loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => Some(r),
-            _ = worker.drain.wait() => None,
-        };
+        let (accepted, draining) = accept_or_drain(&worker, &listener).await;
         match accepted {
             None => break,
+            // Cancelled by the drain, or a connection it took just before.
+            Some(Err(_)) if draining => break,
             Some(Ok((stream, peer))) => {
                 let max = worker.active().limits.max_connections;
                 match worker.admit_connection(max) {
@@ -169,7 +177,33 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
                 monoio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        if draining {
+            break;
+        }
     }
+}
+
+/// The next connection, or the drain. A drain cancels the pending accept
+/// and waits for it to end: with io_uring the kernel may have taken a
+/// connection for it already, and dropping the operation would lose that
+/// connection (its client would see a reset). Such a late connection is
+/// returned and served (its answer says `connection: close`); the
+/// listening socket itself may live on in a process that took it over.
+async fn accept_or_drain(
+    worker: &Worker,
+    listener: &TcpListener,
+) -> (Option<std::io::Result<(monoio::net::TcpStream, std::net::SocketAddr)>>, bool) {
+    if worker.drain.is_fired() {
+        return (None, true);
+    }
+    let canceller = monoio::io::Canceller::new();
+    let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
+    let drained = monoio::select! {
+        r = &mut accept => return (Some(r), false),
+        _ = worker.drain.wait() => true,
+    };
+    let _ = canceller.cancel();
+    (Some(accept.as_mut().await), drained)
 }
 
 /// A TLS connection: the handshake (bounded by `handshakeMs`; a client

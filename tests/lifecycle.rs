@@ -128,7 +128,8 @@ fn the_example_systemd_unit_verifies_and_uses_real_commands() {
     for line in [
         "ExecStart=/usr/local/bin/ringway run --config",
         "ExecReload=/usr/local/bin/ringway check --config",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/bin/sh -c 'kill -USR2 \"$(cat /run/ringway/ringway.pid)\"'",
+        "ExitType=cgroup",
         "LimitNOFILE=",
     ] {
         assert!(unit.contains(line), "missing {line:?}");

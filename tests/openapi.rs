@@ -68,6 +68,7 @@ fn the_document_is_served_and_names_every_endpoint() {
         "/api/v1/info",
         "/api/v1/history",
         "/api/v1/openapi.json",
+        "/api/v1/upgrade",
         "/health",
         "/metrics",
     ] {

@@ -159,6 +159,8 @@ pub struct Config {
     pub http2: Http2,
     /// Automatic certificates, when configured.
     pub acme: Option<Acme>,
+    /// Where the pid goes once serving.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `acme`: where certificates for `autoHttps` routes come from.
@@ -849,6 +851,7 @@ impl TryFrom<&RawConfig> for Config {
                 tls,
                 http2,
                 acme,
+                pid_file: raw.pid_file.as_ref().map(PathBuf::from),
             })
         } else {
             Err(ConfigErrors(errs.list))

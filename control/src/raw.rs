@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub http2: Option<RawHttp2>,
     /// Automatic certificates for `autoHttps` routes.
     pub acme: Option<RawAcme>,
+    /// Where ringway writes its pid once it serves (upgrades rewrite it).
+    pub pid_file: Option<String>,
 }
 
 /// `acme`.

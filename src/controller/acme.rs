@@ -369,7 +369,7 @@ impl super::Controller {
     pub(super) fn acme_tick(&mut self) {
         let Some(a) = self.acme.as_mut() else { return };
         let now = Instant::now();
-        if self.pending.is_none() {
+        if self.pending.is_none() && !self.frozen {
             if let Some((domain, certificate)) = a.queue.pop_front() {
                 let mut next = self.state.clone();
                 let change = control::state::Change::PutCertificate { domain: domain.clone(), certificate };

@@ -38,6 +38,15 @@ pub enum ControlCmd {
     Shutdown,
     /// SIGHUP: apply the config file's routes now.
     Reload(Vec<control::model::Route>),
+    /// A binary upgrade starts (`true`: writes answer 503 until it ends, so
+    /// none is lost between the new process reading the state and this one
+    /// stopping) or failed (`false`). Answered once no change is pending.
+    Freeze {
+        /// On or off.
+        on: bool,
+        /// Told once it holds.
+        done: Sender<()>,
+    },
 }
 
 /// Why a new generation did not reach every worker.
@@ -111,6 +120,8 @@ pub struct Controller {
     next_sample: Instant,
     /// Automatic certificates, when `acme` is configured (started by `run`).
     acme: Option<acme::AcmeSide>,
+    /// A binary upgrade is handing over: changes wait (API writes get 503).
+    frozen: bool,
     /// The config file's certificates (loaded and checked at start).
     static_certs: Vec<(control::api::CertMeta, bool)>,
     /// The TLS state of the last snapshot, and a fingerprint of what it
@@ -212,6 +223,7 @@ impl Controller {
             flush_id: 0,
             next_sample: Instant::now(),
             acme: None,
+            frozen: false,
             static_certs,
             tls: None,
         }
@@ -775,6 +787,15 @@ impl Controller {
             } else {
                 AdminReply::not_allowed("GET")
             }
+        } else if r.path == "/api/v1/upgrade" {
+            if r.method != "POST" {
+                AdminReply::not_allowed("POST")
+            } else {
+                // The main thread owns the handover (it waits for signals).
+                // SAFETY: kill(2) on our own pid with a signal main waits for.
+                unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+                AdminReply::json(202, &serde_json::json!({"upgrading": true, "pid": std::process::id()}))
+            }
         } else if r.path == "/api/v1/explain" {
             // Fresh in-flight counts, for the admission check.
             self.flush_stats();
@@ -820,6 +841,11 @@ impl Controller {
                     body["impact"] = self.impact(&next);
                     AdminReply::json(reply.status, &body)
                 }
+                Outcome::Commit { .. } if self.frozen => AdminReply::json(
+                    503,
+                    &serde_json::json!({"error": "upgrading", "field": null,
+                        "message": "a binary upgrade is handing over; send the change again in a moment"}),
+                ),
                 Outcome::Commit { change, next, reply } => {
                     tracing::info!(change = ?change_name(&change), generation = next.generation, "api change");
                     let mut ok = AdminReply::json(reply.status, &reply.body);
@@ -834,6 +860,10 @@ impl Controller {
     }
 
     fn on_reload(&mut self, routes: Vec<Route>) {
+        if self.frozen {
+            tracing::warn!("SIGHUP during a binary upgrade: not applied (the new process reads the config file)");
+            return;
+        }
         let mut next = self.state.clone();
         let change = Change::ReplaceRoutes { routes };
         if let Err(e) = next.apply(&change) {
@@ -1067,6 +1097,11 @@ impl Controller {
                 },
                 recv(cmds) -> cmd => match cmd {
                     Ok(ControlCmd::Reload(routes)) => self.on_reload(routes),
+                    Ok(ControlCmd::Freeze { on, done }) => {
+                        // (Commands wait while a change is pending: none is now.)
+                        self.frozen = on;
+                        let _ = done.send(());
+                    }
                     Ok(ControlCmd::Shutdown) | Err(_) => break,
                 },
                 default(wait) => {},

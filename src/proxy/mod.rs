@@ -112,10 +112,11 @@ pub fn serve_client(guard: ConnGuard, mut client: Stream, peer: SocketAddr) -> i
                     w.put_bufs(b);
                 }
                 client.shed();
-                if w.drain.is_fired() {
-                    return;
-                }
-                // Wait for the next request without holding a buffer.
+                // Wait for the next request without holding a buffer. While
+                // draining this wait still runs for a moment (until the
+                // worker closes idle waits): a request already on its way is
+                // answered, with `connection: close`, rather than met by a
+                // close the client could not tell from a failure.
                 let timeouts = w.active().timeouts;
                 let wait = if first { timeouts.client_head } else { timeouts.idle };
                 let ready = monoio::select! {
