@@ -107,6 +107,25 @@ fn alive(pid: u32, first: &mut Child) -> bool {
     }
 }
 
+/// A backend, a config (with a pid file and a state file) in a temporary
+/// directory, and ringway started on it.
+struct Setup {
+    backend: BackendHandle,
+    dir: TempDir,
+    config_path: PathBuf,
+    rw: Upgradable,
+}
+
+impl Setup {
+    fn start(tag: &str) -> Setup {
+        let backend = Backend::respond(200, "ok").named("app").start();
+        let dir = TempDir::new(tag);
+        let (config_path, pid_file) = write_config(&dir, &backend);
+        let rw = Upgradable::start(&config_path, &pid_file);
+        Setup { backend, dir, config_path, rw }
+    }
+}
+
 fn write_config(dir: &TempDir, backend: &BackendHandle) -> (PathBuf, PathBuf) {
     let pid_file = dir.join("ringway.pid");
     let mut cfg = with_admin(config(vec![route("*", "ROUND_ROBIN", vec![backend.config()])]), None);
@@ -149,10 +168,7 @@ fn requests(summary: &str) -> u64 {
 
 #[test]
 fn ten_upgrades_under_load_lose_no_request_and_refuse_no_connection() {
-    let backend = Backend::respond(200, "ok").named("app").start();
-    let dir = TempDir::new("upgrade");
-    let (config_path, pid_file) = write_config(&dir, &backend);
-    let mut rw = Upgradable::start(&config_path, &pid_file);
+    let Setup { backend: _backend, dir: _dir, config_path: _, mut rw } = Setup::start("upgrade");
     let first = rw.pid();
     let seconds = 25;
     let started = Instant::now();
@@ -184,10 +200,7 @@ fn ten_upgrades_under_load_lose_no_request_and_refuse_no_connection() {
 
 #[test]
 fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
-    let backend = Backend::respond(200, "ok").named("app").start();
-    let dir = TempDir::new("upgrade-fail");
-    let (config_path, pid_file) = write_config(&dir, &backend);
-    let mut rw = Upgradable::start(&config_path, &pid_file);
+    let Setup { backend, dir: _dir, config_path, mut rw } = Setup::start("upgrade-fail");
     let pid = rw.pid();
     // The new process would read a broken config file.
     std::fs::write(&config_path, "{ not json").expect("break the config");
@@ -208,4 +221,20 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     assert!(alive(pid, &mut rw.first), "the old process still runs");
     assert_eq!(rw.pid(), pid, "and the pid file still names it");
     assert_eq!(get(rw.proxy, "later.test", "/").status, 200, "it serves, with the change made after");
+}
+
+#[test]
+fn a_config_with_new_listeners_is_applied_by_an_upgrade() {
+    let Setup { backend: _backend, dir: _dir, config_path, mut rw } = Setup::start("upgrade-listen");
+    let old_port = rw.proxy;
+    // A second listener on a new port, and the admin API where it was.
+    let extra = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config")).expect("json");
+    cfg["listen"] = json!([old_port.to_string(), extra.to_string()]);
+    std::fs::write(&config_path, cfg.to_string()).expect("config");
+    let pid = rw.upgrade();
+    assert_ne!(pid, 0);
+    assert_eq!(get(old_port, "a.test", "/").status, 200, "the old port, handed over");
+    assert_eq!(get(extra, "a.test", "/").status, 200, "the new port, bound by the new process");
+    assert_eq!(Api::new(rw.admin).get("/api/v1/info").expect(200, "info").json["pid"], json!(pid));
 }

@@ -523,6 +523,11 @@ mod tests {
     use crate::model::parse_config;
 
     fn call(state: &State, method: &str, path: &str, body: &str) -> Outcome {
+        call_if(state, method, path, body, None)
+    }
+
+    /// `call` with an `If-Match` header.
+    fn call_if(state: &State, method: &str, path: &str, body: &str, if_match: Option<&str>) -> Outcome {
         let defaults = RouteDefaults::of(&parse_config("{}").expect("valid"));
         let sc = json!({});
         let no_certs = |_: &str, _: &str| -> Result<CertMeta, (&'static str, String)> { Err(("cert", "no".into())) };
@@ -543,7 +548,7 @@ mod tests {
                 query,
                 body: body.as_bytes(),
                 content_type: Some("application/json"),
-                if_match: None,
+                if_match,
             },
         )
     }
@@ -596,28 +601,7 @@ mod tests {
         assert!(query_flag("dryRun=", "dryRun").is_err());
         let s = State::default();
         let body = r#"{"vHost":"a.com"}"#;
-        let with = |tag: &str| {
-            let defaults = RouteDefaults::of(&parse_config("{}").expect("valid"));
-            let sc = json!({});
-            let no_certs =
-                |_: &str, _: &str| -> Result<CertMeta, (&'static str, String)> { Err(("cert", "no".into())) };
-            let ctx = ApiContext {
-                defaults: &defaults,
-                static_config: &sc,
-                check_certificate: &no_certs,
-                static_certificates: &[],
-                acme: None,
-            };
-            let req = ApiRequest {
-                method: "POST",
-                path: "/api/v1/routes",
-                query: "",
-                body: body.as_bytes(),
-                content_type: Some("application/json"),
-                if_match: Some(tag),
-            };
-            status(&handle(&s, &ctx, &req))
-        };
+        let with = |tag: &str| status(&call_if(&s, "POST", "/api/v1/routes", body, Some(tag)));
         assert_eq!(with("\"0\""), 201);
         assert_eq!(with("W/\"7\", \"0\""), 201);
         assert_eq!(with("*"), 201);

@@ -69,54 +69,65 @@ enum Out {
     Done,
 }
 
+/// The HTTP/1.1 request head an HTTP/2 request becomes (one exchange, so
+/// `connection: close`): `:authority` (else Host) as Host; connection-specific
+/// fields dropped, `te` kept only as `trailers`; cookie crumbs joined into one
+/// field; `transfer-encoding: chunked` when a body comes without a length.
+/// Returns the head and whether the body goes chunked. The request path
+/// parses this head like any other (and the h2_to_h1 fuzz target checks it
+/// always parses, with nothing the client could smuggle).
+pub fn h1_request_head(parts: &http::request::Parts, has_body: bool) -> (Vec<u8>, bool) {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    match parts.uri.path_and_query() {
+        Some(pq) if !pq.as_str().is_empty() => head.extend_from_slice(pq.as_str().as_bytes()),
+        // CONNECT names an authority only (the request path refuses it).
+        _ if parts.method == http::Method::CONNECT => {
+            head.extend_from_slice(parts.uri.authority().map_or("", |a| a.as_str()).as_bytes())
+        }
+        _ => head.push(b'/'),
+    }
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    if let Some(h) = authority.or_else(|| parts.headers.get(http::header::HOST).map(|h| h.as_bytes())) {
+        head.extend_from_slice(b"host: ");
+        head.extend_from_slice(h);
+        head.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        let keep = !CONNECTION_SPECIFIC.contains(&n) && n != "cookie";
+        if keep || (n == "te" && value.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+            head.extend_from_slice(n.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+    }
+    // HTTP/2 may split a cookie into crumbs; HTTP/1.1 wants one field.
+    for (i, c) in parts.headers.get_all(http::header::COOKIE).iter().enumerate() {
+        head.extend_from_slice(if i == 0 { b"cookie: " } else { b"; " });
+        head.extend_from_slice(c.as_bytes());
+    }
+    if parts.headers.contains_key(http::header::COOKIE) {
+        head.extend_from_slice(b"\r\n");
+    }
+    let chunked = has_body && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    // One exchange per stream: the request path closes after it.
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    (head, chunked)
+}
+
 impl H2Stream {
     /// A stream for `req`, answered through `respond`.
     pub fn new(req: Request<RecvStream>, respond: SendResponse<Bytes>, info: Rc<ConnInfo>) -> H2Stream {
         let (parts, body) = req.into_parts();
-        let mut head = Vec::with_capacity(512);
-        head.extend_from_slice(parts.method.as_str().as_bytes());
-        head.push(b' ');
-        match parts.uri.path_and_query() {
-            Some(pq) if !pq.as_str().is_empty() => head.extend_from_slice(pq.as_str().as_bytes()),
-            // CONNECT names an authority only (the request path refuses it).
-            _ if parts.method == http::Method::CONNECT => {
-                head.extend_from_slice(parts.uri.authority().map_or("", |a| a.as_str()).as_bytes())
-            }
-            _ => head.push(b'/'),
-        }
-        head.extend_from_slice(b" HTTP/1.1\r\n");
-        let authority = parts.uri.authority().map(|a| a.as_str().as_bytes().to_vec());
-        let host = authority.or_else(|| parts.headers.get(http::header::HOST).map(|h| h.as_bytes().to_vec()));
-        if let Some(h) = host {
-            head.extend_from_slice(b"host: ");
-            head.extend_from_slice(&h);
-            head.extend_from_slice(b"\r\n");
-        }
-        for (name, value) in &parts.headers {
-            let n = name.as_str();
-            let keep = !CONNECTION_SPECIFIC.contains(&n) && n != "cookie";
-            if keep || (n == "te" && value.as_bytes().eq_ignore_ascii_case(b"trailers")) {
-                head.extend_from_slice(n.as_bytes());
-                head.extend_from_slice(b": ");
-                head.extend_from_slice(value.as_bytes());
-                head.extend_from_slice(b"\r\n");
-            }
-        }
-        // HTTP/2 may split a cookie into crumbs; HTTP/1.1 wants one field.
-        for (i, c) in parts.headers.get_all(http::header::COOKIE).iter().enumerate() {
-            head.extend_from_slice(if i == 0 { b"cookie: " } else { b"; " });
-            head.extend_from_slice(c.as_bytes());
-        }
-        if parts.headers.contains_key(http::header::COOKIE) {
-            head.extend_from_slice(b"\r\n");
-        }
         let has_body = !body.is_end_stream();
-        let chunked = has_body && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
-        if chunked {
-            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        }
-        // One exchange per stream: the request path closes after it.
-        head.extend_from_slice(b"connection: close\r\n\r\n");
+        let (head, chunked) = h1_request_head(&parts, has_body);
         H2Stream {
             inbound: Inbound::new(head, has_body.then_some(body), chunked),
             respond: Some(respond),
