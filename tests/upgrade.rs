@@ -229,12 +229,23 @@ fn a_config_with_new_listeners_is_applied_by_an_upgrade() {
     let old_port = rw.proxy;
     // A second listener on a new port, and the admin API where it was.
     let extra = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+    // And a TLS listener, which the new process binds.
+    let ca = TestCa::new();
+    let leaf = ca.issue(&["a.test"]);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
     let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config")).expect("json");
     cfg["listen"] = json!([old_port.to_string(), extra.to_string()]);
+    cfg["tls"] = json!({"listen": [tls_port.to_string()],
+                        "certificates": [{"cert": leaf.cert_path, "key": leaf.key_path, "default": true}]});
     std::fs::write(&config_path, cfg.to_string()).expect("config");
     let pid = rw.upgrade();
     assert_ne!(pid, 0);
     assert_eq!(get(old_port, "a.test", "/").status, 200, "the old port, handed over");
     assert_eq!(get(extra, "a.test", "/").status, 200, "the new port, bound by the new process");
-    assert_eq!(Api::new(rw.admin).get("/api/v1/info").expect(200, "info").json["pid"], json!(pid));
+    assert_eq!(curl_https(tls_port.port(), "a.test", "/", ca.ca_path()).status, 200, "the new TLS listener");
+    // A second upgrade hands the TLS listener over too.
+    let again = rw.upgrade();
+    assert_ne!(again, pid);
+    assert_eq!(curl_https(tls_port.port(), "a.test", "/", ca.ca_path()).status, 200, "the TLS listener, handed over");
+    assert_eq!(Api::new(rw.admin).get("/api/v1/info").expect(200, "info").json["pid"], json!(again));
 }
