@@ -144,8 +144,11 @@ fn listen(s: std::net::TcpListener) -> std::io::Result<TcpListener> {
 async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
     let mut failures = 0u64;
     let mut last_warned: Option<Instant> = None;
+    // One canceller for the loop's life (its set keeps its room: no
+    // allocation per accept).
+    let mut canceller = monoio::io::Canceller::new();
     loop {
-        let (accepted, draining) = accept_or_drain(&worker, &listener).await;
+        let (accepted, draining) = accept_or_drain(&worker, &listener, &mut canceller).await;
         match accepted {
             None => break,
             // Cancelled by the drain, or a connection it took just before.
@@ -192,17 +195,17 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
 async fn accept_or_drain(
     worker: &Worker,
     listener: &TcpListener,
+    canceller: &mut monoio::io::Canceller,
 ) -> (Option<std::io::Result<(monoio::net::TcpStream, std::net::SocketAddr)>>, bool) {
     if worker.drain.is_fired() {
         return (None, true);
     }
-    let canceller = monoio::io::Canceller::new();
     let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
     let drained = monoio::select! {
         r = &mut accept => return (Some(r), false),
         _ = worker.drain.wait() => true,
     };
-    let _ = canceller.cancel();
+    let _ = std::mem::take(canceller).cancel();
     (Some(accept.as_mut().await), drained)
 }
 

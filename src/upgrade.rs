@@ -138,6 +138,9 @@ pub fn hand_over(exe: &std::path::Path, args: &[String], sockets: &Sockets) -> R
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
     drop(theirs);
     let pid = child.id();
+    // A binary that does not speak this handover must not hang us.
+    let _ = ours.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = ours.set_write_timeout(Some(Duration::from_secs(10)));
     let outcome = send_all(&ours, sockets).and_then(|()| wait_ready(&ours, &mut child));
     if let Err(e) = &outcome {
         let _ = child.kill();

@@ -227,6 +227,10 @@ fn a_failed_validation_is_reported_and_retried_later() {
     let b = Backend::respond(200, "x").named("x").start();
     let route = json!({"vHost": "broken.test", "autoHttps": true, "backends": [b.config()]});
     api.post("/api/v1/routes", &route).expect(201, "POST");
+    // HTTP-01 cannot prove a wildcard: such a route still needs a certificate.
+    let wild = json!({"vHost": "*.wild.test", "autoHttps": true, "backends": [b.config()]});
+    let r = api.post("/api/v1/routes", &wild);
+    assert_eq!((r.status, r.json["field"].as_str()), (400, Some("autoHttps")), "{}", r.json);
     let entry = wait_certificate(&api, "broken.test", "failure", |e| e["acme"]["state"] == json!("failed"));
     assert_eq!(entry["notAfter"], Value::Null, "{entry}");
     assert!(entry["acme"]["lastError"].as_str().is_some_and(|e| !e.is_empty()), "the CA's reason: {entry}");

@@ -77,6 +77,10 @@ fn the_dashboards_files_are_embedded_guarded_and_need_no_token() {
     assert_eq!(get(admin, &host, "/api/v1/info").status, 401);
     // DNS rebinding: a foreign Host gets nothing, not even the page.
     assert_eq!(get(admin, "evil.example", "/").status, 403);
+    // Refused before its body is read: nothing of a 1 MB body is waited for.
+    let refused =
+        exchange(admin, b"POST /api/v1/routes HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 1000000\r\n\r\n");
+    assert_eq!(refused.status, 403, "{}", refused.head);
     let api = rw.api().with_token("t");
     let info = api.get("/api/v1/info").expect(200, "GET /api/v1/info").json;
     assert_eq!(info["version"], json!(env!("CARGO_PKG_VERSION")));

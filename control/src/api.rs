@@ -163,12 +163,16 @@ fn check_route_tls(route: &crate::model::Route, state: &State, ctx: &ApiContext<
             return Err(ApiError::new(400, "invalidField", Some(format!("ssl.{field}")), message));
         }
     }
-    if route.auto_https && route.ssl.is_none() && !ctx.defaults.acme && !certificate_covers(state, ctx, &route.key) {
+    let acme_issues = ctx.defaults.acme && route.vhost.acme_can_issue();
+    if route.auto_https && route.ssl.is_none() && !acme_issues && !certificate_covers(state, ctx, &route.key) {
         return Err(ApiError::new(
             400,
             "invalidField",
             Some("autoHttps".into()),
-            format!("no certificate serves {:?} (add one, set ssl, or configure acme)", route.key),
+            format!(
+                "no certificate serves {:?} (add one or set ssl; acme issues only for an exact host name)",
+                route.key
+            ),
         ));
     }
     Ok(())
@@ -470,7 +474,7 @@ pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outc
                 after.certificates.remove(&domain);
                 // (With ACME, a new one is issued instead.)
                 let orphan = state.routes.iter().find(|r| {
-                    !ctx.defaults.acme
+                    !(ctx.defaults.acme && r.vhost.acme_can_issue())
                         && r.auto_https
                         && r.ssl.is_none()
                         && certificate_covers(state, ctx, &r.key)

@@ -496,6 +496,15 @@ pub enum VHost {
 }
 
 impl VHost {
+    /// Whether ACME (HTTP-01) can issue a certificate for this vHost: an
+    /// exact DNS name, not a wildcard, the catch-all or an address.
+    pub fn acme_can_issue(&self) -> bool {
+        match self {
+            VHost::Exact(h) => h.parse::<IpAddr>().is_err() && !h.starts_with('['),
+            VHost::Wildcard(_) | VHost::Any => false,
+        }
+    }
+
     /// The route key: the lowercased pattern as written (`*`, `a.b`, `*.b`).
     pub fn key(&self) -> String {
         match self {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::model::{Acme, VHost};
+use control::model::Acme;
 use control::state::{Certificate, State};
 use crossbeam_channel::Sender;
 use instant_acme::{
@@ -50,8 +50,8 @@ pub(super) enum AcmeEvent {
         token: String,
         /// What to answer.
         key_authorization: String,
-        /// Told once every worker serves it.
-        ready: tokio::sync::oneshot::Sender<()>,
+        /// Told once every worker serves it (`false`: not every one answered).
+        ready: tokio::sync::oneshot::Sender<bool>,
     },
     /// The token is no longer needed.
     ChallengeDone {
@@ -134,11 +134,8 @@ pub(super) fn managed_domains(state: &State, static_names: &[String]) -> Vec<Str
     state
         .routes
         .iter()
-        .filter(|r| r.auto_https && r.ssl.is_none())
-        .filter_map(|r| match &r.vhost {
-            VHost::Exact(h) if h.parse::<std::net::IpAddr>().is_err() && !h.starts_with('[') => Some(h.clone()),
-            _ => None,
-        })
+        .filter(|r| r.auto_https && r.ssl.is_none() && r.vhost.acme_can_issue())
+        .map(|r| r.key.clone())
         .filter(|h| !operator_covers(h))
         .collect()
 }
@@ -198,36 +195,30 @@ pub(super) fn run(
     let settings = Arc::new(settings);
     let account: Arc<tokio::sync::Mutex<Option<Account>>> = Arc::default();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+    // Domains being worked on; a task leaves it before it reports, so an
+    // `Issue` that follows a report is never taken for a duplicate.
+    let running: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
     rt.block_on(async move {
-        let mut running: HashSet<String> = HashSet::new();
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        loop {
-            tokio::select! {
-                cmd = cmds.recv() => match cmd {
-                    Some(AcmeCmd::Issue(domains)) => {
-                        for domain in domains {
-                            if !running.insert(domain.clone()) {
-                                continue;
-                            }
-                            let (settings, account, slots) = (settings.clone(), account.clone(), slots.clone());
-                            let (events, done) = (events.clone(), done_tx.clone());
-                            tokio::spawn(async move {
-                                let Ok(_slot) = slots.acquire().await else { return };
-                                let sink = Sink(events);
-                                let ev = match issue(&settings, &account, &domain, &sink).await {
-                                    Ok((cert_pem, key_pem)) => AcmeEvent::Issued { domain: domain.clone(), cert_pem, key_pem },
-                                    Err(error) => AcmeEvent::Failed { domain: domain.clone(), error },
-                                };
-                                sink.send(ev);
-                                let _ = done.send(domain);
-                            });
-                        }
-                    }
-                    None => return,
-                },
-                Some(d) = done_rx.recv() => {
-                    running.remove(&d);
+        while let Some(AcmeCmd::Issue(domains)) = cmds.recv().await {
+            for domain in domains {
+                let fresh = running.lock().map(|mut r| r.insert(domain.clone())).unwrap_or(false);
+                if !fresh {
+                    continue;
                 }
+                let (settings, account, slots) = (settings.clone(), account.clone(), slots.clone());
+                let (events, running) = (events.clone(), running.clone());
+                tokio::spawn(async move {
+                    let Ok(_slot) = slots.acquire().await else { return };
+                    let sink = Sink(events);
+                    let ev = match issue(&settings, &account, &domain, &sink).await {
+                        Ok((cert_pem, key_pem)) => AcmeEvent::Issued { domain: domain.clone(), cert_pem, key_pem },
+                        Err(error) => AcmeEvent::Failed { domain: domain.clone(), error },
+                    };
+                    if let Ok(mut r) = running.lock() {
+                        r.remove(&domain);
+                    }
+                    sink.send(ev);
+                });
             }
         }
     });
@@ -294,17 +285,20 @@ async fn account(settings: &Settings, cache: &tokio::sync::Mutex<Option<Account>
     Ok(account)
 }
 
-/// Writes `bytes` to `path`, readable by the owner only.
+/// Writes `bytes` to `path`, readable by the owner only: a 0600 temporary
+/// file, synced, renamed over it (an existing file's mode never leaks in).
 fn save_private(path: &std::path::Path, bytes: &[u8]) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "the ACME account could not be saved");
     }
@@ -336,10 +330,13 @@ async fn issue(
         let key_authorization = challenge.key_authorization().as_str().to_string();
         sink.send(AcmeEvent::Challenge { token: token.clone(), key_authorization, ready });
         guard.tokens.push(token);
-        tokio::time::timeout(Duration::from_secs(15), published)
+        let all = tokio::time::timeout(Duration::from_secs(15), published)
             .await
             .map_err(|_| "the workers did not take the challenge token in time".to_string())?
             .map_err(|_| "ringway is shutting down".to_string())?;
+        if !all {
+            return Err("not every worker took the challenge token within 1 s".into());
+        }
         challenge.set_ready().await.map_err(text)?;
     }
     let retry = RetryPolicy::new().timeout(ORDER_TIMEOUT);
@@ -391,9 +388,11 @@ impl super::Controller {
         let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let mut start = Vec::new();
         for domain in managed {
+            // Issued and waiting to be stored: not due again.
+            let queued = a.queue.iter().any(|(d, _)| *d == domain);
             let s = a.status.entry(domain.clone()).or_default();
             let waiting = s.retry_at.is_some_and(|t| now < t);
-            if !s.in_flight && !waiting && due(&self.state, &domain, unix) {
+            if !s.in_flight && !waiting && !queued && due(&self.state, &domain, unix) {
                 s.in_flight = true;
                 start.push(domain);
             }
@@ -414,8 +413,8 @@ impl super::Controller {
                 self.broadcast(control::messages::ControlMsg::AcmeTokens(tokens));
                 // Every worker answers a stats flush after the messages
                 // before it: once they have, each one serves the token.
-                self.flush_stats();
-                let _ = ready.send(());
+                let all = self.flush_stats();
+                let _ = ready.send(all);
             }
             AcmeEvent::ChallengeDone { token } => {
                 a.tokens.retain(|(t, _)| *t != token);
@@ -453,6 +452,15 @@ impl super::Controller {
                 s.in_flight = false;
                 Self::acme_failed(s, &domain, error);
             }
+        }
+    }
+
+    /// A certificate that could not be stored (the state file): backs off
+    /// like a failed order, so the CA is not asked again at once.
+    pub(super) fn acme_store_failed(&mut self, domain: &str, error: String) {
+        if let Some(a) = self.acme.as_mut() {
+            let s = a.status.entry(domain.to_string()).or_default();
+            Self::acme_failed(s, domain, error);
         }
     }
 

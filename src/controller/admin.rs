@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -24,6 +24,8 @@ use crate::worker::inbox::{inbox, InboxSender};
 const MAX_CONNECTIONS: usize = 256;
 /// Idle and I/O timeout of an admin connection.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A whole request (head and body) from its first byte, at most.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
 /// Largest request body.
 pub const MAX_BODY: usize = control::api::MAX_BODY;
 
@@ -201,11 +203,13 @@ async fn send(s: &mut TcpStream, r: &AdminReply, close: bool, head_only: bool) -
     matches!(monoio::time::timeout(IO_TIMEOUT, s.write_all(bytes)).await, Ok((Ok(_), _)))
 }
 
-/// Reads more bytes into `buf`; false at end of stream, on error or after
-/// the idle timeout.
-async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+/// Reads more bytes into `buf`; false at end of stream, on error, after
+/// the idle timeout or past `deadline`.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, deadline: Option<Instant>) -> bool {
     let chunk = Vec::with_capacity(8192);
-    match monoio::time::timeout(IO_TIMEOUT, s.read(chunk)).await {
+    let idle = Instant::now() + IO_TIMEOUT;
+    let until = deadline.map_or(idle, |d| d.min(idle));
+    match monoio::time::timeout_at(monoio::time::Instant::from_std(until), s.read(chunk)).await {
         Ok((Ok(n), chunk)) if n > 0 => {
             buf.extend_from_slice(&chunk[..n]);
             true
@@ -264,12 +268,37 @@ async fn ask_control(request: AdminRequest, calls: &Sender<AdminCall>) -> AdminR
     }
 }
 
+/// The head's fields the checks and handlers use, as owned strings.
+fn head_of(buf: &[u8], req: &crate::http::RequestHead, headers: &[crate::http::HeaderSpan]) -> Head {
+    let text =
+        |sp: (u32, u32)| String::from_utf8_lossy(buf.get(sp.0 as usize..sp.1 as usize).unwrap_or(b"")).into_owned();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| {
+                buf.get(h.name.0 as usize..h.name.1 as usize).is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            })
+            .map(|h| text(h.value))
+    };
+    Head {
+        method: text(req.method_span),
+        target: text(req.path),
+        host: header("host"),
+        origin: header("origin"),
+        authorization: header("authorization"),
+        content_type: header("content-type"),
+        if_match: header("if-match"),
+    }
+}
+
 async fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<AdminCall>) {
     let limits = HeadLimits { max_head_bytes: 16 * 1024, max_headers: 64 };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut headers = Vec::new();
     loop {
-        // Head.
+        // Head: an idle connection waits IO_TIMEOUT for a first byte; from
+        // there the whole request (head and body) has REQUEST_DEADLINE.
+        let mut deadline = (!buf.is_empty()).then(|| Instant::now() + REQUEST_DEADLINE);
         let req = loop {
             match parse_request(&buf, &limits, &mut headers) {
                 Ok(Some(r)) => break r,
@@ -279,11 +308,24 @@ async fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<A
                     return;
                 }
             }
-            if !read_more(&mut s, &mut buf).await {
+            if !read_more(&mut s, &mut buf, deadline).await {
                 return;
             }
+            deadline.get_or_insert_with(|| Instant::now() + REQUEST_DEADLINE);
         };
         let close = !req.keep_alive;
+        let head = head_of(&buf, &req, &headers);
+        let head_only = head.method == "HEAD";
+        let (path, query) = match head.target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (head.target.clone(), String::new()),
+        };
+        // The checks come before anything is buffered for the request: a
+        // refused one closes with its body unread.
+        if let Some(refused) = check(&head, settings, &path) {
+            send(&mut s, &refused, true, head_only).await;
+            return;
+        }
         // Body.
         let body_len = match req.body {
             crate::http::BodyKind::None => 0,
@@ -299,51 +341,23 @@ async fn connection(mut s: TcpStream, settings: &AdminSettings, calls: &Sender<A
             }
         };
         while buf.len() < req.head_len + body_len {
-            if !read_more(&mut s, &mut buf).await {
+            if !read_more(&mut s, &mut buf, deadline).await {
                 return;
             }
         }
-        let text =
-            |sp: (u32, u32)| String::from_utf8_lossy(buf.get(sp.0 as usize..sp.1 as usize).unwrap_or(b"")).into_owned();
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|h| {
-                    buf.get(h.name.0 as usize..h.name.1 as usize)
-                        .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
-                })
-                .map(|h| text(h.value))
-        };
-        let head = Head {
-            method: text(req.method_span),
-            target: text(req.path),
-            host: header("host"),
-            origin: header("origin"),
-            authorization: header("authorization"),
-            content_type: header("content-type"),
-            if_match: header("if-match"),
-        };
-        let head_only = head.method == "HEAD";
-        let (path, query) = match head.target.split_once('?') {
-            Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (head.target.clone(), String::new()),
-        };
-        let reply = match check(&head, settings, &path) {
-            Some(refused) => refused,
-            None => match super::dashboard::page(&head.method, &path) {
-                Some(page) => page,
-                None => {
-                    let request = AdminRequest {
-                        method: head.method,
-                        path,
-                        query,
-                        body: buf[req.head_len..req.head_len + body_len].to_vec(),
-                        content_type: head.content_type,
-                        if_match: head.if_match,
-                    };
-                    ask_control(request, calls).await
-                }
-            },
+        let reply = match super::dashboard::page(&head.method, &path) {
+            Some(page) => page,
+            None => {
+                let request = AdminRequest {
+                    method: head.method,
+                    path,
+                    query,
+                    body: buf[req.head_len..req.head_len + body_len].to_vec(),
+                    content_type: head.content_type,
+                    if_match: head.if_match,
+                };
+                ask_control(request, calls).await
+            }
         };
         buf.drain(..req.head_len + body_len);
         if !send(&mut s, &reply, close, head_only).await || close {

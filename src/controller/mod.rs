@@ -74,6 +74,17 @@ impl std::fmt::Display for PublishError {
     }
 }
 
+/// Whether SIGUSR2 is blocked here (and so waited for by `ringway run`'s
+/// main thread, which blocks it before starting any thread).
+fn sigusr2_is_handled() -> bool {
+    // SAFETY: reads this thread's signal mask into a zeroed local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) == 0
+            && libc::sigismember(&set, libc::SIGUSR2) == 1
+    }
+}
+
 /// How long a broadcast waits for every worker's ack.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -638,7 +649,7 @@ impl Controller {
     }
 
     /// Answers the API call (or logs the reload) a change came from.
-    fn answer(&self, origin: Origin, result: Result<(), AdminReply>) {
+    fn answer(&mut self, origin: Origin, result: Result<(), AdminReply>) {
         match (origin, result) {
             (Origin::Api { reply, ok }, Ok(())) => {
                 let _ = reply.send(ok);
@@ -656,7 +667,8 @@ impl Controller {
                 tracing::info!(%domain, generation = self.generation, "ACME certificate installed")
             }
             (Origin::Acme(domain), Err(a)) => {
-                tracing::warn!(%domain, status = a.status, "ACME certificate: {}", String::from_utf8_lossy(&a.body))
+                let why = format!("storing the certificate failed: {}", String::from_utf8_lossy(&a.body));
+                self.acme_store_failed(&domain, why);
             }
         }
     }
@@ -703,7 +715,8 @@ impl Controller {
 
     /// Asks every worker for its counters and merges the answers (bounded),
     /// so totals are exact for every request completed before the call.
-    fn flush_stats(&mut self) {
+    /// Returns whether every worker answered.
+    fn flush_stats(&mut self) -> bool {
         self.flush_id += 1;
         let id = self.flush_id;
         self.broadcast(ControlMsg::FlushStats { id });
@@ -725,6 +738,7 @@ impl Controller {
         let routes: Vec<String> = self.state.routes.iter().map(|r| r.key.clone()).collect();
         let backends = self.backend_keys();
         self.stats.retain(&routes, &backends);
+        answered == self.workers.len()
     }
 
     fn backend_keys(&self) -> Vec<BackendKey> {
@@ -791,10 +805,20 @@ impl Controller {
             if r.method != "POST" {
                 AdminReply::not_allowed("POST")
             } else {
-                // The main thread owns the handover (it waits for signals).
-                // SAFETY: kill(2) on our own pid with a signal main waits for.
-                unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
-                AdminReply::json(202, &serde_json::json!({"upgrading": true, "pid": std::process::id()}))
+                // The main thread owns the handover: it waits for SIGUSR2,
+                // blocked in every thread. Where nothing does (ringway
+                // embedded in another program), the signal would kill it.
+                if sigusr2_is_handled() {
+                    // SAFETY: kill(2) on our own pid with a signal main waits for.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+                    AdminReply::json(202, &serde_json::json!({"upgrading": true, "pid": std::process::id()}))
+                } else {
+                    AdminReply::json(
+                        501,
+                        &serde_json::json!({"error": "notSupported", "field": null,
+                            "message": "this process does not handle upgrades (not started by `ringway run`)"}),
+                    )
+                }
             }
         } else if r.path == "/api/v1/explain" {
             // Fresh in-flight counts, for the admission check.
@@ -1098,9 +1122,13 @@ impl Controller {
                 recv(cmds) -> cmd => match cmd {
                     Ok(ControlCmd::Reload(routes)) => self.on_reload(routes),
                     Ok(ControlCmd::Freeze { on, done }) => {
-                        // (Commands wait while a change is pending: none is now.)
-                        self.frozen = on;
-                        let _ = done.send(());
+                        // (Commands wait while a change is pending: none is
+                        // now.) A freeze nobody waits for any more (the
+                        // upgrade gave up) is not kept.
+                        self.frozen = on && done.send(()).is_ok();
+                        if !on {
+                            let _ = done.send(());
+                        }
                     }
                     Ok(ControlCmd::Shutdown) | Err(_) => break,
                 },

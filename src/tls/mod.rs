@@ -269,7 +269,8 @@ pub fn prepare(config: &mut control::model::Config) -> Result<Vec<(CertMeta, boo
     for (i, r) in config.routes.iter().enumerate() {
         let covered =
             r.ssl.is_some() || metas.iter().any(|(m, _)| m.sans.iter().any(|n| control::model::name_covers(n, &r.key)));
-        if r.auto_https && !covered && config.acme.is_none() {
+        let acme_issues = config.acme.is_some() && r.vhost.acme_can_issue();
+        if r.auto_https && !covered && !acme_issues {
             return Err(format!(
                 "routes[{i}].autoHttps: no certificate serves {:?} (add one, set ssl, or configure acme)",
                 r.key

@@ -305,6 +305,8 @@ async function tick() {
   renderRoutes(stats);
   renderBackends(stats);
   drawGlobal(history);
+  // The charted route may have been deleted meanwhile.
+  if (selected && !routesCache.some((r) => r.vHost === selected)) selected = null;
   if (!selected && routesCache.length) select(routesCache[0].vHost);
   if (selected) {
     const r = await api("/api/v1/stats/" + encodeURIComponent(selected));
