@@ -141,7 +141,9 @@ pub fn hand_over(exe: &std::path::Path, args: &[String], sockets: &Sockets) -> R
     // A binary that does not speak this handover must not hang us.
     let _ = ours.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = ours.set_write_timeout(Some(Duration::from_secs(10)));
-    let outcome = send_all(&ours, sockets).and_then(|()| wait_ready(&ours, &mut child));
+    let outcome = send_all(&ours, sockets)
+        .map_err(|e| exited(&mut child).unwrap_or(e))
+        .and_then(|()| wait_ready(&ours, &mut child));
     if let Err(e) = &outcome {
         let _ = child.kill();
         let _ = child.wait();
@@ -150,6 +152,19 @@ pub fn hand_over(exe: &std::path::Path, args: &[String], sockets: &Sockets) -> R
     // The new process is on its own now (reaped by init once we exit).
     std::mem::forget(child);
     Ok(pid)
+}
+
+/// "The new process exited …" when it did (within a moment): the reason an
+/// operator wants, rather than the broken pipe it left behind.
+fn exited(child: &mut Child) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(format!("the new process exited before it was ready ({status}; its stderr says why)"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
 
 fn send_all(stream: &UnixStream, sockets: &Sockets) -> Result<(), String> {
@@ -174,14 +189,13 @@ fn wait_ready(stream: &UnixStream, child: &mut Child) -> Result<(), String> {
         let _ = stream.set_read_timeout(Some(left.min(Duration::from_millis(200))));
         match reader.read_line(&mut line) {
             Ok(0) => {
-                let status = child.try_wait().ok().flatten().map(|s| s.to_string()).unwrap_or_default();
-                return Err(format!("the new process exited before it was ready {status}"));
+                return Err(exited(child).unwrap_or_else(|| "the new process closed the handover".to_string()));
             }
             Ok(_) if line.trim() == "ready" => return Ok(()),
             Ok(_) => return Err(format!("unexpected word from the new process: {line:?}")),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("the new process exited before it was ready ({status})"));
+                    return Err(format!("the new process exited before it was ready ({status}; its stderr says why)"));
                 }
             }
             Err(e) => return Err(format!("waiting for the new process: {e}")),
