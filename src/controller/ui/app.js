@@ -15,7 +15,6 @@ let routeHistory = []; // client-side samples of the selected route
 let lastRouteTotals = null; // {time, totals} for per-route request rates
 let routeRates = {};
 let routesCache = [];
-let routesFetched = 0;
 let certsFetched = 0;
 let polling = false;
 
@@ -276,9 +275,10 @@ function handleError(e) {
 async function tick() {
   const now = Date.now();
   const [info, stats, history] = await Promise.all([api("/api/v1/info"), api("/api/v1/stats"), api("/api/v1/history")]);
-  if (now - routesFetched > 5000 || info.generation !== tick.generation) {
+  // The route list changes only with the generation (10,000 routes are
+  // megabytes: never polled for nothing).
+  if (info.generation !== tick.generation) {
     routesCache = await api("/api/v1/routes");
-    routesFetched = now;
     tick.generation = info.generation;
   }
   if (now - certsFetched > 5000) {
