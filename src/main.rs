@@ -239,7 +239,9 @@ fn upgrade(running: &runtime::Running, exe: Option<&std::path::Path>) -> bool {
         tracing::error!("upgrade: the control thread did not pause changes; not upgrading");
         return false;
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The same arguments, less `--reset-state`: the new process must
+    // resume from the state file, not drop what the API changed.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--reset-state").collect();
     tracing::info!(binary = %exe.display(), "upgrade: starting the new process");
     match ringway::upgrade::hand_over(exe, &args, &running.sockets) {
         Ok(pid) => {

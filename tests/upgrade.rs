@@ -29,11 +29,12 @@ struct Upgradable {
 }
 
 impl Upgradable {
-    fn start(config_path: &Path, pid_file: &Path) -> Upgradable {
+    fn start(config_path: &Path, pid_file: &Path, extra: &[&str]) -> Upgradable {
         let mut first = Command::new(ringway_bin())
             .args(["run", "--config"])
             .arg(config_path)
             .args(["--workers", "2"])
+            .args(extra)
             .env("RINGWAY_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -142,11 +143,12 @@ struct Setup {
 }
 
 impl Setup {
-    fn start(tag: &str) -> Setup {
+    /// `extra`: more `ringway run` arguments.
+    fn start(tag: &str, extra: &[&str]) -> Setup {
         let backend = Backend::respond(200, "ok").named("app").start();
         let dir = TempDir::new(tag);
         let (config_path, pid_file) = write_config(&dir, &backend);
-        let rw = Upgradable::start(&config_path, &pid_file);
+        let rw = Upgradable::start(&config_path, &pid_file, extra);
         Setup { backend, dir, config_path, rw }
     }
 }
@@ -193,8 +195,13 @@ fn requests(summary: &str) -> u64 {
 
 #[test]
 fn ten_upgrades_under_load_lose_no_request_and_refuse_no_connection() {
-    let Setup { backend: _backend, dir: _dir, config_path: _, mut rw } = Setup::start("upgrade");
+    let Setup { backend, dir: _dir, config_path: _, mut rw } = Setup::start("upgrade", &["--reset-state"]);
     let first = rw.pid();
+    // A change made over the API lives on across upgrades (the new process
+    // resumes from the state file even though this one started with
+    // --reset-state).
+    let kept = json!({"vHost": "kept.test", "backends": [backend.config()]});
+    Api::new(rw.admin).post("/api/v1/routes", &kept).expect(201, "POST a route");
     let seconds = 25;
     let started = Instant::now();
     let keep_alive = wrk(rw.proxy, seconds, &[]);
@@ -217,15 +224,18 @@ fn ten_upgrades_under_load_lose_no_request_and_refuse_no_connection() {
     let mut unique = pids.clone();
     unique.dedup();
     assert_eq!(unique.len(), 11, "eleven processes in turn: {pids:?}");
-    // The last one serves the proxy and the admin API on the same sockets.
+    // The last one serves the proxy and the admin API on the same sockets,
+    // with the change made before the first upgrade.
     assert_eq!(get(rw.proxy, "a.test", "/").status, 200);
+    let routes = Api::new(rw.admin).routes();
+    assert!(routes.iter().any(|r| r["vHost"] == json!("kept.test")), "the API's route survived: {routes:?}");
     let info = Api::new(rw.admin).get("/api/v1/info").expect(200, "info").json;
     assert_eq!(info["pid"], json!(rw.pid()), "the admin listener moved too");
 }
 
 #[test]
 fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
-    let Setup { backend, dir: _dir, config_path, mut rw } = Setup::start("upgrade-fail");
+    let Setup { backend, dir: _dir, config_path, mut rw } = Setup::start("upgrade-fail", &[]);
     let pid = rw.pid();
     // The new process would read a broken config file.
     std::fs::write(&config_path, "{ not json").expect("break the config");
@@ -247,7 +257,7 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
 
 #[test]
 fn a_config_with_new_listeners_is_applied_by_an_upgrade() {
-    let Setup { backend: _backend, dir: _dir, config_path, mut rw } = Setup::start("upgrade-listen");
+    let Setup { backend: _backend, dir: _dir, config_path, mut rw } = Setup::start("upgrade-listen", &[]);
     let old_port = rw.proxy;
     // A second listener on a new port, and the admin API where it was.
     let extra = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
