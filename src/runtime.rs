@@ -98,9 +98,12 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         socket.set_only_v6(true)?;
     }
     socket.set_nodelay(true)?;
-    socket.bind(&addr.into())?;
+    socket.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
     Ok(socket.into())
 }
+
+/// Each worker's listening sockets.
+type PerWorker = Vec<Vec<std::net::TcpListener>>;
 
 /// Where the listening sockets come from: handed over by the process this
 /// one replaces (matched by kind and configured address), else bound here.
@@ -116,24 +119,17 @@ impl Listeners<'_> {
     /// ones first (all of them are served, so none with connections waiting
     /// is closed), then one bound per worker still without one. Port 0 is
     /// resolved once, so all workers share the same port.
-    #[allow(clippy::type_complexity)]
-    fn bind_all(
-        &mut self,
-        kind: Kind,
-        addrs: &[SocketAddr],
-    ) -> io::Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>)> {
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..self.workers).map(|_| Vec::new()).collect();
+    fn bind_all(&mut self, kind: Kind, addrs: &[SocketAddr]) -> io::Result<(Vec<SocketAddr>, PerWorker)> {
+        let mut per_worker: PerWorker = (0..self.workers).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
         for &addr in addrs {
             let mut socks = self.inherited.take(kind, addr);
             if socks.is_empty() {
-                socks.push(bind_reuseport(addr).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?);
+                socks.push(bind_reuseport(addr)?);
             }
             let actual = socks[0].local_addr()?;
             while socks.len() < self.workers {
-                let more =
-                    bind_reuseport(actual).map_err(|e| io::Error::new(e.kind(), format!("bind {actual}: {e}")))?;
-                socks.push(more);
+                socks.push(bind_reuseport(actual)?);
             }
             bound.push(actual);
             for (i, s) in socks.into_iter().enumerate() {

@@ -147,13 +147,13 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
     // One canceller for the loop's life (its set keeps its room: no
     // allocation per accept).
     let mut canceller = monoio::io::Canceller::new();
-    loop {
+    while !worker.drain.is_fired() {
         let (accepted, draining) = accept_or_drain(&worker, &listener, &mut canceller).await;
         match accepted {
-            None => break,
-            // Cancelled by the drain, or a connection it took just before.
-            Some(Err(_)) if draining => break,
-            Some(Ok((stream, peer))) => {
+            // Cancelled by the drain. (A connection it took just before is
+            // served below; the loop ends with the drain either way.)
+            Err(_) if draining => break,
+            Ok((stream, peer)) => {
                 let max = worker.active().limits.max_connections;
                 match worker.admit_connection(max) {
                     Some(guard) if tls => {
@@ -168,7 +168,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
                     None => drop(stream),
                 }
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning,
                 // and say so once a second, not once per failed accept.
                 failures += 1;
@@ -179,9 +179,6 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, tls: bool) {
                 }
                 monoio::time::sleep(Duration::from_millis(20)).await;
             }
-        }
-        if draining {
-            break;
         }
     }
 }
@@ -196,17 +193,14 @@ async fn accept_or_drain(
     worker: &Worker,
     listener: &TcpListener,
     canceller: &mut monoio::io::Canceller,
-) -> (Option<std::io::Result<(monoio::net::TcpStream, std::net::SocketAddr)>>, bool) {
-    if worker.drain.is_fired() {
-        return (None, true);
-    }
+) -> (std::io::Result<(monoio::net::TcpStream, std::net::SocketAddr)>, bool) {
     let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
-    let drained = monoio::select! {
-        r = &mut accept => return (Some(r), false),
-        _ = worker.drain.wait() => true,
-    };
+    monoio::select! {
+        r = &mut accept => return (r, false),
+        _ = worker.drain.wait() => {}
+    }
     let _ = std::mem::take(canceller).cancel();
-    (Some(accept.as_mut().await), drained)
+    (accept.as_mut().await, true)
 }
 
 /// A TLS connection: the handshake (bounded by `handshakeMs`; a client

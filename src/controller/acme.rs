@@ -150,18 +150,30 @@ pub(super) fn due(state: &State, domain: &str, now: i64) -> bool {
 }
 
 /// The status object the certificates list and the dashboard show.
+impl DomainStatus {
+    /// Where the domain stands, given its ACME certificate if any.
+    fn phase(&self, cert: Option<&Certificate>) -> &'static str {
+        match (self.in_flight, cert, self.last_error.is_some()) {
+            (true, Some(_), _) => "renewing",
+            (true, None, _) => "issuing",
+            (false, _, true) => "failed",
+            (false, Some(_), false) => "valid",
+            (false, None, false) => "pending",
+        }
+    }
+}
+
+/// The domain's ACME certificate in `state`, if it has one.
+fn acme_cert<'a>(state: &'a State, domain: &str) -> Option<&'a Certificate> {
+    state.certificates.get(domain).filter(|c| c.acme)
+}
+
+/// The status object the certificates list and the dashboard show.
 pub(super) fn status_json(domain: &str, s: &DomainStatus, state: &State, now: Instant) -> serde_json::Value {
-    let cert = state.certificates.get(domain).filter(|c| c.acme);
-    let phase = match (s.in_flight, cert, s.last_error.is_some()) {
-        (true, Some(_), _) => "renewing",
-        (true, None, _) => "issuing",
-        (false, _, true) => "failed",
-        (false, Some(_), false) => "valid",
-        (false, None, false) => "pending",
-    };
+    let cert = acme_cert(state, domain);
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     json!({
-        "state": phase,
+        "state": s.phase(cert),
         "failures": s.failures,
         "lastError": s.last_error,
         "nextAttemptAt": s.retry_at.map(|t| unix + t.saturating_duration_since(now).as_secs() as i64),
@@ -171,20 +183,41 @@ pub(super) fn status_json(domain: &str, s: &DomainStatus, state: &State, now: In
 }
 
 /// The helper's settings.
-pub(super) struct Settings {
+struct Settings {
     /// The `acme` config.
     pub(super) acme: Acme,
     /// Where the account's credentials are kept (0600), if anywhere.
     pub(super) account_file: Option<PathBuf>,
 }
 
+/// Starts the helper thread: the control thread's side of it, and where its
+/// events arrive. The account file lives beside the state file.
+pub(super) fn start(
+    config: Acme,
+    state_file: Option<&std::path::Path>,
+) -> std::io::Result<(AcmeSide, crossbeam_channel::Receiver<AcmeEvent>)> {
+    let (events_tx, events_rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let account_file = state_file.map(|p| {
+        let mut name = p.as_os_str().to_owned();
+        name.push(".acme-account.json");
+        PathBuf::from(name)
+    });
+    let settings = Settings { acme: config, account_file };
+    std::thread::Builder::new().name("ringway-acme".into()).spawn(move || run(settings, rx, events_tx))?;
+    let side = AcmeSide {
+        tx,
+        status: BTreeMap::new(),
+        tokens: Vec::new(),
+        queue: std::collections::VecDeque::new(),
+        next_check: Instant::now(),
+    };
+    Ok((side, events_rx))
+}
+
 /// The helper thread's body: serves `Issue` commands until the control
 /// thread drops its sender.
-pub(super) fn run(
-    settings: Settings,
-    mut cmds: tokio::sync::mpsc::UnboundedReceiver<AcmeCmd>,
-    events: Sender<AcmeEvent>,
-) {
+fn run(settings: Settings, mut cmds: tokio::sync::mpsc::UnboundedReceiver<AcmeCmd>, events: Sender<AcmeEvent>) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -476,13 +509,11 @@ impl super::Controller {
     pub(super) fn acme_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let Some(a) = &self.acme else { return };
-        let now = Instant::now();
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(out, "# HELP ringway_acme_certificate ACME's state for a domain (1 on the current state).");
         let _ = writeln!(out, "# TYPE ringway_acme_certificate gauge");
         for (d, s) in &a.status {
-            let v = status_json(d, s, &self.state, now);
-            let state = v["state"].as_str().unwrap_or("pending");
+            let state = s.phase(acme_cert(&self.state, d));
             let _ = writeln!(out, "ringway_acme_certificate{{domain=\"{}\",state=\"{state}\"}} 1", esc(d));
         }
         let _ = writeln!(out, "# HELP ringway_acme_failures Failed ACME attempts for a domain since its last success.");

@@ -837,7 +837,9 @@ impl Controller {
         } else {
             let defaults = RouteDefaults::of(&self.config);
             let static_config = self.static_config();
-            let acme = self.acme_status();
+            // ACME's view goes only into the certificate lists.
+            let lists_certificates = r.path.starts_with("/api/v1/certificates") || r.path == "/api/v1/config";
+            let acme = if lists_certificates { self.acme_status() } else { None };
             let ctx = ApiContext {
                 defaults: &defaults,
                 static_config: &static_config,
@@ -1034,35 +1036,15 @@ impl Controller {
             self.shutdown();
             return;
         }
-        let (acme_tx, mut acme_rx) = crossbeam_channel::unbounded();
-        match self.config.acme.clone() {
-            Some(config) => {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let account_file = self.state_file.as_ref().map(|p| {
-                    let mut name = p.clone().into_os_string();
-                    name.push(".acme-account.json");
-                    PathBuf::from(name)
-                });
-                let settings = acme::Settings { acme: config, account_file };
-                let spawned = std::thread::Builder::new()
-                    .name("ringway-acme".into())
-                    .spawn(move || acme::run(settings, rx, acme_tx));
-                if let Err(e) = spawned {
+        let mut acme_rx = crossbeam_channel::never();
+        if let Some(config) = self.config.acme.clone() {
+            match acme::start(config, self.state_file.as_deref()) {
+                Ok((side, events)) => (self.acme, acme_rx) = (Some(side), events),
+                Err(e) => {
                     let _ = ready.send(Err(format!("ACME helper thread: {e}")));
                     self.shutdown();
                     return;
                 }
-                self.acme = Some(acme::AcmeSide {
-                    tx,
-                    status: Default::default(),
-                    tokens: Vec::new(),
-                    queue: Default::default(),
-                    next_check: Instant::now(),
-                });
-            }
-            None => {
-                drop(acme_tx);
-                acme_rx = crossbeam_channel::never();
             }
         }
         let mut probe_rx = probe_rx;
@@ -1125,10 +1107,8 @@ impl Controller {
                         // (Commands wait while a change is pending: none is
                         // now.) A freeze nobody waits for any more (the
                         // upgrade gave up) is not kept.
-                        self.frozen = on && done.send(()).is_ok();
-                        if !on {
-                            let _ = done.send(());
-                        }
+                        let waited = done.send(()).is_ok();
+                        self.frozen = on && waited;
                     }
                     Ok(ControlCmd::Shutdown) | Err(_) => break,
                 },
