@@ -21,6 +21,10 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
 # Binary upgrades are proven under wrk load.
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+# Cluster mode: the etcd client's build needs protoc; the tests run etcd.
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}"
@@ -52,15 +56,16 @@ else
 fi
 if cargo clippy --version >/dev/null 2>&1; then
   echo "== cargo clippy"
-  cargo clippy --workspace --all-targets -- -D warnings
+  cargo clippy --workspace --all-targets --features cluster -- -D warnings
 else
   echo "== clippy is not installed: lint skipped" >&2
 fi
-echo "== cargo test (unit, integration, and every bench in smoke mode)"
+# Cluster mode is a feature (protoc at build time); the tests cover it.
+echo "== cargo test --features cluster (unit, integration, and every bench in smoke mode)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --all-targets 2>&1 | tee "$log"
+cargo test --workspace --all-targets --features cluster 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # Fuzz smoke: every target for a few seconds, when a nightly toolchain is

@@ -109,6 +109,11 @@ fn init_tracing() {
 fn load(path: &str) -> Result<control::model::Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let mut config = control::model::parse_config(&text).map_err(|e| e.to_string())?;
+    if config.cluster.is_some() && !cfg!(feature = "cluster") {
+        return Err("cluster: cluster mode is not in this build: cargo build --release --features cluster \
+             (the etcd client's build needs protoc: apt-get install protobuf-compiler)"
+            .into());
+    }
     // Certificate files are read and checked here, so `check` reports them too.
     ringway::tls::prepare(&mut config)?;
     Ok(config)

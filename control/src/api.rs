@@ -303,6 +303,17 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Handles one request against the current state.
 pub fn handle(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outcome {
+    let mut outcome = route_request(state, ctx, req);
+    // Every read of the state carries its ETag (for a later If-Match).
+    if let Outcome::Reply(r) = &mut outcome {
+        if req.method == "GET" && r.status == 200 && r.etag.is_none() {
+            r.etag = Some(state.generation);
+        }
+    }
+    outcome
+}
+
+fn route_request(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> Outcome {
     let Some(rest) = req.path.strip_prefix("/api/v1") else {
         return err(404, "notFound", None, format!("no such path {:?}", req.path));
     };

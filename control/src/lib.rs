@@ -6,6 +6,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod api;
+pub mod cluster;
 pub mod health;
 pub mod messages;
 pub mod model;

@@ -161,6 +161,102 @@ pub struct Config {
     pub acme: Option<Acme>,
     /// Where the pid goes once serving.
     pub pid_file: Option<PathBuf>,
+    /// Cluster mode (etcd), when configured.
+    pub cluster: Option<Cluster>,
+}
+
+/// `cluster`: the API's state (routes, backends, maintenance flags,
+/// certificates) lives in etcd under `prefix`, shared by every node.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+    /// Key prefix, without a trailing `/`.
+    pub prefix: String,
+    /// Connect and request timeout.
+    pub dial: Duration,
+    /// etcd user and password.
+    pub auth: Option<(String, String)>,
+    /// A PEM root for `https://` endpoints.
+    pub ca_file: Option<PathBuf>,
+    /// This node's name.
+    pub node_id: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("node_id", &self.node_id)
+            .field("auth", &self.auth.as_ref().map(|(u, _)| (u, "<redacted>")))
+            .finish()
+    }
+}
+
+/// This host's name (the default node id).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ringway".into())
+}
+
+fn cluster_from(c: &crate::raw::RawCluster, errs: &mut Errs) -> Option<Cluster> {
+    let before = errs.list.len();
+    let Some(e) = &c.etcd else {
+        errs.push("cluster.etcd", "is required (where the shared state lives)");
+        return None;
+    };
+    let endpoints = e.endpoints.clone().unwrap_or_default();
+    if endpoints.is_empty() {
+        errs.push("cluster.etcd.endpoints", "must list at least one etcd client URL");
+    }
+    for (i, u) in endpoints.iter().enumerate() {
+        let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+            errs.push(
+                format!("cluster.etcd.endpoints[{i}]"),
+                format!("{u:?} is not an http:// or https:// host:port URL"),
+            );
+        }
+    }
+    let prefix = e.prefix.clone().unwrap_or_else(|| "/ringway".into());
+    let prefix_ok = prefix.starts_with('/')
+        && !prefix.ends_with('/')
+        && prefix.len() <= 256
+        && prefix.bytes().all(|b| b.is_ascii_graphic());
+    if !prefix_ok {
+        errs.push("cluster.etcd.prefix", "must start with / and not end with one (printable ASCII, at most 256 bytes)");
+    }
+    let dial = ms(e.dial_ms, Duration::from_millis(2000), "cluster.etcd.dialMs", errs);
+    let auth = match (&e.username, &e.password) {
+        (Some(u), Some(p)) if !u.is_empty() => Some((u.clone(), p.clone())),
+        (None, None) => None,
+        _ => {
+            errs.push("cluster.etcd.username", "username and password go together (username not empty)");
+            None
+        }
+    };
+    if matches!(&e.ca_file, Some(f) if f.is_empty()) {
+        errs.push("cluster.etcd.caFile", "must name a PEM file");
+    }
+    let node_id = c.node_id.clone().unwrap_or_else(host_name);
+    let id_ok = !node_id.is_empty()
+        && node_id.len() <= 128
+        && node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !id_ok {
+        errs.push("cluster.nodeId", format!("{node_id:?}: 1-128 letters, digits, '-', '_' or '.'"));
+    }
+    (errs.list.len() == before).then(|| Cluster {
+        endpoints,
+        prefix,
+        dial,
+        auth,
+        ca_file: e.ca_file.as_ref().map(PathBuf::from),
+        node_id,
+    })
 }
 
 /// `acme`: where certificates for `autoHttps` routes come from.
@@ -828,6 +924,12 @@ impl TryFrom<&RawConfig> for Config {
         let tls = raw.tls.as_ref().and_then(|t| tls_from(t, raw.acme.is_some(), &mut errs));
         let http2 = http2_from(raw.http2.as_ref(), &mut errs);
         let acme = raw.acme.as_ref().and_then(|a| acme_from(a, &mut errs));
+        let cluster = raw.cluster.as_ref().and_then(|c| cluster_from(c, &mut errs));
+        if cluster.is_some() && acme.is_some() {
+            // Each node would order on its own, and the CA's HTTP-01 check
+            // reaches whichever node the balancer picks.
+            errs.push("acme", "is not supported in cluster mode yet (give autoHttps routes a certificate)");
+        }
         let defaults = RouteDefaults {
             timeouts,
             max_body_bytes: limits.max_body_bytes,
@@ -861,6 +963,7 @@ impl TryFrom<&RawConfig> for Config {
                 http2,
                 acme,
                 pid_file: raw.pid_file.as_ref().map(PathBuf::from),
+                cluster,
             })
         } else {
             Err(ConfigErrors(errs.list))

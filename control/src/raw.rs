@@ -36,6 +36,36 @@ pub struct RawConfig {
     pub acme: Option<RawAcme>,
     /// Where ringway writes its pid once it serves (upgrades rewrite it).
     pub pid_file: Option<String>,
+    /// Cluster mode: the API's state lives in etcd, shared by every node.
+    pub cluster: Option<RawCluster>,
+}
+
+/// `cluster`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawCluster {
+    /// Where the shared state lives.
+    pub etcd: Option<RawEtcd>,
+    /// This node's name (default: the host name).
+    pub node_id: Option<String>,
+}
+
+/// `cluster.etcd`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawEtcd {
+    /// Client URLs (`http://` or `https://`).
+    pub endpoints: Option<Vec<String>>,
+    /// Key prefix (`/ringway/prod`).
+    pub prefix: Option<String>,
+    /// Connect and request timeout, milliseconds.
+    pub dial_ms: Option<u64>,
+    /// etcd user (with `password`).
+    pub username: Option<String>,
+    /// etcd password (a secret).
+    pub password: Option<String>,
+    /// A PEM root to trust for `https://` endpoints.
+    pub ca_file: Option<String>,
 }
 
 /// `acme`.

@@ -333,12 +333,12 @@ pub fn diff_routes(old: &[Arc<Route>], new: &[Arc<Route>], max: usize) -> Option
     Some(RouteDiff { gone, new })
 }
 
-fn certificate_json(c: &Certificate) -> Value {
+pub(crate) fn certificate_json(c: &Certificate) -> Value {
     json!({"cert": c.cert_pem, "key": c.key_pem, "notAfter": c.not_after, "notBefore": c.not_before, "sans": c.sans,
            "issuer": c.issuer, "acme": c.acme})
 }
 
-fn certificate_from(c: &Value) -> Option<Certificate> {
+pub(crate) fn certificate_from(c: &Value) -> Option<Certificate> {
     let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
     let not_after = c.get("notAfter").and_then(Value::as_i64).unwrap_or(0);
     let sans = c

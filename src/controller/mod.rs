@@ -5,7 +5,10 @@
 
 mod acme;
 pub mod admin;
+mod cluster;
 mod dashboard;
+#[cfg(feature = "cluster")]
+mod etcd;
 mod explain;
 mod impact;
 mod io;
@@ -138,6 +141,8 @@ pub struct Controller {
     /// The TLS state of the last snapshot, and a fingerprint of what it
     /// was built from (rebuilt only when that changes).
     tls: Option<(u64, control::messages::Opaque)>,
+    /// Cluster mode: the etcd side's view and the write in flight.
+    cluster: Option<cluster::ClusterSide>,
 }
 
 /// The channels and shared counters a controller talks through.
@@ -160,6 +165,8 @@ enum Origin {
     Reload,
     /// A certificate ACME issued for this domain.
     Acme(String),
+    /// A change from etcd (cluster mode), at this revision.
+    Cluster(i64),
 }
 
 /// Where a change stands between "validated" and "published".
@@ -237,6 +244,7 @@ impl Controller {
             frozen: false,
             static_certs,
             tls: None,
+            cluster: None,
         }
     }
 
@@ -670,6 +678,7 @@ impl Controller {
                 let why = format!("storing the certificate failed: {}", String::from_utf8_lossy(&a.body));
                 self.acme_store_failed(&domain, why);
             }
+            (Origin::Cluster(revision), result) => self.cluster_applied(revision, result),
         }
     }
 
@@ -754,6 +763,7 @@ impl Controller {
             let mut text = self.stats.prometheus(&keys, &view);
             crate::tls::metrics(&mut text, &self.certificate_expiries());
             self.acme_metrics(&mut text);
+            self.cluster_metrics(&mut text);
             return AdminReply {
                 status: 200,
                 body: text.into_bytes(),
@@ -798,6 +808,12 @@ impl Controller {
             if r.method == "GET" {
                 let body = if r.path == "/api/v1/info" { self.info_json() } else { self.stats.history_json() };
                 AdminReply::json(200, &body)
+            } else {
+                AdminReply::not_allowed("GET")
+            }
+        } else if r.path == "/api/v1/cluster" {
+            if r.method == "GET" {
+                self.cluster_json()
             } else {
                 AdminReply::not_allowed("GET")
             }
@@ -872,6 +888,11 @@ impl Controller {
                     &serde_json::json!({"error": "upgrading", "field": null,
                         "message": "a binary upgrade is handing over; send the change again in a moment"}),
                 ),
+                Outcome::Commit { change, next, reply } if self.cluster.is_some() => {
+                    tracing::info!(change = ?change_name(&change), based_on = self.state.generation, "api change to etcd");
+                    self.cluster_write(call, change, *next, reply);
+                    return;
+                }
                 Outcome::Commit { change, next, reply } => {
                     tracing::info!(change = ?change_name(&change), generation = next.generation, "api change");
                     let mut ok = AdminReply::json(reply.status, &reply.body);
@@ -886,6 +907,10 @@ impl Controller {
     }
 
     fn on_reload(&mut self, routes: Vec<Route>) {
+        if self.cluster.is_some() {
+            tracing::warn!("SIGHUP in cluster mode: not applied (routes live in etcd; change them through the API)");
+            return;
+        }
         if self.frozen {
             tracing::warn!("SIGHUP during a binary upgrade: not applied (the new process reads the config file)");
             return;
@@ -1000,6 +1025,19 @@ impl Controller {
             }
             self.persist_tx = Some(tx);
         }
+        // Cluster mode: etcd's config, when it answers within dialMs (else
+        // this node starts from its cache and catches up once it does).
+        let mut cluster_rx = crossbeam_channel::never();
+        if let Some(config) = self.config.cluster.clone() {
+            match cluster::start(&config, &self.state) {
+                Ok((side, events)) => (self.cluster, cluster_rx) = (Some(side), events),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
+            self.cluster_first_load(&cluster_rx, config.dial + Duration::from_millis(500));
+        }
         // The first answer comes before any traffic (bounded: a name that
         // has not resolved by then leaves its backend down until it does).
         if let Some(version) = self.send_names(self.names()) {
@@ -1065,9 +1103,14 @@ impl Controller {
                 .chain(resolving)
                 .chain(Some(self.next_sample))
                 .chain(self.acme.as_ref().map(|a| a.next_check))
+                .chain(self.cluster_due())
                 .min()
                 .map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
-            let (calls, cmds) = if self.pending.is_some() { (&no_calls, &no_cmds) } else { (&admin_rx, &self.cmds) };
+            let busy = self.pending.is_some() || self.cluster_busy();
+            let (calls, cmds) = if busy { (&no_calls, &no_cmds) } else { (&admin_rx, &self.cmds) };
+            // etcd's changes wait while a change is being published.
+            let no_cluster = crossbeam_channel::never();
+            let cluster_events = if self.pending.is_some() { &no_cluster } else { &cluster_rx };
             select! {
                 recv(self.events) -> ev => match ev {
                     Ok(ev) => self.on_event(ev),
@@ -1086,6 +1129,13 @@ impl Controller {
                 recv(acme_rx) -> ev => match ev {
                     Ok(ev) => self.on_acme(ev),
                     Err(_) => acme_rx = crossbeam_channel::never(),
+                },
+                recv(cluster_events) -> ev => match ev {
+                    Ok(ev) => self.on_cluster(ev),
+                    Err(_) => {
+                        tracing::error!("cluster: the etcd helper thread is gone");
+                        cluster_rx = crossbeam_channel::never();
+                    }
                 },
                 recv(persisted_rx) -> r => match r {
                     Ok(r) => self.on_persisted(r),
@@ -1117,8 +1167,10 @@ impl Controller {
             self.wake_rested();
             self.sample_history();
             self.acme_tick();
+            self.cluster_tick();
             self.resolve_timeout();
         }
+        self.flush_cache(true);
         self.targets = None;
         self.acme = None;
         self.names_tx = None;

@@ -1,0 +1,992 @@
+#![cfg(feature = "cluster")]
+//! Cluster mode: several ringway nodes share routes, backends, maintenance
+//! flags and certificates through etcd (a real `/usr/bin/etcd` per test, on
+//! free loopback ports, with its own data dir and key prefix). Proven here:
+//!
+//! - a route added through one node's API serves on that node at once
+//!   (read-your-writes) and on every other node within a bounded wait;
+//!   `?wait=cluster` answers once every live node applied the write, naming
+//!   them, so the others serve it without polling; every node reports the
+//!   same ETag (the etcd revision of the last config change) and lists the
+//!   same members in `GET /api/v1/cluster`;
+//! - two writes racing on two nodes with the same `If-Match` give exactly
+//!   one 2xx and one 412, round after round; a write without `If-Match`
+//!   right after succeeds;
+//! - with etcd down every node keeps serving its last config, refuses API
+//!   writes (503 `clusterUnavailable`, naming etcd) and says so in
+//!   `GET /api/v1/cluster` and `/metrics`; once etcd is back, a change made
+//!   straight in etcd (etcdctl) reaches every node and writes work again;
+//! - a node cut off from etcd (a TCP relay between them, cut) keeps serving
+//!   its old routes and catches up with every change made meanwhile once
+//!   the relay heals, ending at the same ETag;
+//! - a node restarted while etcd is down starts from its local cache (the
+//!   state file) and serves what the API had added.
+//!
+//! Everything listens on 127.0.0.1; every wait is a bounded poll that
+//! panics with the nodes' logs; measured times go to stderr.
+
+mod support;
+use support::*;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const ETCD: &str = "/usr/bin/etcd";
+const ETCDCTL: &str = "/usr/bin/etcdctl";
+/// The pause between two tries of a bounded poll.
+const POLL: Duration = Duration::from_millis(20);
+
+// ---------------------------------------------------------------------------
+// etcd
+// ---------------------------------------------------------------------------
+
+/// Two distinct free loopback ports (bound together, then released).
+fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+}
+
+/// A one-member etcd on free loopback ports, its data dir and log in a
+/// temp dir. Killed (SIGKILL) and its dir removed on drop.
+struct Etcd {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    /// Holds `data/` and `etcd.log` (appended to across restarts).
+    dir: TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd and waits (20 s at most) until it answers.
+    fn start() -> Etcd {
+        let (client_port, peer_port) = free_ports();
+        let mut etcd = Etcd { child: None, client_port, peer_port, dir: TempDir::new("etcd") };
+        etcd.spawn();
+        etcd
+    }
+
+    /// The client URL (`http://127.0.0.1:PORT`).
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client address (what a relay forwards to).
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("etcd.log")
+    }
+
+    /// The last lines etcd logged.
+    fn log_tail(&self) -> String {
+        tail(&std::fs::read_to_string(self.log_path()).unwrap_or_default(), 4000)
+    }
+
+    /// Starts the process on this etcd's ports and data dir, then waits for it.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "etcd runs already");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("etcd log");
+        let log_err = log.try_clone().expect("etcd log");
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let cluster = format!("default={peer}");
+        let child = Command::new(ETCD)
+            .args(["--name", "default"])
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", client.as_str(), "--advertise-client-urls", client.as_str()])
+            .args(["--listen-peer-urls", peer.as_str(), "--initial-advertise-peer-urls", peer.as_str()])
+            .args(["--initial-cluster", cluster.as_str()])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Polls `etcdctl endpoint health` until it passes (20 s at most).
+    fn wait_ready(&mut self) {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(20);
+        loop {
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!("etcd exited ({status}) before it was ready; its log:\n{}", self.log_tail());
+            }
+            let last = match self.try_etcdctl(&["endpoint", "health"]) {
+                Ok(_) => {
+                    eprintln!("etcd ready on {} after {:?}", self.endpoint(), t0.elapsed());
+                    return;
+                }
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                panic!("etcd not ready within 20 s ({last}); its log:\n{}", self.log_tail());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, and waits for the process.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills etcd if it runs, then starts it again on the same ports and
+    /// data dir (what it held is still there).
+    fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs etcdctl (API v3) against this etcd: its stdout, or why it failed.
+    fn try_etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(ETCDCTL)
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoint())
+            .args(["--dial-timeout", "1s", "--command-timeout", "3s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run {ETCDCTL}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("etcdctl {args:?}: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    /// Runs etcdctl (API v3) against this etcd; its stdout. Panics (with
+    /// etcdctl's stderr) when it fails.
+    fn etcdctl(&self, args: &[&str]) -> String {
+        self.try_etcdctl(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+        // `dir` (data and log) goes with the TempDir.
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A TCP relay, to partition one node from etcd
+// ---------------------------------------------------------------------------
+
+struct RelayShared {
+    target: SocketAddr,
+    /// While set, connections are accepted and closed at once.
+    cut: AtomicBool,
+    stopped: AtomicBool,
+    /// Both ends of every relayed connection (clones), to close them on a cut.
+    streams: Mutex<Vec<TcpStream>>,
+}
+
+/// Forwards every connection made to `addr()` to a target, byte for byte,
+/// until `cut()`: then every relayed connection is closed and new ones are
+/// accepted and closed at once, until `heal()`. Every read has a timeout;
+/// the threads end on a cut, a close, or drop.
+struct Relay {
+    addr: SocketAddr,
+    shared: Arc<RelayShared>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let shared = Arc::new(RelayShared {
+            target,
+            cut: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            streams: Mutex::new(Vec::new()),
+        });
+        let sh = shared.clone();
+        let accept = thread::spawn(move || {
+            while !sh.stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    // Cut: accept, and close at once.
+                    Ok((client, _)) if sh.cut.load(Ordering::SeqCst) => drop(client),
+                    Ok((client, _)) => relay_connection(&sh, client),
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Relay { addr, shared, accept: Some(accept) }
+    }
+
+    /// Where to connect instead of the target.
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every relayed connection and refuses new ones (accepted and
+    /// closed at once) until `heal()`.
+    fn cut(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
+        for s in self.shared.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Relays new connections again.
+    fn heal(&self) {
+        self.shared.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.cut();
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects `client` to the relay's target and pumps both ways (a thread
+/// each); on failure, or when a cut came in between, closes `client`.
+fn relay_connection(sh: &Arc<RelayShared>, client: TcpStream) {
+    let _ = client.set_nonblocking(false);
+    let Ok(upstream) = TcpStream::connect_timeout(&sh.target, Duration::from_secs(2)) else { return };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let clones = (client.try_clone(), upstream.try_clone(), client.try_clone(), upstream.try_clone());
+    let (Ok(c1), Ok(u1), Ok(c2), Ok(u2)) = clones else { return };
+    {
+        let mut streams = sh.streams.lock().unwrap();
+        // A cut between the accept and now: this one goes too.
+        if sh.cut.load(Ordering::SeqCst) {
+            return;
+        }
+        streams.push(c1);
+        streams.push(u1);
+    }
+    let (a, b) = (sh.clone(), sh.clone());
+    thread::spawn(move || pump(client, upstream, &a));
+    thread::spawn(move || pump(u2, c2, &b));
+}
+
+/// Copies `from` to `to` until either closes, the relay is cut or stopped;
+/// then closes both. Reads time out every 200 ms to look at the flags.
+fn pump(mut from: TcpStream, mut to: TcpStream, sh: &RelayShared) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = to.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 16 * 1024];
+    while !sh.stopped.load(Ordering::SeqCst) && !sh.cut.load(Ordering::SeqCst) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+// ---------------------------------------------------------------------------
+// Nodes
+// ---------------------------------------------------------------------------
+
+/// A ringway config in cluster mode: `routes`, an admin listener, and
+/// `cluster` pointing at `endpoint` under `prefix` as node `node_id`.
+fn node_config(routes: Vec<Value>, endpoint: &str, prefix: &str, node_id: &str) -> Value {
+    let mut cfg = with_admin(config(routes), None);
+    cfg["cluster"] = json!({
+        "etcd": {"endpoints": [endpoint], "prefix": prefix, "dialMs": 2000},
+        "nodeId": node_id,
+    });
+    cfg
+}
+
+/// One ringway node: its config file (in the test's temp dir, its state
+/// file — the local cache — beside it) and the process, while it runs.
+struct Node {
+    id: String,
+    config_path: PathBuf,
+    rw: Option<Ringway>,
+}
+
+impl Node {
+    /// Writes `cfg` to `dir/ID.json` and starts ringway on it (one worker).
+    fn start(dir: &TempDir, id: &str, cfg: &Value) -> Node {
+        let config_path = dir.join(&format!("{id}.json"));
+        std::fs::write(&config_path, serde_json::to_string_pretty(cfg).unwrap()).expect("write the node's config");
+        let mut node = Node { id: id.to_string(), config_path, rw: None };
+        node.run();
+        node
+    }
+
+    /// Starts ringway on this node's config file; waits (20 s at most) for
+    /// its `listening` line.
+    fn run(&mut self) {
+        assert!(self.rw.is_none(), "node {} runs already", self.id);
+        let t0 = Instant::now();
+        let rw = Ringway::try_start_at(&self.config_path, 1, "info", &[])
+            .unwrap_or_else(|f| panic!("node {} did not start ({:?}); its log:\n{}", self.id, f.status, f.stderr));
+        eprintln!(
+            "node {} listening after {:?} (proxy {}, admin {})",
+            self.id,
+            t0.elapsed(),
+            rw.addr(),
+            rw.admin_addr()
+        );
+        self.rw = Some(rw);
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    fn stop(&mut self) {
+        if let Some(mut rw) = self.rw.take() {
+            rw.stop();
+        }
+    }
+
+    fn rw(&self) -> &Ringway {
+        self.rw.as_ref().unwrap_or_else(|| panic!("node {} is not running", self.id))
+    }
+
+    /// The proxy listener.
+    fn addr(&self) -> SocketAddr {
+        self.rw().addr()
+    }
+
+    fn api(&self) -> Api {
+        self.rw().api()
+    }
+
+    /// Its stderr so far (empty when stopped).
+    fn log(&self) -> String {
+        self.rw.as_ref().map(Ringway::log).unwrap_or_default()
+    }
+}
+
+/// The last `max` bytes of `s` (from a char boundary).
+fn tail(s: &str, max: usize) -> String {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_string()
+}
+
+/// The ends of the nodes' logs, for a failure message.
+fn logs(nodes: &[&Node]) -> String {
+    nodes.iter().map(|n| format!("\n--- node {} log (end) ---\n{}", n.id, tail(&n.log(), 6000))).collect()
+}
+
+/// Polls `probe` every 20 ms until it is `Ok`; after `timeout`, panics
+/// with `what`, the last `Err` and the nodes' logs.
+fn wait_for<T>(what: &str, timeout: Duration, nodes: &[&Node], mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match probe() {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {timeout:?}; last: {last}{}", logs(nodes));
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// One proxied GET on a fresh connection; an `Err` instead of a panic
+/// when the connection fails.
+fn try_get(addr: SocketAddr, host: &str, path: &str) -> Result<Response, String> {
+    let mut c = Client::try_connect(addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    c.try_send(req.as_bytes()).map_err(|e| format!("send to {addr}: {e}"))?;
+    c.read_response(false).map_err(|e| format!("read from {addr}: {e}"))
+}
+
+/// Whether `node` proxies `host` to the backend that answers `body`: `Ok`,
+/// or what it did instead.
+fn serves(node: &Node, host: &str, body: &str) -> Result<(), String> {
+    let r = try_get(node.addr(), host, "/")?;
+    if r.status == 200 && r.text() == body {
+        Ok(())
+    } else {
+        Err(format!("node {} GET Host {host}: {} {:?}", node.id, r.status, r.text()))
+    }
+}
+
+/// Panics (with the node's log) unless `node` serves `host` with `body` now.
+fn assert_serves(node: &Node, host: &str, body: &str) {
+    if let Err(e) = serves(node, host, body) {
+        panic!("{e}{}", logs(&[node]));
+    }
+}
+
+/// Panics unless `node` answers `host` with 404 (no such route there).
+fn assert_unrouted(node: &Node, host: &str) {
+    let r = get(node.addr(), host, "/");
+    assert_eq!(r.status, 404, "node {} should have no route {host}:\n{}{}{}", node.id, r.head, r.text(), logs(&[node]));
+}
+
+/// `count` proxied GETs of `host` on fresh connections: the failures.
+fn traffic(node: &Node, host: &str, body: &str, count: usize) -> Vec<String> {
+    (0..count).filter_map(|i| serves(node, host, body).err().map(|e| format!("request {i}: {e}"))).collect()
+}
+
+/// The node's config ETag, verbatim: GET /api/v1/routes's, or GET
+/// /api/v1/config's when the routes list carries none.
+fn etag(node: &Node) -> String {
+    let r = node.api().get("/api/v1/routes").expect(200, &format!("GET /api/v1/routes on node {}", node.id));
+    match r.etag {
+        Some(t) => t,
+        None => node.api().config().0,
+    }
+}
+
+/// The revision in an ETag (`"12"` → 12).
+fn etag_num(tag: &str) -> u64 {
+    let t = tag.trim().trim_start_matches("W/").trim_matches('"');
+    t.parse().unwrap_or_else(|_| panic!("ETag {tag:?} is not a quoted number"))
+}
+
+/// The ETag of a write's answer, as a revision.
+fn write_revision(r: &ApiReply) -> u64 {
+    etag_num(r.etag.as_deref().unwrap_or_else(|| panic!("the write's answer has no ETag:\n{}", r.response.head)))
+}
+
+/// The node's route vHosts, sorted (etcd hands them out by key, the API
+/// in whatever order they came).
+fn sorted_vhosts(node: &Node) -> Vec<String> {
+    let mut v = node.api().vhosts();
+    v.sort();
+    v
+}
+
+/// `GET /api/v1/cluster`, which must answer 200.
+fn cluster(node: &Node) -> Value {
+    node.api().get("/api/v1/cluster").expect(200, &format!("GET /api/v1/cluster on node {}", node.id)).json
+}
+
+/// The node ids a `GET /api/v1/cluster` lists, sorted.
+fn node_ids(status: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = status["nodes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n["nodeId"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Waits (10 s) until every node is connected to etcd and lists every
+/// node as a member.
+fn wait_formed(nodes: &[&Node]) {
+    let t0 = Instant::now();
+    let mut want: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    want.sort();
+    for n in nodes {
+        wait_for(&format!("node {} connected and listing {want:?}", n.id), Duration::from_secs(10), nodes, || {
+            let s = cluster(n);
+            if s["connected"].as_bool() == Some(true) && node_ids(&s) == want {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        });
+    }
+    eprintln!("cluster {want:?} formed after {:?}", t0.elapsed());
+}
+
+/// Waits (`timeout`) until `node` reports `connected` as `connected`; its
+/// `GET /api/v1/cluster` then.
+fn wait_connected(node: &Node, connected: bool, timeout: Duration) -> Value {
+    wait_for(&format!("node {} reports connected:{connected}", node.id), timeout, &[node], || {
+        let s = cluster(node);
+        if s["connected"].as_bool() == Some(connected) {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+}
+
+/// A sample's value in the node's `/metrics` (unlabelled, or its first
+/// labelled series).
+fn metric(node: &Node, name: &str) -> Option<f64> {
+    let admin = node.rw().admin_addr();
+    let text = get(admin, &admin.to_string(), "/metrics").text();
+    let labelled = format!("{name}{{");
+    text.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        let (key, value) = (words.next()?, words.next()?);
+        if key == name || key.starts_with(&labelled) {
+            value.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// A write to `node` refused because etcd is out of reach: 503
+/// `clusterUnavailable`, with a message naming etcd.
+fn assert_write_refused(node: &Node, host: &str, backend: &BackendHandle) {
+    let t0 = Instant::now();
+    let r = node.api().post("/api/v1/routes", &route(host, "ROUND_ROBIN", vec![backend.config()]));
+    let took = t0.elapsed();
+    assert_eq!(
+        r.status,
+        503,
+        "node {}: a write without etcd:\n{}{}{}",
+        node.id,
+        r.response.head,
+        r.response.text(),
+        logs(&[node])
+    );
+    assert_eq!(r.error(), Some("clusterUnavailable"), "node {}: {}", node.id, r.json);
+    let message = r.json["message"].as_str().unwrap_or_default().to_ascii_lowercase();
+    assert!(message.contains("etcd"), "node {}: the message should name etcd: {}", node.id, r.json);
+    eprintln!("node {}: a write without etcd answered 503 in {took:?}", node.id);
+}
+
+/// POSTs new routes to `node` until one is taken (201); a 503 (etcd not
+/// reached again yet) is retried, for `timeout` at most. Returns the vHost
+/// that was added.
+fn write_until_taken(node: &Node, tag: &str, backend: &BackendHandle, timeout: Duration) -> String {
+    let t0 = Instant::now();
+    let mut attempt = 0;
+    let host = wait_for(&format!("node {} takes API writes again", node.id), timeout, &[node], || {
+        attempt += 1;
+        let host = format!("{tag}-{}-{attempt}.test", node.id);
+        let r = node.api().post("/api/v1/routes", &route(&host, "ROUND_ROBIN", vec![backend.config()]));
+        match r.status {
+            201 => Ok(host),
+            503 => Err(r.response.text()),
+            s => panic!("node {}: POST {host}: unexpected {s}:\n{}{}", node.id, r.response.text(), logs(&[node])),
+        }
+    });
+    eprintln!("node {} takes writes again after {:?} ({attempt} attempts)", node.id, t0.elapsed());
+    host
+}
+
+// ---------------------------------------------------------------------------
+// 1. Convergence
+// ---------------------------------------------------------------------------
+
+#[test]
+fn route_added_on_one_node_serves_on_every_node() {
+    let etcd = Etcd::start();
+    let dir = TempDir::new("cluster-converge");
+    let prefix = "/ringway/converge";
+    let seed = Backend::respond(200, "seed").named("seed").start();
+    let b_backend = Backend::respond(200, "b").named("b").start();
+    let w_backend = Backend::respond(200, "w").named("w").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![seed.config()])];
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Node::start(&dir, id, &node_config(routes.clone(), &etcd.endpoint(), prefix, id)))
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_formed(&all);
+    for n in &all {
+        assert_serves(n, "seed.test", "seed");
+    }
+    // Node a seeded etcd with the config file's route.
+    let stored = etcd.etcdctl(&["get", &format!("{prefix}/config/routes/seed.test"), "--print-value-only"]);
+    assert!(stored.contains("seed.test"), "etcd holds no seed.test route: {stored:?}");
+
+    // A write on a serves on a as soon as it is answered.
+    let t0 = Instant::now();
+    let r = a
+        .api()
+        .post("/api/v1/routes", &route("b.test", "ROUND_ROBIN", vec![b_backend.config()]))
+        .expect(201, "POST b.test on node a");
+    let answered = t0.elapsed();
+    let first = write_revision(&r);
+    assert_serves(a, "b.test", "b");
+    // ...and on b and c within a bounded wait.
+    for n in [b, c] {
+        wait_for(&format!("node {} serves b.test", n.id), Duration::from_secs(5), &all, || serves(n, "b.test", "b"));
+        eprintln!("node {} serves b.test {:?} after the write was sent (answered in {answered:?})", n.id, t0.elapsed());
+    }
+
+    // ?wait=cluster on b: answered once every node applied it.
+    let t0 = Instant::now();
+    let r = b
+        .api()
+        .post("/api/v1/routes?wait=cluster", &route("w.test", "ROUND_ROBIN", vec![w_backend.config()]))
+        .expect(201, "POST w.test?wait=cluster on node b");
+    eprintln!("POST ?wait=cluster answered in {:?}: {}", t0.elapsed(), r.json["cluster"]);
+    let revision = write_revision(&r);
+    assert!(revision > first, "the second write's ETag {revision} is not past the first's {first}");
+    let report = &r.json["cluster"];
+    let mut applied: Vec<String> = report["applied"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no cluster.applied in {}", r.json))
+        .iter()
+        .map(|v| v.as_str().unwrap_or("?").to_string())
+        .collect();
+    applied.sort();
+    assert_eq!(applied, vec!["a".to_string(), "b".into(), "c".into()], "cluster report: {report}");
+    assert_eq!(report["laggards"].as_array().map(Vec::len), Some(0), "cluster report: {report}");
+    assert_eq!(report["revision"].as_u64(), Some(revision), "cluster report: {report}");
+    // No polling: every node applied it before the answer.
+    assert_serves(a, "w.test", "w");
+    assert_serves(c, "w.test", "w");
+
+    // c lists all three at one revision, at least the write's.
+    let status = wait_for("node c lists three nodes at one revision", Duration::from_secs(5), &all, || {
+        let s = cluster(c);
+        let revisions: Vec<u64> = s["nodes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n["revision"].as_u64()).collect())
+            .unwrap_or_default();
+        let same = revisions.len() == 3 && revisions.iter().all(|r| *r == revisions[0] && *r >= revision);
+        if node_ids(&s) == ["a", "b", "c"] && same {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    });
+    assert_eq!(status["nodeId"], "c", "{status}");
+    assert_eq!(status["connected"], true, "{status}");
+    assert!(status["revision"].as_u64().is_some_and(|r| r >= revision), "{status}");
+    assert_eq!(status["etcd"]["prefix"], prefix, "{status}");
+    assert_eq!(status["etcd"]["endpoints"], json!([etcd.endpoint()]), "{status}");
+    let members = status["nodes"].as_array().unwrap();
+    let selves: Vec<&Value> = members.iter().filter(|n| n["self"] == true).collect();
+    assert_eq!(selves.len(), 1, "exactly one member is self: {status}");
+    assert_eq!(selves[0]["nodeId"], "c", "{status}");
+    assert_eq!(selves[0]["pid"].as_u64(), Some(u64::from(c.rw().pid())), "{status}");
+    for m in members {
+        assert_eq!(m["version"], env!("CARGO_PKG_VERSION"), "{status}");
+        assert!(m["heartbeatAt"].as_u64().is_some_and(|t| t > 1_600_000_000), "{status}");
+        assert!(m["pid"].as_u64().is_some(), "{status}");
+    }
+
+    // Every node: the same ETag and the same routes.
+    let tags = wait_for("every node at one ETag", Duration::from_secs(5), &all, || {
+        let tags: Vec<String> = all.iter().map(|n| etag(n)).collect();
+        if tags.iter().all(|t| *t == tags[0]) {
+            Ok(tags)
+        } else {
+            Err(format!("{tags:?}"))
+        }
+    });
+    assert!(etag_num(&tags[0]) >= revision, "ETag {} is behind the write's {revision}", tags[0]);
+    let want = vec!["b.test".to_string(), "seed.test".into(), "w.test".into()];
+    for n in &all {
+        assert_eq!(sorted_vhosts(n), want, "node {}", n.id);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. Racing writes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn racing_writes_on_two_nodes_get_one_success_and_one_412() {
+    const ROUNDS: usize = 5;
+    let etcd = Etcd::start();
+    let dir = TempDir::new("cluster-race");
+    let prefix = "/ringway/race";
+    let backend = Backend::respond(200, "r").named("r").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![backend.config()])];
+    let a = Node::start(&dir, "a", &node_config(routes.clone(), &etcd.endpoint(), prefix, "a"));
+    let b = Node::start(&dir, "b", &node_config(routes, &etcd.endpoint(), prefix, "b"));
+    let all = [&a, &b];
+    wait_formed(&all);
+
+    let mut wins = [0usize; 2];
+    for round in 0..ROUNDS {
+        let tag = wait_for("both nodes at one ETag", Duration::from_secs(5), &all, || {
+            let (x, y) = (etag(&a), etag(&b));
+            if x == y {
+                Ok(x)
+            } else {
+                Err(format!("a {x}, b {y}"))
+            }
+        });
+        // Both POST a different route with the same If-Match, at once.
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = all
+            .iter()
+            .map(|n| {
+                let (api, barrier, tag) = (n.api(), barrier.clone(), tag.clone());
+                let body = route(&format!("race-{}-{round}.test", n.id), "ROUND_ROBIN", vec![backend.config()]);
+                thread::spawn(move || {
+                    barrier.wait();
+                    let r = api.call("POST", "/api/v1/routes", &[("If-Match", tag.as_str())], Some(&body));
+                    (r.status, r.error().map(str::to_string), r.response.text())
+                })
+            })
+            .collect();
+        let results: Vec<(u16, Option<String>, String)> =
+            racers.into_iter().map(|h| h.join().expect("a racing writer panicked")).collect();
+        let won: Vec<usize> = (0..2).filter(|&i| (200..300).contains(&results[i].0)).collect();
+        let lost: Vec<usize> = (0..2).filter(|&i| results[i].0 == 412).collect();
+        assert!(
+            won.len() == 1 && lost.len() == 1,
+            "round {round}, If-Match {tag}: want one 2xx and one 412; a: {:?}, b: {:?}{}",
+            results[0],
+            results[1],
+            logs(&all)
+        );
+        assert_eq!(results[lost[0]].1.as_deref(), Some("preconditionFailed"), "round {round}: {:?}", results[lost[0]]);
+        wins[won[0]] += 1;
+        let (winner, loser) = (all[won[0]], all[lost[0]]);
+
+        // A write without If-Match on b right after succeeds.
+        let after = format!("after-{round}.test");
+        b.api()
+            .post("/api/v1/routes", &route(&after, "ROUND_ROBIN", vec![backend.config()]))
+            .expect(201, &format!("round {round}: POST {after} without If-Match on node b"));
+
+        // Every node ends with the winner's route, never the loser's.
+        let (win_host, lose_host) =
+            (format!("race-{}-{round}.test", winner.id), format!("race-{}-{round}.test", loser.id));
+        for n in all {
+            for host in [&win_host, &after] {
+                wait_for(&format!("node {} serves {host}", n.id), Duration::from_secs(5), &all, || {
+                    serves(n, host, "r")
+                });
+            }
+        }
+        for n in all {
+            assert_unrouted(n, &lose_host);
+            assert!(!sorted_vhosts(n).contains(&lose_host), "node {} lists the loser's route {lose_host}", n.id);
+        }
+    }
+    eprintln!("{ROUNDS} races on one If-Match: node a won {}, node b won {}", wins[0], wins[1]);
+    let key = format!("{prefix}/config/routes/");
+    let keys = etcd.etcdctl(&["get", "--prefix", &key, "--keys-only"]);
+    assert_eq!(keys.lines().filter(|l| l.contains("/race-")).count(), ROUNDS, "race routes in etcd:\n{keys}");
+}
+
+// ---------------------------------------------------------------------------
+// 3. etcd down
+// ---------------------------------------------------------------------------
+
+#[test]
+fn etcd_down_keeps_serving_and_refuses_writes_then_catches_up() {
+    let mut etcd = Etcd::start();
+    let dir = TempDir::new("cluster-etcd-down");
+    let prefix = "/ringway/down";
+    let seed = Backend::respond(200, "seed").named("seed").start();
+    let c_backend = Backend::respond(200, "c").named("c").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![seed.config()])];
+    let a = Node::start(&dir, "a", &node_config(routes.clone(), &etcd.endpoint(), prefix, "a"));
+    let b = Node::start(&dir, "b", &node_config(routes, &etcd.endpoint(), prefix, "b"));
+    let all = [&a, &b];
+    wait_formed(&all);
+    for n in all {
+        assert_eq!(metric(n, "ringway_cluster_connected"), Some(1.0), "node {}", n.id);
+        let revision = metric(n, "ringway_cluster_revision");
+        assert!(revision.is_some_and(|r| r >= 1.0), "node {}: ringway_cluster_revision {revision:?}", n.id);
+    }
+
+    etcd.kill();
+    let killed = Instant::now();
+    for n in all {
+        let failures = traffic(n, "seed.test", "seed", 50);
+        assert!(failures.is_empty(), "node {} with etcd just killed: {failures:?}{}", n.id, logs(&[n]));
+    }
+    for n in all {
+        assert_write_refused(n, "refused.test", &c_backend);
+    }
+    for n in all {
+        let s = wait_connected(n, false, Duration::from_secs(15));
+        assert!(s["lastError"].as_str().is_some_and(|e| !e.is_empty()), "node {}: no lastError: {s}", n.id);
+        assert_eq!(metric(n, "ringway_cluster_connected"), Some(0.0), "node {}", n.id);
+    }
+    eprintln!("both nodes report connected:false {:?} after etcd was killed", killed.elapsed());
+    // Still serving, knowing etcd is gone.
+    for n in all {
+        let failures = traffic(n, "seed.test", "seed", 50);
+        assert!(failures.is_empty(), "node {} disconnected from etcd: {failures:?}{}", n.id, logs(&[n]));
+        assert_unrouted(n, "refused.test");
+    }
+
+    // etcd returns; a route put straight into etcd reaches both nodes.
+    etcd.restart();
+    let back = Instant::now();
+    let key = format!("{prefix}/config/routes/c.test");
+    let value = route("c.test", "ROUND_ROBIN", vec![c_backend.config()]).to_string();
+    etcd.etcdctl(&["put", &key, &value]);
+    for n in all {
+        wait_for(&format!("node {} serves c.test put by etcdctl", n.id), Duration::from_secs(30), &all, || {
+            serves(n, "c.test", "c")
+        });
+        eprintln!("node {} serves c.test {:?} after etcd came back", n.id, back.elapsed());
+    }
+    // API writes work again (retried while the reconnect is under way).
+    for n in all {
+        let host = write_until_taken(n, "back", &c_backend, Duration::from_secs(20));
+        assert_serves(n, &host, "c");
+    }
+    for n in all {
+        wait_connected(n, true, Duration::from_secs(10));
+        assert_eq!(metric(n, "ringway_cluster_connected"), Some(1.0), "node {}", n.id);
+    }
+    // The refused write was never applied anywhere, nor stored.
+    for n in all {
+        assert_unrouted(n, "refused.test");
+    }
+    let refused = etcd.etcdctl(&["get", &format!("{prefix}/config/routes/refused.test"), "--print-value-only"]);
+    assert!(refused.trim().is_empty(), "the refused write reached etcd: {refused:?}");
+    let tags = wait_for("both nodes at one ETag", Duration::from_secs(5), &all, || {
+        let (x, y) = (etag(&a), etag(&b));
+        if x == y {
+            Ok(x)
+        } else {
+            Err(format!("a {x}, b {y}"))
+        }
+    });
+    let revision = metric(&a, "ringway_cluster_revision");
+    assert!(
+        revision.is_some_and(|r| r >= etag_num(&tags) as f64),
+        "ringway_cluster_revision {revision:?} is behind the ETag {tags}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 4. A partitioned node
+// ---------------------------------------------------------------------------
+
+#[test]
+fn partitioned_node_catches_up_when_healed() {
+    let etcd = Etcd::start();
+    let relay = Relay::start(etcd.addr());
+    let dir = TempDir::new("cluster-partition");
+    let prefix = "/ringway/partition";
+    let seed = Backend::respond(200, "seed").named("seed").start();
+    let d = Backend::respond(200, "d").named("d").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![seed.config()])];
+    let a = Node::start(&dir, "a", &node_config(routes.clone(), &etcd.endpoint(), prefix, "a"));
+    let c = Node::start(&dir, "c", &node_config(routes, &format!("http://{}", relay.addr()), prefix, "c"));
+    let all = [&a, &c];
+    wait_formed(&all);
+    let before = etag(&c);
+    assert_eq!(before, etag(&a), "one ETag before the partition");
+
+    relay.cut();
+    let cut = Instant::now();
+    for host in ["d1.test", "d2.test", "d3.test"] {
+        a.api()
+            .post("/api/v1/routes", &route(host, "ROUND_ROBIN", vec![d.config()]))
+            .expect(201, &format!("POST {host} on node a"));
+    }
+    a.api().delete("/api/v1/routes/d2.test").expect(204, "DELETE d2.test on node a");
+    let a_tag = etag(&a);
+    assert!(etag_num(&a_tag) > etag_num(&before), "a's ETag {a_tag} did not move past {before}");
+    assert_serves(&a, "d1.test", "d");
+    assert_serves(&a, "d3.test", "d");
+    assert_unrouted(&a, "d2.test");
+
+    // Cut off, c keeps serving what it had, and has seen none of it.
+    let failures = traffic(&c, "seed.test", "seed", 20);
+    assert!(failures.is_empty(), "node c cut off from etcd: {failures:?}{}", logs(&[&c]));
+    assert_unrouted(&c, "d1.test");
+    assert_eq!(etag(&c), before, "node c moved while cut off");
+    assert_write_refused(&c, "cut.test", &d);
+    eprintln!("3 changes and a delete made on a during the partition ({:?} cut)", cut.elapsed());
+
+    relay.heal();
+    let healed = Instant::now();
+    let want = sorted_vhosts(&a);
+    assert_eq!(want, vec!["d1.test".to_string(), "d3.test".into(), "seed.test".into()]);
+    wait_for("node c has a's routes after the heal", Duration::from_secs(20), &all, || {
+        let got = sorted_vhosts(&c);
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("c has {got:?}, a has {want:?}"))
+        }
+    });
+    eprintln!("node c caught up {:?} after the heal", healed.elapsed());
+    assert_serves(&c, "d1.test", "d");
+    assert_serves(&c, "d3.test", "d");
+    assert_unrouted(&c, "d2.test");
+    assert_unrouted(&c, "cut.test");
+    wait_for("node c at a's ETag", Duration::from_secs(5), &all, || {
+        let got = etag(&c);
+        if got == a_tag {
+            Ok(())
+        } else {
+            Err(format!("c {got}, a {a_tag}"))
+        }
+    });
+    assert_eq!(etag(&a), a_tag, "node a moved meanwhile");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Restart from the local cache
+// ---------------------------------------------------------------------------
+
+#[test]
+fn node_restarted_while_etcd_is_down_starts_from_its_cache() {
+    let mut etcd = Etcd::start();
+    let dir = TempDir::new("cluster-cache");
+    let prefix = "/ringway/cache";
+    let seed = Backend::respond(200, "seed").named("seed").start();
+    let added = Backend::respond(200, "api").named("api").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![seed.config()])];
+    let mut a = Node::start(&dir, "a", &node_config(routes, &etcd.endpoint(), prefix, "a"));
+    wait_formed(&[&a]);
+    a.api()
+        .post("/api/v1/routes", &route("api.test", "ROUND_ROBIN", vec![added.config()]))
+        .expect(201, "POST api.test on node a");
+    assert_serves(&a, "api.test", "api");
+    let tag = etag(&a);
+    // The cache may be written a moment after the change (it is a cache):
+    // wait (bounded) until it holds the route, state file or its journal.
+    let cache = state_file_of(&a.config_path);
+    let journal = cache.with_file_name(format!("{}.log", cache.file_name().unwrap().to_string_lossy()));
+    wait_for("the local cache holds api.test", Duration::from_secs(5), &[&a], || {
+        let text = std::fs::read_to_string(&cache).unwrap_or_default()
+            + &std::fs::read_to_string(&journal).unwrap_or_default();
+        if text.contains("api.test") {
+            Ok(())
+        } else {
+            Err(format!("{} does not name api.test yet", cache.display()))
+        }
+    });
+    a.stop();
+    assert!(cache.exists(), "no local cache at {}", cache.display());
+
+    etcd.kill();
+    let t0 = Instant::now();
+    a.run();
+    eprintln!("node a restarted with etcd down: listening after {:?}", t0.elapsed());
+    assert_serves(&a, "api.test", "api");
+    assert_serves(&a, "seed.test", "seed");
+    assert_eq!(etag(&a), tag, "the cache's ETag");
+    wait_connected(&a, false, Duration::from_secs(10));
+    assert_write_refused(&a, "refused.test", &added);
+
+    // etcd back: the node reconnects and takes writes again.
+    etcd.restart();
+    let host = write_until_taken(&a, "back", &added, Duration::from_secs(20));
+    assert_serves(&a, &host, "api");
+    assert_serves(&a, "api.test", "api");
+    wait_connected(&a, true, Duration::from_secs(10));
+}
