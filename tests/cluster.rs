@@ -20,7 +20,24 @@
 //!   its old routes and catches up with every change made meanwhile once
 //!   the relay heals, ending at the same ETag;
 //! - a node restarted while etcd is down starts from its local cache (the
-//!   state file) and serves what the API had added.
+//!   state file) and serves what the API had added;
+//! - a node cut off while etcd is compacted past what it last saw reloads
+//!   the whole config exactly once when it is healed (one more
+//!   `loaded the config from etcd` line), ends at the others' routes and
+//!   ETag, and changes flow both ways afterwards with no further reload;
+//! - with etcd authentication on, a node with the right username and
+//!   password seeds, takes writes and registers (its keys are in etcd); a
+//!   node with a wrong password still starts on its config file's routes,
+//!   names the authentication failure in `GET /api/v1/cluster`'s
+//!   `lastError` and its log, refuses writes (503 `clusterUnavailable`)
+//!   and leaves nothing in etcd; the good node authenticates again after
+//!   etcd restarts;
+//! - with etcd serving TLS only, under a certificate from a private CA,
+//!   nodes given that CA (`caFile`) connect, take writes and see each
+//!   other's; a node trusting another CA gets no link and says so;
+//! - a node cut off again right after its watch resumed (before the
+//!   resumed watch delivered what changed meanwhile) still gets every
+//!   change made while it was away.
 //!
 //! Everything listens on 127.0.0.1; every wait is a bounded poll that
 //! panics with the nodes' logs; measured times go to stderr.
@@ -28,6 +45,7 @@
 mod support;
 use support::*;
 
+use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -39,6 +57,11 @@ use std::time::{Duration, Instant};
 
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";
+/// etcd's administrator, once a test turns authentication on.
+const ROOT_USER: &str = "root";
+const ROOT_PASSWORD: &str = "rootpw";
+/// What a node logs on each full load of the config prefix.
+const FULL_LOAD: &str = "cluster: loaded the config from etcd";
 /// The pause between two tries of a bounded poll.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -61,20 +84,46 @@ struct Etcd {
     peer_port: u16,
     /// Holds `data/` and `etcd.log` (appended to across restarts).
     dir: TempDir,
+    /// TLS on the client URLs: the private CA and the certificate (for
+    /// 127.0.0.1) it signed for etcd.
+    tls: Option<(TestCa, Issued)>,
+    /// `user:password` etcdctl authenticates as (once auth is enabled).
+    user: Option<String>,
 }
 
 impl Etcd {
-    /// Starts etcd and waits (20 s at most) until it answers.
+    /// Starts etcd (plain http) and waits (20 s at most) until it answers.
     fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// Starts etcd serving its clients over TLS only (`https://`), with a
+    /// certificate for IP 127.0.0.1 from a fresh private CA (`ca_path()`).
+    fn start_tls() -> Etcd {
+        let t0 = Instant::now();
+        let ca = TestCa::new();
+        let cert = ca.issue(&["127.0.0.1"]);
+        eprintln!("private CA and etcd's certificate made in {:?}", t0.elapsed());
+        Etcd::start_with(Some((ca, cert)))
+    }
+
+    fn start_with(tls: Option<(TestCa, Issued)>) -> Etcd {
         let (client_port, peer_port) = free_ports();
-        let mut etcd = Etcd { child: None, client_port, peer_port, dir: TempDir::new("etcd") };
+        let mut etcd = Etcd { child: None, client_port, peer_port, dir: TempDir::new("etcd"), tls, user: None };
         etcd.spawn();
         etcd
     }
 
-    /// The client URL (`http://127.0.0.1:PORT`).
+    /// The client URL (`http://127.0.0.1:PORT`, or `https://` with TLS).
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The CA that signed etcd's certificate (PEM file); panics without TLS.
+    fn ca_path(&self) -> PathBuf {
+        let (ca, _) = self.tls.as_ref().expect("this etcd runs without TLS");
+        ca.ca_path().to_path_buf()
     }
 
     /// The client address (what a relay forwards to).
@@ -107,6 +156,14 @@ impl Etcd {
             .args(["--listen-peer-urls", peer.as_str(), "--initial-advertise-peer-urls", peer.as_str()])
             .args(["--initial-cluster", cluster.as_str()])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .args(self.tls.iter().flat_map(|(_, cert)| {
+                [
+                    OsStr::new("--cert-file"),
+                    cert.cert_path.as_os_str(),
+                    OsStr::new("--key-file"),
+                    cert.key_path.as_os_str(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -154,12 +211,25 @@ impl Etcd {
         self.spawn();
     }
 
-    /// Runs etcdctl (API v3) against this etcd: its stdout, or why it failed.
+    /// Runs etcdctl (API v3) against this etcd, as `user` once auth is
+    /// on: its stdout, or why it failed.
     fn try_etcdctl(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(ETCDCTL)
-            .env("ETCDCTL_API", "3")
-            .arg("--endpoints")
-            .arg(self.endpoint())
+        self.try_etcdctl_as(self.user.as_deref(), args)
+    }
+
+    /// Runs etcdctl (API v3) against this etcd as `user` (`name:password`;
+    /// `None`: no credentials), trusting its CA when it runs TLS: its
+    /// stdout, or why it failed.
+    fn try_etcdctl_as(&self, user: Option<&str>, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(ETCDCTL);
+        cmd.env("ETCDCTL_API", "3").arg("--endpoints").arg(self.endpoint());
+        if self.tls.is_some() {
+            cmd.arg("--cacert").arg(self.ca_path());
+        }
+        if let Some(user) = user {
+            cmd.args(["--user", user]);
+        }
+        let out = cmd
             .args(["--dial-timeout", "1s", "--command-timeout", "3s"])
             .args(args)
             .stdin(Stdio::null())
@@ -176,6 +246,29 @@ impl Etcd {
     /// etcdctl's stderr) when it fails.
     fn etcdctl(&self, args: &[&str]) -> String {
         self.try_etcdctl(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// etcd's current revision (`etcdctl endpoint status -w json`).
+    fn revision(&self) -> u64 {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let status: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("endpoint status {out:?}: {e}"));
+        status[0]["Status"]["header"]["revision"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no revision in the endpoint status: {status}"))
+    }
+
+    /// Turns authentication on: a `root` user (etcdctl authenticates as it
+    /// from then on), and `user:password` with read-write access to every
+    /// key under `prefix/` and nothing else.
+    fn enable_auth(&mut self, user: &str, password: &str, prefix: &str) {
+        let under = format!("{prefix}/");
+        self.etcdctl(&["user", "add", &format!("{ROOT_USER}:{ROOT_PASSWORD}")]);
+        self.etcdctl(&["user", "add", &format!("{user}:{password}")]);
+        self.etcdctl(&["role", "add", "rw"]);
+        self.etcdctl(&["role", "grant-permission", "rw", "--prefix=true", "readwrite", &under]);
+        self.etcdctl(&["user", "grant-role", user, "rw"]);
+        self.etcdctl(&["auth", "enable"]);
+        self.user = Some(format!("{ROOT_USER}:{ROOT_PASSWORD}"));
     }
 }
 
@@ -324,6 +417,16 @@ fn node_config(routes: Vec<Value>, endpoint: &str, prefix: &str, node_id: &str) 
     cfg
 }
 
+/// `node_config` with more `cluster.etcd` settings (`username`,
+/// `password`, `caFile`, …) from the object `etcd`.
+fn node_config_with(routes: Vec<Value>, endpoint: &str, prefix: &str, node_id: &str, etcd: Value) -> Value {
+    let mut cfg = node_config(routes, endpoint, prefix, node_id);
+    for (k, v) in etcd.as_object().expect("cluster.etcd settings: an object") {
+        cfg["cluster"]["etcd"][k] = v.clone();
+    }
+    cfg
+}
+
 /// One ringway node: its config file (in the test's temp dir, its state
 /// file — the local cache — beside it) and the process, while it runs.
 struct Node {
@@ -440,6 +543,17 @@ fn assert_serves(node: &Node, host: &str, body: &str) {
     if let Err(e) = serves(node, host, body) {
         panic!("{e}{}", logs(&[node]));
     }
+}
+
+/// How many full loads of the config prefix `log` records.
+fn full_loads(log: &str) -> usize {
+    log.matches(FULL_LOAD).count()
+}
+
+/// The node's log lines from byte `from` on that mention the cluster.
+fn cluster_lines(node: &Node, from: usize) -> Vec<String> {
+    let log = node.log();
+    log.get(from..).unwrap_or("").lines().filter(|l| l.contains("cluster:")).map(str::to_string).collect()
 }
 
 /// Panics unless `node` answers `host` with 404 (no such route there).
@@ -989,4 +1103,332 @@ fn node_restarted_while_etcd_is_down_starts_from_its_cache() {
     assert_serves(&a, &host, "api");
     assert_serves(&a, "api.test", "api");
     wait_connected(&a, true, Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------
+// 6. Behind a compaction
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_node_behind_a_compaction_reloads_once_and_catches_up() {
+    let etcd = Etcd::start();
+    let relay = Relay::start(etcd.addr());
+    let dir = TempDir::new("cluster-compaction");
+    let prefix = "/ringway/compaction";
+    let seed = Backend::respond(200, "seed").named("seed").start();
+    let e = Backend::respond(200, "e").named("e").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![seed.config()])];
+    let a = Node::start(&dir, "a", &node_config(routes.clone(), &etcd.endpoint(), prefix, "a"));
+    let c = Node::start(&dir, "c", &node_config(routes, &format!("http://{}", relay.addr()), prefix, "c"));
+    let all = [&a, &c];
+    wait_formed(&all);
+    let before = etag(&c);
+    assert_eq!(before, etag(&a), "one ETag before the partition");
+    let loads_before = full_loads(&c.log());
+    assert!(loads_before >= 1, "node c never logged {FULL_LOAD:?}{}", logs(&[&c]));
+
+    relay.cut();
+    let cut = Instant::now();
+    wait_connected(&c, false, Duration::from_secs(10));
+    eprintln!("node c reports connected:false {:?} after the cut", cut.elapsed());
+    for host in ["e1.test", "e2.test", "e3.test"] {
+        a.api()
+            .post("/api/v1/routes", &route(host, "ROUND_ROBIN", vec![e.config()]))
+            .expect(201, &format!("POST {host} on node a"));
+    }
+    a.api().delete("/api/v1/routes/e2.test").expect(204, "DELETE e2.test on node a");
+    let a_tag = etag(&a);
+    assert!(etag_num(&a_tag) > etag_num(&before), "a's ETag {a_tag} did not move past {before}");
+
+    // Compact etcd at its current revision: what c last saw is gone.
+    let revision = etcd.revision();
+    assert!(revision >= etag_num(&a_tag), "etcd's revision {revision} is behind a's ETag {a_tag}");
+    let t0 = Instant::now();
+    etcd.etcdctl(&["compact", &revision.to_string()]);
+    eprintln!("etcd compacted at revision {revision} in {:?} (node c last saw {before})", t0.elapsed());
+    let seed_key = format!("{prefix}/config/routes/seed.test");
+    let old = etcd.try_etcdctl(&["get", &seed_key, "--rev", &etag_num(&before).to_string()]);
+    assert!(
+        old.as_ref().is_err_and(|e| e.contains("compacted")),
+        "reading at c's revision {before} after the compaction: {old:?}"
+    );
+
+    // Still cut off: c serves what it had, at its old ETag, no reload yet.
+    assert_serves(&c, "seed.test", "seed");
+    assert_unrouted(&c, "e1.test");
+    assert_eq!(etag(&c), before, "node c moved while cut off");
+    assert_eq!(full_loads(&c.log()), loads_before, "node c reloaded while cut off{}", logs(&[&c]));
+
+    let mark = c.log().len();
+    relay.heal();
+    let healed = Instant::now();
+    let want = sorted_vhosts(&a);
+    assert_eq!(want, vec!["e1.test".to_string(), "e3.test".into(), "seed.test".into()]);
+    wait_for("node c has a's routes after the heal", Duration::from_secs(20), &all, || {
+        let got = sorted_vhosts(&c);
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("c has {got:?}, a has {want:?}"))
+        }
+    });
+    eprintln!("node c caught up {:?} after the heal", healed.elapsed());
+    wait_for("node c at a's ETag", Duration::from_secs(5), &all, || {
+        let got = etag(&c);
+        if got == a_tag {
+            Ok(())
+        } else {
+            Err(format!("c {got}, a {a_tag}"))
+        }
+    });
+    wait_connected(&c, true, Duration::from_secs(10));
+    assert_serves(&c, "e1.test", "e");
+    assert_serves(&c, "e3.test", "e");
+    assert_unrouted(&c, "e2.test");
+    let after_heal = cluster_lines(&c, mark);
+    eprintln!("node c after the heal ({:?}):\n  {}", healed.elapsed(), after_heal.join("\n  "));
+    let loads = full_loads(&c.log());
+    assert_eq!(
+        loads,
+        loads_before + 1,
+        "node c: {loads} full loads after the heal, {loads_before} before; want exactly one more{}",
+        logs(&[&c])
+    );
+
+    // The watch goes on from the reload: changes flow both ways, and no
+    // second reload comes of them.
+    let t0 = Instant::now();
+    a.api()
+        .post("/api/v1/routes", &route("after-a.test", "ROUND_ROBIN", vec![e.config()]))
+        .expect(201, "POST after-a.test on node a");
+    wait_for("node c serves after-a.test", Duration::from_secs(5), &all, || serves(&c, "after-a.test", "e"));
+    eprintln!("after the reload, a change on a served on c {:?} after it was sent", t0.elapsed());
+    let t0 = Instant::now();
+    c.api()
+        .post("/api/v1/routes", &route("after-c.test", "ROUND_ROBIN", vec![e.config()]))
+        .expect(201, "POST after-c.test on node c");
+    wait_for("node a serves after-c.test", Duration::from_secs(5), &all, || serves(&a, "after-c.test", "e"));
+    eprintln!("after the reload, a change on c served on a {:?} after it was sent", t0.elapsed());
+    wait_for("both nodes at one ETag", Duration::from_secs(5), &all, || {
+        let (x, y) = (etag(&a), etag(&c));
+        if x == y {
+            Ok(())
+        } else {
+            Err(format!("a {x}, c {y}"))
+        }
+    });
+    assert_eq!(full_loads(&c.log()), loads_before + 1, "node c reloaded again{}", logs(&[&c]));
+}
+
+// ---------------------------------------------------------------------------
+// 7. etcd authentication
+// ---------------------------------------------------------------------------
+
+#[test]
+fn etcd_auth_is_used_and_a_wrong_password_is_named() {
+    let mut etcd = Etcd::start();
+    let prefix = "/ringway/auth";
+    let t0 = Instant::now();
+    etcd.enable_auth("ringway", "pw", prefix);
+    eprintln!("etcd auth enabled in {:?}", t0.elapsed());
+    // Auth is on: nothing without credentials, and ringway's user only
+    // under its prefix.
+    let anonymous = etcd.try_etcdctl_as(None, &["get", "--prefix", &format!("{prefix}/")]);
+    assert!(anonymous.is_err(), "etcd answered a read without credentials: {anonymous:?}");
+    let outside = etcd.try_etcdctl_as(Some("ringway:pw"), &["put", "/elsewhere", "x"]);
+    assert!(
+        outside.as_ref().is_err_and(|e| e.contains("permission denied")),
+        "ringway's user wrote outside its prefix: {outside:?}"
+    );
+
+    let dir = TempDir::new("cluster-auth");
+    let seed = Backend::respond(200, "seed").named("seed").start();
+    let api = Backend::respond(200, "api").named("api").start();
+    let own = Backend::respond(200, "own").named("own").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![seed.config()])];
+    let credentials = json!({"username": "ringway", "password": "pw"});
+    let good = Node::start(&dir, "good", &node_config_with(routes, &etcd.endpoint(), prefix, "good", credentials));
+    wait_formed(&[&good]);
+    assert_serves(&good, "seed.test", "seed");
+    let stored = etcd.etcdctl(&["get", &format!("{prefix}/config/routes/seed.test"), "--print-value-only"]);
+    assert!(stored.contains("seed.test"), "node good did not seed etcd: {stored:?}");
+    let t0 = Instant::now();
+    good.api()
+        .post("/api/v1/routes", &route("api.test", "ROUND_ROBIN", vec![api.config()]))
+        .expect(201, "POST api.test on node good");
+    eprintln!("node good: a write through authenticated etcd answered in {:?}", t0.elapsed());
+    assert_serves(&good, "api.test", "api");
+    let stored = etcd.etcdctl(&["get", &format!("{prefix}/config/routes/api.test"), "--print-value-only"]);
+    assert!(stored.contains("api.test"), "etcd holds no api.test route: {stored:?}");
+    let registered = etcd.etcdctl(&["get", &format!("{prefix}/nodes/good"), "--print-value-only"]);
+    assert!(registered.contains("\"good\""), "node good is not registered in etcd: {registered:?}");
+
+    // The wrong password: the node starts on its config file's routes,
+    // and says why it has no etcd.
+    let wrong = json!({"username": "ringway", "password": "not-pw"});
+    let own_routes = vec![route("own.test", "ROUND_ROBIN", vec![own.config()])];
+    let bad = Node::start(&dir, "bad", &node_config_with(own_routes, &etcd.endpoint(), prefix, "bad", wrong));
+    let started = Instant::now();
+    assert_serves(&bad, "own.test", "own");
+    assert_unrouted(&bad, "api.test");
+    let status = wait_for("node bad names the authentication failure", Duration::from_secs(15), &[&bad], || {
+        let s = cluster(&bad);
+        let error = s["lastError"].as_str().unwrap_or_default().to_ascii_lowercase();
+        if s["connected"] == false && error.contains("auth") {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    });
+    eprintln!("node bad: lastError {} ({:?} after it started)", status["lastError"], started.elapsed());
+    assert_eq!(metric(&bad, "ringway_cluster_connected"), Some(0.0), "node bad");
+    assert_write_refused(&bad, "refused.test", &api);
+    assert!(
+        bad.log().to_ascii_lowercase().contains("authentication failed"),
+        "node bad's log does not name the authentication failure{}",
+        logs(&[&bad])
+    );
+    assert_serves(&bad, "own.test", "own");
+
+    // Nothing of the bad node reached etcd or the good node.
+    let keys = etcd.etcdctl(&["get", "--prefix", &format!("{prefix}/"), "--keys-only"]);
+    assert!(!keys.contains("own.test") && !keys.contains("refused.test"), "etcd keys:\n{keys}");
+    assert!(!keys.contains("/nodes/bad"), "node bad registered in etcd:\n{keys}");
+    assert_eq!(node_ids(&cluster(&good)), ["good"], "node good's members");
+    assert_unrouted(&good, "own.test");
+    assert_eq!(cluster(&good)["connected"], true, "node good");
+
+    // etcd's auth tokens do not outlive it: after a restart the good node
+    // authenticates again and takes writes.
+    etcd.restart();
+    let host = write_until_taken(&good, "restarted", &api, Duration::from_secs(20));
+    assert_serves(&good, &host, "api");
+    let stored = etcd.etcdctl(&["get", &format!("{prefix}/config/routes/{host}"), "--print-value-only"]);
+    assert!(stored.contains(&host), "etcd holds no {host} route: {stored:?}");
+    wait_connected(&good, true, Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------
+// 8. etcd over TLS
+// ---------------------------------------------------------------------------
+
+#[test]
+fn etcd_over_tls_with_a_private_ca() {
+    let etcd = Etcd::start_tls();
+    assert!(etcd.endpoint().starts_with("https://"), "{}", etcd.endpoint());
+    let ca = etcd.ca_path();
+    let ca_file = ca.to_str().expect("a UTF-8 temp path").to_string();
+    let dir = TempDir::new("cluster-tls");
+    let prefix = "/ringway/tls";
+    let seed = Backend::respond(200, "seed").named("seed").start();
+    let t_backend = Backend::respond(200, "t").named("t").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![seed.config()])];
+    let trust = json!({"caFile": ca_file});
+    let a = Node::start(&dir, "a", &node_config_with(routes.clone(), &etcd.endpoint(), prefix, "a", trust.clone()));
+    let b = Node::start(&dir, "b", &node_config_with(routes.clone(), &etcd.endpoint(), prefix, "b", trust));
+    let all = [&a, &b];
+    wait_formed(&all);
+    let status = cluster(&a);
+    assert_eq!(status["etcd"]["endpoints"], json!([etcd.endpoint()]), "{status}");
+    assert_eq!(metric(&a, "ringway_cluster_connected"), Some(1.0), "node a");
+
+    let t0 = Instant::now();
+    a.api()
+        .post("/api/v1/routes", &route("tls.test", "ROUND_ROBIN", vec![t_backend.config()]))
+        .expect(201, "POST tls.test on node a");
+    let answered = t0.elapsed();
+    assert_serves(&a, "tls.test", "t");
+    wait_for("node b serves tls.test", Duration::from_secs(5), &all, || serves(&b, "tls.test", "t"));
+    eprintln!("over TLS: the write answered in {answered:?}, node b served it {:?} after it was sent", t0.elapsed());
+    let stored = etcd.etcdctl(&["get", &format!("{prefix}/config/routes/tls.test"), "--print-value-only"]);
+    assert!(stored.contains("tls.test"), "etcd holds no tls.test route: {stored:?}");
+    wait_for("both nodes at one ETag", Duration::from_secs(5), &all, || {
+        let (x, y) = (etag(&a), etag(&b));
+        if x == y {
+            Ok(())
+        } else {
+            Err(format!("a {x}, b {y}"))
+        }
+    });
+
+    // The CA is what makes it work: a node trusting another CA gets no link.
+    let other = TestCa::new();
+    let stranger = json!({"caFile": other.ca_path().to_str().expect("a UTF-8 temp path")});
+    let n = Node::start(&dir, "n", &node_config_with(routes, &etcd.endpoint(), prefix, "n", stranger));
+    let status = wait_for("node n (another CA) reports why it has no etcd", Duration::from_secs(15), &[&n], || {
+        let s = cluster(&n);
+        if s["connected"] == false && s["lastError"].as_str().is_some_and(|e| !e.is_empty()) {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    });
+    eprintln!("node n (trusting another CA): lastError {}", status["lastError"]);
+    assert_unrouted(&n, "tls.test");
+    assert_write_refused(&n, "refused.test", &t_backend);
+    assert_eq!(node_ids(&cluster(&a)), ["a", "b"], "node a's members");
+}
+
+// ---------------------------------------------------------------------------
+// 9. Cut off again right after the watch resumed
+// ---------------------------------------------------------------------------
+
+/// A node healed and cut off again at once, before its resumed watch
+/// delivered what changed meanwhile, still gets those changes once
+/// healed for good. Each round: cut c, add a route on a, heal, cut again
+/// as soon as c logs `cluster: watching etcd`, wait until c reports
+/// `connected: false`, heal; c must then serve the route.
+#[test]
+fn a_node_cut_off_right_after_its_watch_resumed_misses_no_change() {
+    const ROUNDS: usize = 5;
+    let etcd = Etcd::start();
+    let relay = Relay::start(etcd.addr());
+    let dir = TempDir::new("cluster-recut");
+    let prefix = "/ringway/recut";
+    let seed = Backend::respond(200, "seed").named("seed").start();
+    let r = Backend::respond(200, "r").named("r").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![seed.config()])];
+    let a = Node::start(&dir, "a", &node_config(routes.clone(), &etcd.endpoint(), prefix, "a"));
+    let c = Node::start(&dir, "c", &node_config(routes, &format!("http://{}", relay.addr()), prefix, "c"));
+    let all = [&a, &c];
+    wait_formed(&all);
+    let watching = || c.log().matches("cluster: watching etcd").count();
+    for round in 0..ROUNDS {
+        relay.cut();
+        wait_connected(&c, false, Duration::from_secs(10));
+        let host = format!("recut-{round}.test");
+        a.api()
+            .post("/api/v1/routes", &route(&host, "ROUND_ROBIN", vec![r.config()]))
+            .expect(201, &format!("POST {host} on node a"));
+        let sessions = watching();
+        relay.heal();
+        wait_for("node c watching etcd again", Duration::from_secs(10), &all, || {
+            if watching() > sessions {
+                Ok(())
+            } else {
+                Err(format!("{sessions} `watching etcd` lines"))
+            }
+        });
+        relay.cut();
+        let early = serves(&c, &host, "r").is_ok();
+        wait_connected(&c, false, Duration::from_secs(10));
+        relay.heal();
+        let healed = Instant::now();
+        wait_for(&format!("round {round}: node c serves {host}"), Duration::from_secs(10), &all, || {
+            serves(&c, &host, "r")
+        });
+        eprintln!(
+            "round {round}: node c serves {host} {:?} after the last heal (had it before the re-cut: {early})",
+            healed.elapsed()
+        );
+    }
+    wait_for("both nodes at one ETag", Duration::from_secs(5), &all, || {
+        let (x, y) = (etag(&a), etag(&c));
+        if x == y {
+            Ok(())
+        } else {
+            Err(format!("a {x}, c {y}"))
+        }
+    });
+    assert_eq!(sorted_vhosts(&c), sorted_vhosts(&a), "node c's routes");
 }

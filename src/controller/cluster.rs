@@ -163,6 +163,12 @@ fn wait_cluster(query: &str) -> Result<bool, AdminReply> {
     Ok(wait)
 }
 
+/// Whether the request names an ETag (not `*`, not empty): it must then
+/// be based on the newest config cluster-wide.
+fn has_if_match(call: &AdminCall) -> bool {
+    call.request.if_match.as_deref().is_some_and(|t| !matches!(t.trim(), "" | "*"))
+}
+
 fn unavailable(why: &str) -> AdminReply {
     AdminReply::json(
         503,
@@ -230,7 +236,7 @@ impl Controller {
             let _ = call.reply.send(unavailable("this change cannot be written to etcd"));
             return;
         };
-        let strict = call.request.if_match.as_deref().is_some_and(|t| !matches!(t.trim(), "" | "*"));
+        let strict = has_if_match(&call);
         side.next_id += 1;
         let id = side.next_id;
         let based_on = self.state.generation as i64;
@@ -364,7 +370,7 @@ impl Controller {
         match result {
             WriteResult::Committed(revision) => w.stage = WriteStage::Applying(revision),
             WriteResult::Conflict(revision) => {
-                if w.call.request.if_match.as_deref().is_some_and(|t| !matches!(t.trim(), "" | "*")) {
+                if has_if_match(&w.call) {
                     let current = self.state.generation;
                     self.finish_write(AdminReply::json(
                         412,

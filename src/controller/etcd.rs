@@ -372,7 +372,11 @@ impl Helper {
                             Some((String::from_utf8_lossy(kv.key()).into_owned(), value))
                         })
                         .collect();
-                    if events.is_empty() {
+                    if resp.created() {
+                        // The watch's confirmation: its header holds etcd's
+                        // current revision, and the events up to it are
+                        // still to come (not a progress notice).
+                    } else if events.is_empty() {
                         // A progress notice: nothing up to its revision is missing.
                         if let Some(h) = resp.header() {
                             self.seen = Some(self.seen.unwrap_or(0).max(h.revision()));
