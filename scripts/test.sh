@@ -65,7 +65,7 @@ echo "== cargo test --features cluster (unit, integration, and every bench in sm
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --all-targets --features cluster 2>&1 | tee "$log"
+cargo test --workspace --all-targets --features cluster --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # Fuzz smoke: every target for a few seconds, when a nightly toolchain is

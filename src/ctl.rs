@@ -25,6 +25,8 @@ COMMANDS:
     stats [VHOST]                       requests, rates, latency, backends
     explain URL [CLIENT-IP]             which route, rule and backends a request would meet
     health
+    cluster                             cluster mode: this node's link to etcd and every node's
+                                        applied revision and last heartbeat
     upgrade                             start the binary at ringway's path on the same sockets,
                                         then drain this process (as SIGUSR2 does)
 ";
@@ -332,12 +334,38 @@ fn command(c: &Client, rest: &[&str]) -> Result<String, String> {
                 s(&r.body["pid"])
             ))
         }
+        ["cluster"] => {
+            let r = ok(c.call("GET", "/api/v1/cluster", None)?, &[200])?;
+            Ok(cluster_table(&r.body))
+        }
         ["health"] => {
             let r = c.call("GET", "/health", None)?;
             Ok(format!("{} ({} of {} backends up)\n", s(&r.body["status"]), s(&r.body["healthy"]), s(&r.body["total"])))
         }
         _ => Err(format!("unknown or incomplete ctl command\n\n{HELP}")),
     }
+}
+
+/// `ctl cluster`: the link, then one row per node.
+fn cluster_table(b: &Value) -> String {
+    let link =
+        if b["connected"] == true { "connected".to_string() } else { format!("DISCONNECTED: {}", s(&b["lastError"])) };
+    let mut out = format!(
+        "node {} · etcd {} prefix {} · {link} · revision {}\n\n",
+        s(&b["nodeId"]),
+        b["etcd"]["endpoints"].as_array().map_or("-".into(), |e| e.iter().map(s).collect::<Vec<_>>().join(",")),
+        s(&b["etcd"]["prefix"]),
+        s(&b["revision"]),
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut rows = vec![vec!["NODE".into(), "REVISION".into(), "HEARTBEAT".into(), "VERSION".into(), "PID".into()]];
+    for n in b["nodes"].as_array().into_iter().flatten() {
+        let me = if n["self"] == true { " (this)" } else { "" };
+        let ago = n["heartbeatAt"].as_u64().map_or("-".into(), |t| format!("{} s ago", now.saturating_sub(t)));
+        rows.push(vec![format!("{}{me}", s(&n["nodeId"])), s(&n["revision"]), ago, s(&n["version"]), s(&n["pid"])]);
+    }
+    out.push_str(&table(&rows));
+    out
 }
 
 #[cfg(test)]

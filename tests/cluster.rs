@@ -796,6 +796,15 @@ fn route_added_on_one_node_serves_on_every_node() {
         assert!(m["heartbeatAt"].as_u64().is_some_and(|t| t > 1_600_000_000), "{status}");
         assert!(m["pid"].as_u64().is_some(), "{status}");
     }
+    // The operator's view: `ringway ctl cluster` on c.
+    let ctl = std::process::Command::new(ringway_bin())
+        .args(["ctl", "--admin", &c.rw().admin_addr().to_string(), "cluster"])
+        .output()
+        .expect("ringway ctl");
+    let table = String::from_utf8_lossy(&ctl.stdout);
+    assert!(ctl.status.success(), "ctl cluster: {table}{}", String::from_utf8_lossy(&ctl.stderr));
+    assert!(table.contains("node c ") && table.contains("connected"), "ctl cluster:\n{table}");
+    assert!(table.contains("c (this)") && table.contains("\na ") && table.contains("\nb "), "ctl cluster:\n{table}");
 
     // Every node: the same ETag and the same routes.
     let tags = wait_for("every node at one ETag", Duration::from_secs(5), &all, || {

@@ -42,7 +42,7 @@ fn schemathesis_finds_nothing_against_a_live_ringway() {
         .expect("unshare (util-linux; the test needs root for a network namespace)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "schemathesis found problems (or could not run):\n{text}");
-    assert!(text.contains("generated") && text.contains("Tested: 21"), "every operation was tested:\n{text}");
+    assert!(text.contains("generated") && text.contains("Tested: 22"), "every operation was tested:\n{text}");
 }
 
 #[test]
@@ -69,6 +69,7 @@ fn the_document_is_served_and_names_every_endpoint() {
         "/api/v1/history",
         "/api/v1/openapi.json",
         "/api/v1/upgrade",
+        "/api/v1/cluster",
         "/health",
         "/metrics",
     ] {
