@@ -17,8 +17,9 @@
 //!   `GET /api/v1/cluster` and `/metrics`; once etcd is back, a change made
 //!   straight in etcd (etcdctl) reaches every node and writes work again;
 //! - a node cut off from etcd (a TCP relay between them, cut) keeps serving
-//!   its old routes and catches up with every change made meanwhile once
-//!   the relay heals, ending at the same ETag;
+//!   its old routes, a `?wait=cluster` write on another node answers after
+//!   the bounded wait naming it as a laggard, and it catches up with every
+//!   change made meanwhile once the relay heals, ending at the same ETag;
 //! - a node restarted while etcd is down starts from its local cache (the
 //!   state file) and serves what the API had added;
 //! - a node cut off while etcd is compacted past what it last saw reloads
@@ -1019,6 +1020,18 @@ fn partitioned_node_catches_up_when_healed() {
             .expect(201, &format!("POST {host} on node a"));
     }
     a.api().delete("/api/v1/routes/d2.test").expect(204, "DELETE d2.test on node a");
+    // ?wait=cluster with c cut off (its registration lives on until its
+    // lease ends): answered after the bounded wait, naming c.
+    let t0 = Instant::now();
+    let r = a
+        .api()
+        .post("/api/v1/routes?wait=cluster", &route("d4.test", "ROUND_ROBIN", vec![d.config()]))
+        .expect(201, "POST d4.test?wait=cluster on node a");
+    let waited = t0.elapsed();
+    assert_eq!(r.json["cluster"]["laggards"], json!(["c"]), "{}", r.json);
+    assert_eq!(r.json["cluster"]["applied"], json!(["a"]), "{}", r.json);
+    assert!(waited >= Duration::from_secs(4), "answered after {waited:?}, before the bounded wait");
+    eprintln!("?wait=cluster with c cut off answered after {waited:?}, naming c");
     let a_tag = etag(&a);
     assert!(etag_num(&a_tag) > etag_num(&before), "a's ETag {a_tag} did not move past {before}");
     assert_serves(&a, "d1.test", "d");
@@ -1036,7 +1049,7 @@ fn partitioned_node_catches_up_when_healed() {
     relay.heal();
     let healed = Instant::now();
     let want = sorted_vhosts(&a);
-    assert_eq!(want, vec!["d1.test".to_string(), "d3.test".into(), "seed.test".into()]);
+    assert_eq!(want, vec!["d1.test".to_string(), "d3.test".into(), "d4.test".into(), "seed.test".into()]);
     wait_for("node c has a's routes after the heal", Duration::from_secs(20), &all, || {
         let got = sorted_vhosts(&c);
         if got == want {
