@@ -153,8 +153,11 @@ pub fn all_backends(r: &Route) -> impl Iterator<Item = &Backend> {
 impl State {
     /// A state holding `routes` at generation 0.
     pub fn new(routes: Vec<Route>) -> State {
-        let routes = routes.into_iter().map(Arc::new).collect();
-        State { generation: 0, routes, maintenance: BTreeSet::new(), certificates: BTreeMap::new() }
+        // Into a Vec of its own: `collect` would reuse the Route-sized
+        // buffer in place (5 MB kept for 10,000 routes' 80 KB of pointers).
+        let mut shared = Vec::with_capacity(routes.len());
+        shared.extend(routes.into_iter().map(Arc::new));
+        State { generation: 0, routes: shared, maintenance: BTreeSet::new(), certificates: BTreeMap::new() }
     }
 
     /// The route with this key.
@@ -282,14 +285,18 @@ impl State {
     pub fn from_json(v: &Value, defaults: &RouteDefaults) -> Result<State, String> {
         let routes = v.get("routes").and_then(Value::as_array).ok_or("no routes array")?;
         let mut state = State::default();
+        let mut list = Vec::with_capacity(routes.len());
+        let mut keys = std::collections::HashSet::with_capacity(routes.len());
         for (i, r) in routes.iter().enumerate() {
             let raw: RawRoute = serde_json::from_value(r.clone()).map_err(|e| format!("routes[{i}]: {e}"))?;
             let route = crate::model::validate_route(&raw, defaults).map_err(|e| format!("routes[{i}]: {e}"))?;
-            if state.route(&route.key).is_some() {
+            if !keys.insert(route.key.clone()) {
                 return Err(format!("routes[{i}]: duplicate vHost {:?}", route.key));
             }
-            state.routes.push(Arc::new(route));
+            list.push(route);
         }
+        state.routes = list.into_iter().map(Arc::new).collect::<Vec<_>>();
+        state.routes.shrink_to_fit();
         for m in v.get("maintenance").and_then(Value::as_array).into_iter().flatten() {
             if let (Some(k), Some(id)) =
                 (m.get("vHost").and_then(Value::as_str), m.get("backend").and_then(Value::as_str))

@@ -1054,6 +1054,7 @@ impl Controller {
             self.broadcast(ControlMsg::Shutdown { drain: Duration::ZERO });
             return;
         }
+        release_free_memory();
         let (target_tx, target_rx) = crate::worker::inbox::inbox();
         let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
         let _ = target_tx.send(ProbeCmd::Targets(self.probe_targets()));
@@ -1198,6 +1199,18 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 
 /// Resolves names (blocking). A name that does not resolve is left out:
 /// its backend is down until it does.
+/// Hands the heap's free pages back to the system (glibc keeps them):
+/// after start, what parsing the config and building every table left
+/// behind (megabytes with 10,000 routes) would otherwise stay resident.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of every arena to the
+    // system; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn resolve(names: &[(String, u16)]) -> Vec<(String, u16, SocketAddr)> {
     let mut out = Vec::new();
     for (host, port) in names {
