@@ -416,9 +416,19 @@ def routes_memory(subjects, routes, writes):
                     row.update(writes=writes, rss_after_writes_kb=rss_kb(proc.pid),
                                write_p50_ms=times[len(times) // 2], write_p99_ms=times[int(len(times) * 0.99)],
                                write_max_ms=times[-1])
+                    # A restart: it resumes from the state file the writes made.
+                    stop(proc)
+                    proc, port = start_subject(subject, tmp, backend.port, routes, "uring", admin=free_port())
+                    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                        c.sendall(b"GET / HTTP/1.1\r\nHost: h0.bench.local\r\nConnection: close\r\n\r\n")
+                        if not c.recv(4096).startswith(b"HTTP/1.1 200"):
+                            raise SystemExit(f"routes-memory: {subject} did not answer 200 after a restart")
+                    time.sleep(1.0)
+                    row.update(rss_after_restart_kb=rss_kb(proc.pid))
                 rows.append(row)
                 extra = (f" -> {row['rss_after_writes_kb'] / 1024:.1f} MiB after {writes} writes "
-                         f"(write p50 {row['write_p50_ms']:.2f} ms, p99 {row['write_p99_ms']:.2f} ms)") if admin else ""
+                         f"(write p50 {row['write_p50_ms']:.2f} ms, p99 {row['write_p99_ms']:.2f} ms)"
+                         f" -> {row['rss_after_restart_kb'] / 1024:.1f} MiB after a restart") if admin else ""
                 print(f"  {subject:13} {routes} routes: RSS {row['rss_start_kb'] / 1024:.1f} MiB{extra}", flush=True)
             finally:
                 stop(proc)

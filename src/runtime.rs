@@ -235,14 +235,21 @@ pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
     // An existing state file wins over the config's routes (resume where
     // you were); a corrupt one stops the start and is left alone.
     let defaults = control::model::RouteDefaults::of(&config);
+    // From here the routes live in the state only (the config's copy would
+    // double the memory 10,000 routes take). When the state file wins, the
+    // config's routes go first, so that the state's take their place
+    // rather than leave them as holes between them.
+    let mut config_routes = std::mem::take(&mut config.routes);
     let state = match &state_file {
-        Some(path) if !reset_state => crate::controller::statefile::read(path, &defaults).map_err(io::Error::other)?,
+        Some(path) if !reset_state => {
+            if path.exists() {
+                config_routes = Vec::new();
+            }
+            crate::controller::statefile::read(path, &defaults).map_err(io::Error::other)?
+        }
         _ => None,
     };
     let resumed = state.is_some();
-    // From here the routes live in the state only (the config's copy would
-    // double the memory 10,000 routes take).
-    let config_routes = std::mem::take(&mut config.routes);
     let state = match state {
         Some(s) => {
             tracing::info!(routes = s.routes.len(), "resuming from the state file");

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::model::{Backend, Health, PathRule, Route, RouteDefaults, Strategy, UpstreamProtocol, VHost};
@@ -283,35 +284,57 @@ impl State {
 
     /// Reads a state file's content back (routes validated again).
     pub fn from_json(v: &Value, defaults: &RouteDefaults) -> Result<State, String> {
-        let routes = v.get("routes").and_then(Value::as_array).ok_or("no routes array")?;
+        State::from_file(StateFile::deserialize(v).map_err(|e| e.to_string())?, defaults)
+    }
+
+    /// `from_json` straight from the file's text: no JSON tree of the
+    /// whole file (with 10,000 routes, megabytes that would stay resident
+    /// as fragments between the routes built from it).
+    pub fn from_text(text: &str, defaults: &RouteDefaults) -> Result<State, String> {
+        State::from_file(serde_json::from_str(text).map_err(|e| e.to_string())?, defaults)
+    }
+
+    fn from_file(file: StateFile, defaults: &RouteDefaults) -> Result<State, String> {
         let mut state = State::default();
-        let mut list = Vec::with_capacity(routes.len());
-        let mut keys = std::collections::HashSet::with_capacity(routes.len());
-        for (i, r) in routes.iter().enumerate() {
-            let raw: RawRoute = serde_json::from_value(r.clone()).map_err(|e| format!("routes[{i}]: {e}"))?;
-            let route = crate::model::validate_route(&raw, defaults).map_err(|e| format!("routes[{i}]: {e}"))?;
+        let mut list = Vec::with_capacity(file.routes.len());
+        let mut keys = std::collections::HashSet::with_capacity(file.routes.len());
+        for (i, raw) in file.routes.iter().enumerate() {
+            let route = crate::model::validate_route(raw, defaults).map_err(|e| format!("routes[{i}]: {e}"))?;
             if !keys.insert(route.key.clone()) {
                 return Err(format!("routes[{i}]: duplicate vHost {:?}", route.key));
             }
             list.push(route);
         }
-        state.routes = list.into_iter().map(Arc::new).collect::<Vec<_>>();
-        state.routes.shrink_to_fit();
-        for m in v.get("maintenance").and_then(Value::as_array).into_iter().flatten() {
+        drop(file.routes);
+        state.routes = Vec::with_capacity(list.len());
+        state.routes.extend(list.into_iter().map(Arc::new));
+        for m in &file.maintenance {
             if let (Some(k), Some(id)) =
                 (m.get("vHost").and_then(Value::as_str), m.get("backend").and_then(Value::as_str))
             {
                 state.maintenance.insert((k.to_string(), id.to_string()));
             }
         }
-        for c in v.get("certificates").and_then(Value::as_array).into_iter().flatten() {
+        for c in &file.certificates {
             if let (Some(d), Some(cert)) = (c.get("domain").and_then(Value::as_str), certificate_from(c)) {
                 state.certificates.insert(d.to_string(), cert);
             }
         }
-        state.generation = v.get("generation").and_then(Value::as_u64).unwrap_or(0);
+        state.generation = file.generation;
         Ok(state)
     }
+}
+
+/// A state file, as written by `to_json`.
+#[derive(serde::Deserialize)]
+struct StateFile {
+    #[serde(default)]
+    generation: u64,
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    maintenance: Vec<Value>,
+    #[serde(default)]
+    certificates: Vec<Value>,
 }
 
 /// Routes gone from or new in a route list, compared by pointer (states
@@ -397,7 +420,7 @@ pub fn replay(state: &mut State, record: &Value, defaults: &RouteDefaults) -> Re
         Some("route") => match c.get("route").filter(|r| !r.is_null()) {
             None => Change::DeleteRoute { key: text("key")? },
             Some(r) => {
-                let raw: RawRoute = serde_json::from_value(r.clone()).map_err(|e| e.to_string())?;
+                let raw = RawRoute::deserialize(r).map_err(|e| e.to_string())?;
                 let route = crate::model::validate_route(&raw, defaults).map_err(|e| e.to_string())?;
                 Change::PutRoute { route, create: false }
             }

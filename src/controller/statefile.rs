@@ -197,10 +197,9 @@ pub fn read(path: &Path, defaults: &RouteDefaults) -> Result<Option<State>, Stri
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: corrupt state file: {e}", path.display()))?;
     let mut state =
-        State::from_json(&v, defaults).map_err(|e| format!("{}: corrupt state file: {e}", path.display()))?;
+        State::from_text(&text, defaults).map_err(|e| format!("{}: corrupt state file: {e}", path.display()))?;
+    drop(text);
     replay_log(&log_path(path), &mut state, defaults)?;
     Ok(Some(state))
 }
