@@ -821,6 +821,33 @@ fn route_added_on_one_node_serves_on_every_node() {
     for n in &all {
         assert_eq!(sorted_vhosts(n), want, "node {}", n.id);
     }
+    // The dashboard's cluster card, in a real browser.
+    dashboard_shows_the_cluster(c, &["a", "b", "c"]);
+}
+
+/// Runs tests/dashboard/cluster.mjs (Chromium via playwright-core, both
+/// installed by scripts/test.sh) against `node`'s dashboard.
+fn dashboard_shows_the_cluster(node: &Node, ids: &[&str]) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard");
+    assert!(
+        std::path::Path::new(&format!("{dir}/node_modules/playwright-core")).exists(),
+        "playwright-core is not installed in tests/dashboard (scripts/test.sh installs it)"
+    );
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium is not installed (scripts/test.sh installs it)");
+    let out = std::process::Command::new("timeout")
+        .args(["60", "node", &format!("{dir}/cluster.mjs")])
+        .env("ADMIN", format!("http://{}", node.rw().admin_addr()))
+        .env("NODES", ids.join(","))
+        .env("SELF", &node.id)
+        .env("CHROMIUM", chromium)
+        .output()
+        .expect("node tests/dashboard/cluster.mjs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the dashboard's cluster card:\n{text}");
+    eprint!("{text}");
 }
 
 // ---------------------------------------------------------------------------

@@ -975,6 +975,7 @@ impl Controller {
             "generation": self.state.generation,
             "routes": self.state.routes.len(),
             "pid": std::process::id(),
+            "cluster": self.cluster.is_some(),
         })
     }
 

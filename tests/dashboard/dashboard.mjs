@@ -71,6 +71,7 @@ try {
   await page.click("#login button[type=submit]");
   await page.locator("#app").waitFor({ state: "visible", timeout: 10000 });
   console.log("login: a wrong token is refused, the right one shows the dashboard");
+  check(await page.locator("#cluster-section").isHidden(), "no cluster card outside cluster mode");
 
   // 2. With traffic, the numbers match the stats API once traffic stops.
   await traffic(60);

@@ -239,6 +239,34 @@ function renderCertificates(list) {
   $("#certificates tbody").replaceChildren(...rows);
 }
 
+function renderCluster(c) {
+  $("#cluster-section").hidden = false;
+  const link = c.connected
+    ? `node ${c.nodeId} · etcd connected · revision ${c.revision}`
+    : `node ${c.nodeId} · ✖ etcd unreachable: ${c.lastError || "not connected yet"} (serving the last config)`;
+  $("#cluster-link").textContent = link;
+  $("#cluster-link").classList.toggle("warn", !c.connected);
+  const now = Date.now() / 1000;
+  const rows = c.nodes.map((n) => {
+    const tr = el("tr", null, { "data-node": n.nodeId });
+    const behind = n.revision < c.revision;
+    tr.append(
+      el("td", n.nodeId + (n.self ? " (this node)" : "")),
+      el("td", `${n.revision}${behind ? " ⚠ behind" : ""}`, behind ? { class: "warn" } : {}),
+      el("td", `${Math.max(0, Math.round(now - n.heartbeatAt))} s ago`),
+      el("td", n.version),
+      el("td", String(n.pid)),
+    );
+    return tr;
+  });
+  if (!rows.length) {
+    const tr = el("tr");
+    tr.append(el("td", "no node registered (etcd unreachable?)", { colspan: "5" }));
+    rows.push(tr);
+  }
+  $("#cluster tbody").replaceChildren(...rows);
+}
+
 // ---- actions
 async function toggleMaintenance(route, id, on) {
   const what = on
@@ -281,6 +309,7 @@ async function tick() {
     routesCache = await api("/api/v1/routes");
     tick.generation = info.generation;
   }
+  if (info.cluster) renderCluster(await api("/api/v1/cluster"));
   if (now - certsFetched > 5000) {
     renderCertificates(await api("/api/v1/certificates"));
     certsFetched = now;
