@@ -64,7 +64,24 @@ enum End {
 
 impl From<etcd_client::Error> for End {
     fn from(e: etcd_client::Error) -> End {
-        End::Broken(e.to_string())
+        End::Broken(describe(&e))
+    }
+}
+
+/// An etcd client error in a line an operator can read: the gRPC status
+/// message and, below it, the cause that started it (`Connection refused`,
+/// a TLS certificate error), without the transport's type dump.
+fn describe(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = e else { return e.to_string() };
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    let mut deepest = None;
+    while let Some(c) = cause {
+        deepest = Some(c.to_string());
+        cause = c.source();
+    }
+    match deepest {
+        Some(d) if !status.message().contains(&d) => format!("{}: {d}", status.message()),
+        _ => status.message().to_string(),
     }
 }
 
@@ -302,7 +319,7 @@ impl Helper {
         or_else.extend(keys.iter().map(|k| TxnOp::get(k.as_str(), None)));
         let txn = Txn::new().when(when).and_then(then).or_else(or_else);
         match client.txn(txn).await {
-            Err(e) => WriteResult::Unavailable(format!("etcd: {e}")),
+            Err(e) => WriteResult::Unavailable(format!("etcd: {}", describe(&e))),
             Ok(r) if r.succeeded() => WriteResult::Committed(r.header().map_or(0, |h| h.revision())),
             Ok(r) => {
                 let newest = r
