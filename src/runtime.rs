@@ -241,12 +241,13 @@ pub fn start_with(mut config: Config, opts: Options) -> io::Result<Running> {
     // rather than leave them as holes between them.
     let mut config_routes = std::mem::take(&mut config.routes);
     let state = match &state_file {
-        Some(path) if !reset_state => {
-            if path.exists() {
+        Some(path) if !reset_state => match crate::controller::statefile::read_text(path).map_err(io::Error::other)? {
+            Some(text) => {
                 config_routes = Vec::new();
+                Some(crate::controller::statefile::parse(path, text, &defaults).map_err(io::Error::other)?)
             }
-            crate::controller::statefile::read(path, &defaults).map_err(io::Error::other)?
-        }
+            None => None,
+        },
         _ => None,
     };
     let resumed = state.is_some();

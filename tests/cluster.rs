@@ -1050,11 +1050,17 @@ fn partitioned_node_catches_up_when_healed() {
     // ?wait=cluster with c cut off (its registration lives on until its
     // lease ends): answered after the bounded wait, naming c.
     let t0 = Instant::now();
-    let r = a
-        .api()
-        .post("/api/v1/routes?wait=cluster", &route("d4.test", "ROUND_ROBIN", vec![d.config()]))
-        .expect(201, "POST d4.test?wait=cluster on node a");
+    let (api, d4) = (a.api(), route("d4.test", "ROUND_ROBIN", vec![d.config()]));
+    let write = thread::spawn(move || api.post("/api/v1/routes?wait=cluster", &d4));
+    // Meanwhile the node answers reads (the write does not hold them).
+    thread::sleep(Duration::from_millis(500));
+    let t1 = Instant::now();
+    a.api().get("/api/v1/info").expect(200, "GET /api/v1/info during the write");
+    let read = t1.elapsed();
+    assert!(read < Duration::from_secs(1), "a read waited {read:?} behind the write");
+    let r = write.join().expect("the write's thread").expect(201, "POST d4.test?wait=cluster on node a");
     let waited = t0.elapsed();
+    eprintln!("a read during the waiting write answered in {read:?}");
     assert_eq!(r.json["cluster"]["laggards"], json!(["c"]), "{}", r.json);
     assert_eq!(r.json["cluster"]["applied"], json!(["a"]), "{}", r.json);
     assert!(waited >= Duration::from_secs(4), "answered after {waited:?}, before the bounded wait");
@@ -1480,4 +1486,45 @@ fn a_node_cut_off_right_after_its_watch_resumed_misses_no_change() {
         }
     });
     assert_eq!(sorted_vhosts(&c), sorted_vhosts(&a), "node c's routes");
+}
+
+// ---------------------------------------------------------------------------
+// Many routes
+// ---------------------------------------------------------------------------
+
+/// A first node with 9,000 routes (about 5 MB of JSON) seeds etcd (in chunks: etcd takes 128
+/// operations and 1.5 MiB per transaction), and a second node loads them
+/// all (in pages: one answer of that size would pass the client's 4 MiB
+/// message limit) and serves the last one; a write still goes through.
+#[test]
+fn nine_thousand_routes_are_seeded_and_loaded_in_pieces() {
+    const ROUTES: usize = 9_000;
+    let etcd = Etcd::start();
+    let dir = TempDir::new("cluster-many");
+    let prefix = "/ringway/many";
+    let backend = Backend::respond(200, "m").named("m").start();
+    let routes: Vec<Value> =
+        (0..ROUTES).map(|i| route(&format!("r{i}.many.test"), "ROUND_ROBIN", vec![backend.config()])).collect();
+    let t0 = Instant::now();
+    let a = Node::start(&dir, "a", &node_config(routes, &etcd.endpoint(), prefix, "a"));
+    let b = Node::start(&dir, "b", &node_config(Vec::new(), &etcd.endpoint(), prefix, "b"));
+    wait_formed(&[&a, &b]);
+    eprintln!("{ROUTES} routes seeded by a and loaded by b in {:?}", t0.elapsed());
+    let stored = etcd.etcdctl(&["get", &format!("{prefix}/config/routes/"), "--prefix", "--keys-only"]);
+    assert_eq!(stored.lines().filter(|l| !l.is_empty()).count(), ROUTES, "routes in etcd");
+    assert_serves(&b, &format!("r{}.many.test", ROUTES - 1), "m");
+    assert_eq!(b.api().get("/api/v1/info").json["routes"].as_u64(), Some(ROUTES as u64));
+    let bytes = b.api().get("/api/v1/routes").response.body.len();
+    eprintln!("the routes as JSON: {bytes} bytes (etcd-client reads at most 4 MiB per answer by default)");
+    let host = "late.many.test";
+    b.api().post("/api/v1/routes", &route(host, "ROUND_ROBIN", vec![backend.config()])).expect(201, "POST on b");
+    assert_serves(&b, host, "m");
+    wait_for("node a has b's route", Duration::from_secs(10), &[&a, &b], || {
+        let r = get(a.rw().addr(), host, "/");
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{}", r.status))
+        }
+    });
 }

@@ -272,6 +272,29 @@ fn query_flag(query: &str, name: &str) -> Result<bool, ApiError> {
     Ok(flag)
 }
 
+/// A write's `wait`: `cluster` (answer once every node of a cluster
+/// applied it) or `local` (the default: once this node did).
+pub fn wait_cluster(query: &str) -> Result<bool, ApiError> {
+    let mut wait = false;
+    for kv in query.split('&') {
+        if let Some(v) = kv.strip_prefix("wait=") {
+            wait = match v {
+                "cluster" => true,
+                "local" => false,
+                _ => {
+                    return Err(ApiError::new(
+                        400,
+                        "invalidField",
+                        Some("wait".into()),
+                        "wait must be cluster or local",
+                    ))
+                }
+            };
+        }
+    }
+    Ok(wait)
+}
+
 #[allow(clippy::result_large_err)] // the error is the reply itself
 fn parse_body<T: serde::de::DeserializeOwned>(req: &ApiRequest<'_>) -> Result<T, Outcome> {
     if req.body.len() > MAX_BODY {
@@ -327,6 +350,9 @@ fn route_request(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> O
             Ok(d) => d,
             Err(e) => return Outcome::Reply(ApiResponse::error(&e)),
         };
+        if let Err(e) = wait_cluster(req.query) {
+            return Outcome::Reply(ApiResponse::error(&e));
+        }
         let mut next = state.clone();
         if let Err(e) = next.apply(&change) {
             return Outcome::Reply(ApiResponse::error(&e));
@@ -614,6 +640,11 @@ mod tests {
         assert_eq!(query_flag("dryRun=0", "dryRun").ok(), Some(false));
         assert!(query_flag("dryRun=yes", "dryRun").is_err(), "never a guess");
         assert!(query_flag("dryRun=", "dryRun").is_err());
+        assert_eq!(wait_cluster("").ok(), Some(false));
+        assert_eq!(wait_cluster("dryRun=1&wait=cluster").ok(), Some(true));
+        assert_eq!(wait_cluster("wait=local").ok(), Some(false));
+        assert!(wait_cluster("wait=all").is_err(), "never a guess");
+        assert!(wait_cluster("wait=").is_err());
         let s = State::default();
         let body = r#"{"vHost":"a.com"}"#;
         let with = |tag: &str| status(&call_if(&s, "POST", "/api/v1/routes", body, Some(tag)));

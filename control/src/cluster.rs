@@ -6,7 +6,8 @@
 //! - `P/config/certificates/{domain}`: `{"cert": PEM, "key": PEM}`;
 //! - `P/config/_marker`: rewritten by every ringway write (so that a
 //!   write's precondition sees deletes too, and the newest config
-//!   revision is always a key's);
+//!   revision is always a key's); absent until the prefix is seeded, and
+//!   `P/config/_seeding` present while it is being seeded;
 //! - `P/nodes/{nodeId}`: each live node's registration (under a lease).
 //!
 //! Path segments are percent-encoded. A change becomes the puts and
@@ -39,7 +40,7 @@ pub enum Item {
     Maintenance(String, String),
     /// A certificate, by domain.
     Certificate(String),
-    /// The write marker.
+    /// The write marker (or the seeding one): no state.
     Marker,
 }
 
@@ -91,6 +92,11 @@ impl Layout {
         format!("{}/config/_marker", self.prefix)
     }
 
+    /// Present while a node seeds the prefix (cut off: seeding resumes).
+    pub fn seeding(&self) -> String {
+        format!("{}/config/_seeding", self.prefix)
+    }
+
     /// A route's key.
     pub fn route(&self, key: &str) -> String {
         format!("{}/config/routes/{}", self.prefix, encode(key))
@@ -119,7 +125,7 @@ impl Layout {
     /// What a config key holds (`None`: not one of ours).
     pub fn parse(&self, key: &str) -> Option<Item> {
         let rest = key.strip_prefix(&self.config_prefix())?;
-        if rest == "_marker" {
+        if rest == "_marker" || rest == "_seeding" {
             return Some(Item::Marker);
         }
         let (kind, name) = rest.split_once('/')?;

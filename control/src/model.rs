@@ -242,6 +242,12 @@ fn cluster_from(c: &crate::raw::RawCluster, errs: &mut Errs) -> Option<Cluster> 
     if matches!(&e.ca_file, Some(f) if f.is_empty()) {
         errs.push("cluster.etcd.caFile", "must name a PEM file");
     }
+    let tls = endpoints.iter().filter(|u| u.starts_with("https://")).count();
+    if tls != 0 && tls != endpoints.len() {
+        errs.push("cluster.etcd.endpoints", "all https:// or all http:// (one connection setting for all)");
+    } else if tls == 0 && e.ca_file.is_some() {
+        errs.push("cluster.etcd.caFile", "is for https:// endpoints (these are http://)");
+    }
     let node_id = c.node_id.clone().unwrap_or_else(host_name);
     let id_ok = !node_id.is_empty()
         && node_id.len() <= 128

@@ -7,8 +7,6 @@ mod acme;
 pub mod admin;
 mod cluster;
 mod dashboard;
-#[cfg(feature = "cluster")]
-mod etcd;
 mod explain;
 mod impact;
 mod io;
@@ -851,56 +849,65 @@ impl Controller {
                 AdminReply::not_allowed("GET, HEAD")
             }
         } else {
-            let defaults = RouteDefaults::of(&self.config);
-            let static_config = self.static_config();
-            // ACME's view goes only into the certificate lists.
-            let lists_certificates = r.path.starts_with("/api/v1/certificates") || r.path == "/api/v1/config";
-            let acme = if lists_certificates { self.acme_status() } else { None };
-            let ctx = ApiContext {
-                defaults: &defaults,
-                static_config: &static_config,
-                check_certificate: &crate::tls::check_certificate,
-                static_certificates: &self.static_certs,
-                acme: acme.as_ref(),
-            };
-            let req = ApiRequest {
-                method: &r.method,
-                path: &r.path,
-                query: &r.query,
-                body: &r.body,
-                content_type: r.content_type.as_deref(),
-                if_match: r.if_match.as_deref(),
-            };
-            match control::api::handle(&self.state, &ctx, &req) {
-                Outcome::Reply(resp) => {
-                    let mut a = AdminReply::json(resp.status, &resp.body);
-                    a.etag = resp.etag;
-                    a.allow = resp.allow;
-                    a
-                }
-                Outcome::DryRun { next, reply } => {
-                    let mut body = reply.body;
-                    body["impact"] = self.impact(&next);
-                    AdminReply::json(reply.status, &body)
-                }
-                Outcome::Commit { .. } if self.frozen => AdminReply::json(
-                    503,
-                    &serde_json::json!({"error": "upgrading", "field": null,
-                        "message": "a binary upgrade is handing over; send the change again in a moment"}),
-                ),
-                Outcome::Commit { change, next, reply } if self.cluster.is_some() => {
-                    tracing::info!(change = ?change_name(&change), based_on = self.state.generation, "api change to etcd");
-                    self.cluster_write(call, change, *next, reply);
-                    return;
-                }
-                Outcome::Commit { change, next, reply } => {
-                    tracing::info!(change = ?change_name(&change), generation = next.generation, "api change");
-                    let mut ok = AdminReply::json(reply.status, &reply.body);
-                    ok.etag = reply.etag;
-                    // Answered once durable, resolved and acked.
-                    self.commit(*next, &change, Origin::Api { reply: call.reply, ok });
-                    return;
-                }
+            // The REST API proper (its first attempt).
+            return self.api_call(call, 1);
+        };
+        let _ = call.reply.send(reply);
+    }
+
+    /// A REST API call against the state; `attempt` counts how often a
+    /// cluster write has run (it runs again after losing a race).
+    fn api_call(&mut self, call: AdminCall, attempt: u32) {
+        let r = &call.request;
+        let defaults = RouteDefaults::of(&self.config);
+        let static_config = self.static_config();
+        // ACME's view goes only into the certificate lists.
+        let lists_certificates = r.path.starts_with("/api/v1/certificates") || r.path == "/api/v1/config";
+        let acme = if lists_certificates { self.acme_status() } else { None };
+        let ctx = ApiContext {
+            defaults: &defaults,
+            static_config: &static_config,
+            check_certificate: &crate::tls::check_certificate,
+            static_certificates: &self.static_certs,
+            acme: acme.as_ref(),
+        };
+        let req = ApiRequest {
+            method: &r.method,
+            path: &r.path,
+            query: &r.query,
+            body: &r.body,
+            content_type: r.content_type.as_deref(),
+            if_match: r.if_match.as_deref(),
+        };
+        let reply = match control::api::handle(&self.state, &ctx, &req) {
+            Outcome::Reply(resp) => {
+                let mut a = AdminReply::json(resp.status, &resp.body);
+                a.etag = resp.etag;
+                a.allow = resp.allow;
+                a
+            }
+            Outcome::DryRun { next, reply } => {
+                let mut body = reply.body;
+                body["impact"] = self.impact(&next);
+                AdminReply::json(reply.status, &body)
+            }
+            Outcome::Commit { .. } if self.frozen => AdminReply::json(
+                503,
+                &serde_json::json!({"error": "upgrading", "field": null,
+                    "message": "a binary upgrade is handing over; send the change again in a moment"}),
+            ),
+            Outcome::Commit { change, next, reply } if self.cluster.is_some() => {
+                tracing::info!(change = ?change_name(&change), based_on = self.state.generation, "api change to etcd");
+                self.cluster_write(call, change, *next, reply, attempt);
+                return;
+            }
+            Outcome::Commit { change, next, reply } => {
+                tracing::info!(change = ?change_name(&change), generation = next.generation, "api change");
+                let mut ok = AdminReply::json(reply.status, &reply.body);
+                ok.etag = reply.etag;
+                // Answered once durable, resolved and acked.
+                self.commit(*next, &change, Origin::Api { reply: call.reply, ok });
+                return;
             }
         };
         let _ = call.reply.send(reply);
@@ -1108,7 +1115,9 @@ impl Controller {
                 .chain(self.cluster_due())
                 .min()
                 .map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
-            let busy = self.pending.is_some() || self.cluster_busy();
+            // (A cluster write in flight does not hold calls back: reads
+            // are answered meanwhile and further writes queue behind it.)
+            let busy = self.pending.is_some();
             let (calls, cmds) = if busy { (&no_calls, &no_cmds) } else { (&admin_rx, &self.cmds) };
             // etcd's changes wait while a change is being published.
             let no_cluster = crossbeam_channel::never();
@@ -1135,8 +1144,8 @@ impl Controller {
                 recv(cluster_events) -> ev => match ev {
                     Ok(ev) => self.on_cluster(ev),
                     Err(_) => {
-                        tracing::error!("cluster: the etcd helper thread is gone");
                         cluster_rx = crossbeam_channel::never();
+                        self.cluster_helper_gone();
                     }
                 },
                 recv(persisted_rx) -> r => match r {
@@ -1198,8 +1207,6 @@ impl Controller {
 /// How often backend names are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 
-/// Resolves names (blocking). A name that does not resolve is left out:
-/// its backend is down until it does.
 /// Hands the heap's free pages back to the system (glibc keeps them):
 /// after start, what parsing the config and building every table left
 /// behind (megabytes with 10,000 routes) would otherwise stay resident.
@@ -1212,6 +1219,8 @@ fn release_free_memory() {
     }
 }
 
+/// Resolves names (blocking). A name that does not resolve is left out:
+/// its backend is down until it does.
 fn resolve(names: &[(String, u16)]) -> Vec<(String, u16, SocketAddr)> {
     let mut out = Vec::new();
     for (host, port) in names {

@@ -187,21 +187,25 @@ fn write_atomically(path: &Path, fill: impl FnOnce(&mut io::BufWriter<File>) -> 
     File::open(dir)?.sync_all()
 }
 
-/// Reads the state file and replays its change log: `Ok(None)` when there
-/// is no state file; `Err` when either exists but cannot be used (the
-/// caller refuses to start, and never overwrites them). A torn last log
-/// record is cut off.
-pub fn read(path: &Path, defaults: &RouteDefaults) -> Result<Option<State>, String> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
+/// The state file's text: `Ok(None)` when there is none; `Err` when it
+/// exists but cannot be read (the caller refuses to start).
+pub fn read_text(path: &Path) -> Result<Option<String>, String> {
+    match fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The state in a state file's `text` (from `read_text`), its change log
+/// replayed: `Err` when either cannot be used (the caller refuses to
+/// start, and never overwrites them). A torn last log record is cut off.
+pub fn parse(path: &Path, text: String, defaults: &RouteDefaults) -> Result<State, String> {
     let mut state =
         State::from_text(&text, defaults).map_err(|e| format!("{}: corrupt state file: {e}", path.display()))?;
     drop(text);
     replay_log(&log_path(path), &mut state, defaults)?;
-    Ok(Some(state))
+    Ok(state)
 }
 
 fn replay_log(path: &Path, state: &mut State, defaults: &RouteDefaults) -> Result<(), String> {
@@ -238,6 +242,11 @@ fn replay_log(path: &Path, state: &mut State, defaults: &RouteDefaults) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `read_text` then `parse`, as a start does: `Ok(None)` without a file.
+    fn read(path: &Path, defaults: &RouteDefaults) -> Result<Option<State>, String> {
+        read_text(path)?.map(|text| parse(path, text, defaults)).transpose()
+    }
 
     #[test]
     fn write_then_read() {

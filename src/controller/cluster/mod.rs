@@ -10,12 +10,13 @@
 //! node's workers have applied the revision it made (read-your-writes),
 //! or, with `?wait=cluster`, once every registered node has. A write that
 //! lost a race without `If-Match` is run again after this node caught up
-//! (bounded); with `If-Match` it gets 412.
+//! (bounded); with `If-Match` it gets 412. One write is in flight at a
+//! time; reads are answered meanwhile and further writes queue (bounded).
 
 use std::time::{Duration, Instant};
 
 use control::api::ApiResponse;
-use control::cluster::{KvOp, Layout};
+use control::cluster::Layout;
 use control::model::RouteDefaults;
 use control::state::{Change, State};
 use serde_json::{json, Value};
@@ -23,79 +24,11 @@ use serde_json::{json, Value};
 use super::admin::{AdminCall, AdminReply};
 use super::{Controller, Origin, Pending, Stage};
 
-/// The control thread → the etcd helper.
-// Without the `cluster` feature no helper exists to read or build these.
-#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-#[derive(Debug)]
-pub(super) enum ClusterCmd {
-    /// Write these keys if nothing compared changed after `based_on`.
-    Write {
-        /// Matches the `Written` answer.
-        id: u64,
-        /// What to write.
-        ops: Vec<KvOp>,
-        /// Keys the change depends on.
-        keys: Vec<String>,
-        /// The config revision the change was validated against.
-        based_on: i64,
-        /// `If-Match`: nothing under the config prefix may have changed.
-        strict: bool,
-    },
-    /// This node's workers applied this config revision.
-    Applied(i64),
-    /// Answer once every registered node applied `revision` (bounded).
-    Wait {
-        /// Matches the `Waited` answer.
-        id: u64,
-        /// The revision.
-        revision: i64,
-    },
-}
+#[cfg(feature = "cluster")]
+mod etcd;
+mod messages;
 
-/// What a write came to.
-// Without the `cluster` feature no helper exists to read or build these.
-#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-#[derive(Debug)]
-pub(super) enum WriteResult {
-    /// Committed at this revision.
-    Committed(i64),
-    /// Something compared changed (up to this revision): catch up first.
-    Conflict(i64),
-    /// etcd did not answer.
-    Unavailable(String),
-}
-
-/// A registered node.
-// Without the `cluster` feature no helper exists to read or build these.
-#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-#[derive(Debug, Clone)]
-pub(super) struct NodeInfo {
-    pub id: String,
-    pub revision: i64,
-    pub version: String,
-    pub heartbeat_at: u64,
-    pub pid: u64,
-}
-
-/// The etcd helper → the control thread.
-// Without the `cluster` feature no helper exists to read or build these.
-#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-#[derive(Debug)]
-pub(super) enum ClusterEvent {
-    /// Every config key (a first load, or a reload after a compaction);
-    /// `revision`: the newest among them.
-    Loaded { kvs: Vec<(String, Vec<u8>)>, revision: i64 },
-    /// Keys changed (`None`: deleted), up to `revision`.
-    Changes { events: Vec<(String, Option<Vec<u8>>)>, revision: i64 },
-    /// A write's result.
-    Written { id: u64, result: WriteResult },
-    /// The link to etcd came up or went down.
-    Link { connected: bool, error: Option<String> },
-    /// The registered nodes.
-    Nodes(Vec<NodeInfo>),
-    /// A cluster-wide wait ended.
-    Waited { id: u64, applied: Vec<String>, laggards: Vec<String> },
-}
+use messages::{ClusterCmd, ClusterEvent, NodeInfo, WriteResult};
 
 /// Attempts of a write that keeps losing races (without `If-Match`).
 const MAX_ATTEMPTS: u32 = 5;
@@ -103,6 +36,11 @@ const MAX_ATTEMPTS: u32 = 5;
 const APPLY_BOUND: Duration = Duration::from_secs(10);
 /// The local cache (the state file) is rewritten at most this often.
 const CACHE_EVERY: Duration = Duration::from_secs(1);
+/// Writes waiting behind the one in flight, at most.
+const MAX_QUEUED: usize = 64;
+/// Operations per write (etcd takes 128 per transaction; the marker and
+/// the compares come on top).
+const MAX_OPS: usize = 120;
 
 /// Where an API write stands.
 enum WriteStage {
@@ -135,32 +73,13 @@ pub(super) struct ClusterSide {
     last_error: Option<String>,
     nodes: Vec<NodeInfo>,
     write: Option<ClusterWrite>,
-    /// Attempts so far of the request being run again, if one is.
-    retrying: u32,
+    /// Writes waiting for the one in flight (run again when their turn
+    /// comes: validated against the state as it is then), with their
+    /// attempt.
+    queued: std::collections::VecDeque<(AdminCall, u32)>,
     next_id: u64,
     /// The state changed since the cache was last written, and when it was.
     cache: (bool, Instant),
-}
-
-/// `?wait=cluster` (or `wait=local`, the default); anything else is named.
-fn wait_cluster(query: &str) -> Result<bool, AdminReply> {
-    let mut wait = false;
-    for kv in query.split('&') {
-        if let Some(v) = kv.strip_prefix("wait=") {
-            wait = match v {
-                "cluster" => true,
-                "local" => false,
-                _ => {
-                    return Err(AdminReply::json(
-                        400,
-                        &json!({"error": "invalidField", "field": "wait",
-                            "message": "wait must be cluster or local"}),
-                    ))
-                }
-            }
-        }
-    }
-    Ok(wait)
 }
 
 /// Whether the request names an ETag (not `*`, not empty): it must then
@@ -192,7 +111,7 @@ pub(super) fn start(
         last_error: None,
         nodes: Vec::new(),
         write: None,
-        retrying: 0,
+        queued: std::collections::VecDeque::new(),
         next_id: 0,
         cache: (false, Instant::now()),
     };
@@ -203,7 +122,7 @@ type Spawned = (tokio::sync::mpsc::UnboundedSender<ClusterCmd>, crossbeam_channe
 
 #[cfg(feature = "cluster")]
 fn spawn(config: &control::model::Cluster, seed: Vec<(String, String)>) -> Result<Spawned, String> {
-    super::etcd::start(config.clone(), seed).map_err(|e| format!("etcd helper thread: {e}"))
+    etcd::start(config.clone(), seed).map_err(|e| format!("etcd helper thread: {e}"))
 }
 
 #[cfg(not(feature = "cluster"))]
@@ -212,21 +131,29 @@ fn spawn(_: &control::model::Cluster, _: Vec<(String, String)>) -> Result<Spawne
 }
 
 impl Controller {
-    /// Whether an API write is on its way through etcd (new calls wait).
-    pub(super) fn cluster_busy(&self) -> bool {
-        self.cluster.as_ref().is_some_and(|c| c.write.is_some())
-    }
-
-    /// A validated API change in cluster mode: to etcd.
-    pub(super) fn cluster_write(&mut self, call: AdminCall, change: Change, next: State, reply: ApiResponse) {
+    /// A validated API change in cluster mode (its `attempt`): to etcd,
+    /// or behind the write in flight.
+    pub(super) fn cluster_write(
+        &mut self,
+        call: AdminCall,
+        change: Change,
+        next: State,
+        reply: ApiResponse,
+        attempt: u32,
+    ) {
         let Some(side) = self.cluster.as_mut() else { return };
-        let wait = match wait_cluster(&call.request.query) {
-            Ok(w) => w,
-            Err(r) => {
-                let _ = call.reply.send(r);
-                return;
+        if side.write.is_some() {
+            if side.queued.len() >= MAX_QUEUED {
+                let busy = json!({"error": "busy", "field": null,
+                    "message": format!("{MAX_QUEUED} changes are already waiting for etcd; send it again in a moment")});
+                let _ = call.reply.send(AdminReply::json(503, &busy));
+            } else {
+                side.queued.push_back((call, attempt));
             }
-        };
+            return;
+        }
+        // (Checked by the API handler already: anything but `cluster` is local.)
+        let wait = control::api::wait_cluster(&call.request.query).unwrap_or(false);
         if !side.connected {
             let why = side.last_error.clone().unwrap_or_else(|| "etcd is not connected yet".into());
             let _ = call.reply.send(unavailable(&why));
@@ -236,15 +163,47 @@ impl Controller {
             let _ = call.reply.send(unavailable("this change cannot be written to etcd"));
             return;
         };
+        if ops.len() + keys.len() > MAX_OPS {
+            let message = format!(
+                "this change needs {} etcd operations in one transaction (at most {MAX_OPS}): make it in smaller steps",
+                ops.len() + keys.len()
+            );
+            let _ = call
+                .reply
+                .send(AdminReply::json(413, &json!({"error": "tooLarge", "field": null, "message": message})));
+            return;
+        }
         let strict = has_if_match(&call);
         side.next_id += 1;
         let id = side.next_id;
         let based_on = self.state.generation as i64;
         let _ = side.tx.send(ClusterCmd::Write { id, ops, keys, based_on, strict });
-        let attempts = std::mem::take(&mut side.retrying) + 1;
         let until = Instant::now() + APPLY_BOUND;
-        side.write =
-            Some(ClusterWrite { id, call, reply, stage: WriteStage::Sent, attempts, wait_cluster: wait, until });
+        let stage = WriteStage::Sent;
+        side.write = Some(ClusterWrite { id, call, reply, stage, attempts: attempt, wait_cluster: wait, until });
+    }
+
+    /// Runs queued writes until one is in flight (or none is left).
+    fn next_write(&mut self) {
+        loop {
+            let Some(side) = self.cluster.as_mut() else { return };
+            if side.write.is_some() {
+                return;
+            }
+            let Some((call, attempt)) = side.queued.pop_front() else { return };
+            self.api_call(call, attempt);
+        }
+    }
+
+    /// The etcd helper thread ended (it never should): writes are refused
+    /// from now on, and say why.
+    pub(super) fn cluster_helper_gone(&mut self) {
+        tracing::error!("cluster: the etcd helper thread is gone; API writes are refused");
+        if let Some(side) = self.cluster.as_mut() {
+            side.connected = false;
+            side.last_error = Some("the etcd helper thread ended (see the log); restart ringway".into());
+        }
+        self.finish_write(unavailable("the etcd helper thread ended"));
     }
 
     /// Something came from the etcd helper.
@@ -361,7 +320,13 @@ impl Controller {
         let Some(side) = self.cluster.as_mut() else { return };
         let _ = side.tx.send(ClusterCmd::Applied(revision));
         side.cache.0 = true;
-        self.advance_write();
+        // A write whose revision this was: its workers did not all apply
+        // it, and the client hears so (as a local write's would).
+        let failed = matches!(side.write, Some(ClusterWrite { stage: WriteStage::Applying(r), .. }) if r <= revision);
+        match result {
+            Err(a) if failed => self.finish_write(a),
+            _ => self.advance_write(),
+        }
     }
 
     fn on_written(&mut self, id: u64, result: WriteResult) {
@@ -395,6 +360,11 @@ impl Controller {
                 self.finish_write(unavailable(&why));
                 return;
             }
+            WriteResult::Refused(why) => {
+                let refused = json!({"error": "etcdRefused", "field": null, "message": why});
+                self.finish_write(AdminReply::json(502, &refused));
+                return;
+            }
         }
         self.advance_write();
     }
@@ -416,11 +386,8 @@ impl Controller {
             WriteStage::Retry(revision) if applied >= revision => {
                 // Run the request again against the state that won.
                 if let Some(w) = side.write.take() {
-                    side.retrying = w.attempts;
-                    self.on_admin(w.call);
-                    if let Some(side) = self.cluster.as_mut() {
-                        side.retrying = 0;
-                    }
+                    self.api_call(w.call, w.attempts + 1);
+                    self.next_write();
                 }
             }
             _ => {}
@@ -439,19 +406,31 @@ impl Controller {
         if let Some(w) = self.cluster.as_mut().and_then(|s| s.write.take()) {
             let _ = w.call.reply.send(reply);
         }
+        self.next_write();
     }
 
     /// Bounds the write in flight, and keeps the local cache fresh.
     pub(super) fn cluster_tick(&mut self) {
         let Some(side) = self.cluster.as_mut() else { return };
         if let Some(w) = side.write.as_ref().filter(|w| w.until <= Instant::now()) {
-            let message = match w.stage {
-                WriteStage::Applying(r) | WriteStage::Waiting(r) => {
-                    format!("committed to etcd at revision {r}; this node has not applied it yet")
+            let reply = match w.stage {
+                // Applied here; etcd did not say who else has.
+                WriteStage::Waiting(r) => {
+                    let unknown = json!({"revision": r, "applied": [], "laggards": ["(unknown: etcd did not answer)"]});
+                    ok_reply(&w.reply, r, Some(unknown))
                 }
-                _ => "etcd did not answer in time".to_string(),
+                WriteStage::Applying(r) => AdminReply::json(
+                    503,
+                    &json!({"error": "notApplied", "field": null,
+                        "message": format!("committed to etcd at revision {r}; this node has not applied it yet")}),
+                ),
+                WriteStage::Retry(_) => AdminReply::json(
+                    503,
+                    &json!({"error": "notApplied", "field": null,
+                        "message": "the change lost a race and this node has not caught up in time; send it again"}),
+                ),
+                WriteStage::Sent => unavailable("etcd did not answer in time"),
             };
-            let reply = AdminReply::json(503, &json!({"error": "notApplied", "field": null, "message": message}));
             self.finish_write(reply);
         }
         self.flush_cache(false);

@@ -19,21 +19,32 @@ use control::cluster::{KvOp, Layout};
 use control::model::Cluster;
 use crossbeam_channel::Sender;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse, WatchStream,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use super::cluster::{ClusterCmd, ClusterEvent, NodeInfo, WriteResult};
+use super::messages::{ClusterCmd, ClusterEvent, NodeInfo, WriteResult};
 
 /// A node's registration lives this long without a keep-alive.
 const LEASE_TTL: i64 = 10;
-/// How often the lease is kept alive and the registration refreshed.
-const HEARTBEAT: Duration = Duration::from_secs(3);
-/// Keys per seeding transaction (etcd's default limit is 128 operations).
-const SEED_CHUNK: usize = 100;
+/// How often the lease is kept alive (no etcd revision: free).
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
+/// How often the registration's `heartbeatAt` is rewritten (each rewrite
+/// is an etcd revision, kept until etcd compacts: not every keep-alive).
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// Keys and bytes per seeding transaction (etcd takes 128 operations and
+/// 1.5 MiB per request by default).
+const SEED_CHUNK: (usize, usize) = (100, 1 << 20);
+/// Keys per page of a full load.
+const LOAD_PAGE: i64 = 500;
+/// Largest gRPC message read (a watch catching up can carry many
+/// revisions at once; etcd-client's default is 4 MiB).
+const MAX_MESSAGE: usize = 256 << 20;
 /// The longest wait between sessions.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a cluster-wide wait lasts before it names the laggards.
+const WAIT_BOUND: Duration = Duration::from_secs(5);
 
 /// Starts the helper thread: commands go in on the first value, events
 /// come out on the second. `seed` is written when the prefix was never
@@ -85,9 +96,37 @@ fn describe(e: &etcd_client::Error) -> String {
     }
 }
 
+/// Whether an error says the link is down (rather than that etcd refused
+/// this one request: too large, not permitted, …).
+fn is_link_error(e: &etcd_client::Error) -> bool {
+    match e {
+        // gRPC codes: CANCELLED 1, UNKNOWN 2, DEADLINE_EXCEEDED 4,
+        // UNAVAILABLE 14, UNAUTHENTICATED 16 (a token that expired).
+        etcd_client::Error::GRpcStatus(s) => matches!(s.code() as i32, 1 | 2 | 4 | 14 | 16),
+        _ => true,
+    }
+}
+
+/// The first key after every key starting with `prefix`.
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 struct Helper {
     config: Cluster,
     layout: Layout,
+    /// Written to a prefix never written (emptied once a load succeeded).
     seed: Vec<(String, String)>,
     cmds: UnboundedReceiver<ClusterCmd>,
     out: Sender<ClusterEvent>,
@@ -102,11 +141,14 @@ struct Helper {
     waits: Vec<(u64, i64, Instant)>,
 }
 
-/// How long a cluster-wide wait lasts before it names the laggards.
-pub(super) const WAIT_BOUND: Duration = Duration::from_secs(5);
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// What a session holds while it runs.
+struct Session {
+    client: Client,
+    lease: i64,
+    keeper: LeaseKeeper,
+    alive: LeaseKeepAliveStream,
+    config_watch: WatchStream,
+    nodes_watch: WatchStream,
 }
 
 impl Helper {
@@ -181,12 +223,14 @@ impl Helper {
             .with_keep_alive(Duration::from_secs(2), c.dial)
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &c.auth {
-            opts = opts.with_user(user.clone(), password.clone());
+            opts = opts.with_user(user.clone(), password.clone()).with_auto_token_refresh(true);
         }
         if let Some(ca) = &c.ca_file {
             let pem = std::fs::read(ca).map_err(|e| End::Broken(format!("caFile {}: {e}", ca.display())))?;
             opts =
                 opts.with_tls(etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)));
+        } else if c.endpoints.iter().any(|e| e.starts_with("https://")) {
+            opts = opts.with_tls(etcd_client::TlsOptions::new().with_native_roots());
         }
         let connect = Client::connect(&c.endpoints, Some(opts));
         match tokio::time::timeout(c.dial, connect).await {
@@ -198,34 +242,85 @@ impl Helper {
     /// Loads the config prefix (seeding it when it was never written) and
     /// passes it on; returns the revision to watch from.
     async fn load(&mut self, client: &mut Client) -> Result<i64, End> {
-        let prefix = self.layout.config_prefix();
-        let mut resp = client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await?;
-        if resp.kvs().is_empty() {
-            // Only if the marker was never written: the first node brings
-            // its routes; later nodes (and an emptied cluster) do not.
-            // etcd takes at most 128 operations per transaction: the first
-            // claims the marker, the rest follow in chunks.
-            let marker = self.layout.marker();
-            let mut chunks = self.seed.chunks(SEED_CHUNK);
-            let mut puts = vec![TxnOp::put(marker.as_str(), self.config.node_id.as_str(), None)];
-            puts.extend(chunks.next().into_iter().flatten().map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None)));
-            let txn = Txn::new().when([Compare::version(marker.as_str(), CompareOp::Equal, 0)]).and_then(puts);
-            if client.txn(txn).await?.succeeded() {
-                for chunk in chunks {
-                    let puts: Vec<TxnOp> =
-                        chunk.iter().map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None)).collect();
-                    client.txn(Txn::new().and_then(puts)).await?;
-                }
-                tracing::info!(keys = self.seed.len(), prefix = %prefix, "cluster: seeded etcd with this node's state");
-            }
-            resp = client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await?;
+        let (mut kvs, mut header) = self.get_all(client).await?;
+        let has = |kvs: &[(String, Vec<u8>, i64)], key: &str| kvs.iter().any(|(k, _, _)| k == key);
+        // A prefix never written, or a seeding that was cut off, is
+        // (re)seeded; a prefix someone wrote otherwise is left alone.
+        let (marker, seeding) = (self.layout.marker(), self.layout.seeding());
+        if !has(&kvs, &marker) && (kvs.is_empty() || has(&kvs, &seeding)) && !self.seed.is_empty() {
+            self.write_seed(client).await?;
+            (kvs, header) = self.get_all(client).await?;
         }
-        let header = resp.header().map_or(0, |h| h.revision());
-        let revision = resp.kvs().iter().map(|kv| kv.mod_revision()).max().unwrap_or(0);
-        let kvs =
-            resp.take_kvs().into_iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()));
-        self.send(ClusterEvent::Loaded { kvs: kvs.collect(), revision });
+        let revision = kvs.iter().map(|(_, _, r)| *r).max().unwrap_or(0);
+        let kvs = kvs.into_iter().map(|(k, v, _)| (k, v)).collect();
+        self.send(ClusterEvent::Loaded { kvs, revision });
+        self.seed = Vec::new();
         Ok(header)
+    }
+
+    /// Every key under the config prefix, in pages read at one revision:
+    /// (key, value, mod revision), and that revision.
+    async fn get_all(&self, client: &mut Client) -> Result<(Vec<(String, Vec<u8>, i64)>, i64), End> {
+        let prefix = self.layout.config_prefix();
+        let end = range_end(&prefix);
+        let mut from = prefix.into_bytes();
+        let mut at = 0;
+        let mut out = Vec::new();
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(LOAD_PAGE);
+            if at > 0 {
+                opts = opts.with_revision(at);
+            }
+            let resp = client.get(from.clone(), Some(opts)).await?;
+            if at == 0 {
+                at = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                out.push((String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec(), kv.mod_revision()));
+            }
+            match (resp.more(), resp.kvs().last()) {
+                (true, Some(last)) => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok((out, at)),
+            }
+        }
+    }
+
+    /// Writes the seed in chunks, each only while the marker is absent;
+    /// the marker comes last, so a seeding cut off is resumed next time
+    /// (`_seeding` says one was under way).
+    async fn write_seed(&self, client: &mut Client) -> Result<(), End> {
+        let (marker, seeding) = (self.layout.marker(), self.layout.seeding());
+        let mut chunks: Vec<Vec<TxnOp>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for (k, v) in &self.seed {
+            let full =
+                chunks.last().is_some_and(|c| c.len() >= SEED_CHUNK.0 || bytes + k.len() + v.len() > SEED_CHUNK.1);
+            if full {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += k.len() + v.len();
+            if let Some(c) = chunks.last_mut() {
+                c.push(TxnOp::put(k.as_str(), v.as_str(), None));
+            }
+        }
+        let last = chunks.len() - 1;
+        if last > 0 {
+            chunks[0].push(TxnOp::put(seeding.as_str(), self.config.node_id.as_str(), None));
+            chunks[last].push(TxnOp::delete(seeding.as_str(), None));
+        }
+        chunks[last].push(TxnOp::put(marker.as_str(), self.config.node_id.as_str(), None));
+        for chunk in chunks {
+            let txn = Txn::new().when([Compare::version(marker.as_str(), CompareOp::Equal, 0)]).and_then(chunk);
+            if !client.txn(txn).await?.succeeded() {
+                return Ok(()); // another node finished seeding
+            }
+        }
+        tracing::info!(keys = self.seed.len(), prefix = %self.layout.config_prefix(), "cluster: seeded etcd with this node's state");
+        Ok(())
     }
 
     fn node_value(&self) -> String {
@@ -239,15 +334,17 @@ impl Helper {
         .to_string()
     }
 
-    async fn register(&self, client: &mut Client, lease: i64) -> Result<(), End> {
+    async fn register(&self, s: &mut Session) -> Result<(), End> {
         let key = self.layout.node(&self.config.node_id);
-        client.put(key, self.node_value(), Some(PutOptions::new().with_lease(lease))).await?;
+        s.client.put(key, self.node_value(), Some(PutOptions::new().with_lease(s.lease))).await?;
         Ok(())
     }
 
-    fn node_changed(&mut self, key: &[u8], value: Option<&[u8]>) {
+    /// A registration changed; `true` when it was this node's, deleted
+    /// (another process with our id — an upgrade's old one — revoked it).
+    fn node_changed(&mut self, key: &[u8], value: Option<&[u8]>) -> bool {
         let key = String::from_utf8_lossy(key);
-        let Some(id) = key.strip_prefix(&self.layout.nodes_prefix()) else { return };
+        let Some(id) = key.strip_prefix(&self.layout.nodes_prefix()) else { return false };
         let id = control::api::percent_decode(id).unwrap_or_else(|| id.to_string());
         match value.and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok()) {
             Some(v) => {
@@ -259,9 +356,11 @@ impl Helper {
                     pid: v.get("pid").and_then(serde_json::Value::as_u64).unwrap_or(0),
                 };
                 self.nodes.insert(id, info);
+                false
             }
             None => {
                 self.nodes.remove(&id);
+                id == self.config.node_id
             }
         }
     }
@@ -319,7 +418,8 @@ impl Helper {
         or_else.extend(keys.iter().map(|k| TxnOp::get(k.as_str(), None)));
         let txn = Txn::new().when(when).and_then(then).or_else(or_else);
         match client.txn(txn).await {
-            Err(e) => WriteResult::Unavailable(format!("etcd: {}", describe(&e))),
+            Err(e) if is_link_error(&e) => WriteResult::Unavailable(format!("etcd: {}", describe(&e))),
+            Err(e) => WriteResult::Refused(format!("etcd refused the write: {}", describe(&e))),
             Ok(r) if r.succeeded() => WriteResult::Committed(r.header().map_or(0, |h| h.revision())),
             Ok(r) => {
                 let newest = r
@@ -337,21 +437,28 @@ impl Helper {
     }
 
     async fn session(&mut self) -> End {
-        match self.serve().await {
-            Ok(()) => End::Shutdown,
-            Err(e) => e,
+        let mut s = match self.open().await {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let end = self.serve(&mut s).await;
+        if matches!(end, End::Shutdown) {
+            // Leave the cluster now rather than when the lease runs out
+            // (bounded: a shutdown does not wait on etcd).
+            let _ = tokio::time::timeout(Duration::from_secs(1), s.client.lease_revoke(s.lease)).await;
         }
+        end
     }
 
-    async fn serve(&mut self) -> Result<(), End> {
+    /// Connects, loads (or resumes), registers and starts both watches.
+    async fn open(&mut self) -> Result<Session, End> {
         let mut client = self.connect().await?;
         let from = match self.seen {
             Some(seen) => seen,
             None => self.load(&mut client).await?,
         };
         let lease = client.lease_grant(LEASE_TTL, None).await?.id();
-        let (mut keeper, mut alive) = client.lease_keep_alive(lease).await?;
-        self.register(&mut client, lease).await?;
+        let (keeper, alive) = client.lease_keep_alive(lease).await?;
         let nodes_prefix = self.layout.nodes_prefix();
         let nodes = client.get(nodes_prefix.as_str(), Some(GetOptions::new().with_prefix())).await?;
         self.nodes.clear();
@@ -359,62 +466,93 @@ impl Helper {
             self.node_changed(kv.key(), Some(kv.value()));
         }
         let nodes_rev = nodes.header().map_or(0, |h| h.revision());
+        let mut watcher = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
         let watch_config = WatchOptions::new().with_prefix().with_start_revision(from + 1).with_progress_notify();
-        let mut config_watch = client.watch(self.layout.config_prefix(), Some(watch_config)).await?;
+        let config_watch = watcher.watch(self.layout.config_prefix(), Some(watch_config)).await?;
         let watch_nodes = WatchOptions::new().with_prefix().with_start_revision(nodes_rev + 1);
-        let mut nodes_watch = client.watch(nodes_prefix.as_str(), Some(watch_nodes)).await?;
+        let nodes_watch = watcher.watch(nodes_prefix.as_str(), Some(watch_nodes)).await?;
+        let mut s = Session { client, lease, keeper, alive, config_watch, nodes_watch };
+        self.register(&mut s).await?;
         self.seen = Some(from);
         self.send(ClusterEvent::Link { connected: true, error: None });
         self.send(ClusterEvent::Nodes(self.nodes.values().cloned().collect()));
         tracing::info!(endpoints = ?self.config.endpoints, revision = from, "cluster: watching etcd");
+        Ok(s)
+    }
+
+    /// The config watch's answer: its events go to the control thread.
+    fn on_config(&mut self, resp: WatchResponse) -> Result<(), End> {
+        if resp.compact_revision() > 0 || resp.canceled() {
+            // Behind a compaction: one full load next session.
+            self.seen = None;
+            return Err(End::Broken(format!("watch canceled ({}); reloading", resp.cancel_reason())));
+        }
+        let mut revision = 0;
+        let events: Vec<(String, Option<Vec<u8>>)> = resp
+            .events()
+            .iter()
+            .filter_map(|e| {
+                let kv = e.kv()?;
+                revision = revision.max(kv.mod_revision());
+                let value = (e.event_type() == EventType::Put).then(|| kv.value().to_vec());
+                Some((String::from_utf8_lossy(kv.key()).into_owned(), value))
+            })
+            .collect();
+        if resp.created() {
+            // The watch's confirmation: its header holds etcd's current
+            // revision, and the events up to it are still to come (not a
+            // progress notice).
+        } else if events.is_empty() {
+            // A progress notice: nothing up to its revision is missing.
+            if let Some(h) = resp.header() {
+                self.seen = Some(self.seen.unwrap_or(0).max(h.revision()));
+            }
+        } else {
+            self.seen = Some(self.seen.unwrap_or(0).max(revision));
+            self.send(ClusterEvent::Changes { events, revision });
+        }
+        Ok(())
+    }
+
+    /// The nodes watch's answer; `true` when this node's registration
+    /// must be written again.
+    fn on_nodes(&mut self, resp: WatchResponse) -> bool {
+        let mut lost = false;
+        for e in resp.events() {
+            if let Some(kv) = e.kv() {
+                let value = (e.event_type() == EventType::Put).then(|| kv.value());
+                lost |= self.node_changed(kv.key(), value);
+            }
+        }
+        self.send(ClusterEvent::Nodes(self.nodes.values().cloned().collect()));
+        self.settle_waits();
+        lost
+    }
+
+    async fn serve(&mut self, s: &mut Session) -> End {
+        match self.serve_loop(s).await {
+            Ok(()) => End::Shutdown,
+            Err(e) => e,
+        }
+    }
+
+    async fn serve_loop(&mut self, s: &mut Session) -> Result<(), End> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut next_keep_alive = Instant::now() + KEEP_ALIVE;
         let mut next_heartbeat = Instant::now() + HEARTBEAT;
         loop {
             tokio::select! {
-                m = config_watch.message() => {
+                m = s.config_watch.message() => {
                     let resp = m?.ok_or_else(|| End::Broken("the config watch ended".into()))?;
-                    if resp.compact_revision() > 0 || resp.canceled() {
-                        // Behind a compaction: one full load next session.
-                        self.seen = None;
-                        return Err(End::Broken(format!("watch canceled ({}); reloading", resp.cancel_reason())));
-                    }
-                    let mut revision = 0;
-                    let events: Vec<(String, Option<Vec<u8>>)> = resp
-                        .events()
-                        .iter()
-                        .filter_map(|e| {
-                            let kv = e.kv()?;
-                            revision = revision.max(kv.mod_revision());
-                            let value = (e.event_type() == EventType::Put).then(|| kv.value().to_vec());
-                            Some((String::from_utf8_lossy(kv.key()).into_owned(), value))
-                        })
-                        .collect();
-                    if resp.created() {
-                        // The watch's confirmation: its header holds etcd's
-                        // current revision, and the events up to it are
-                        // still to come (not a progress notice).
-                    } else if events.is_empty() {
-                        // A progress notice: nothing up to its revision is missing.
-                        if let Some(h) = resp.header() {
-                            self.seen = Some(self.seen.unwrap_or(0).max(h.revision()));
-                        }
-                    } else {
-                        self.seen = Some(self.seen.unwrap_or(0).max(revision));
-                        self.send(ClusterEvent::Changes { events, revision });
-                    }
+                    self.on_config(resp)?;
                 }
-                m = nodes_watch.message() => {
+                m = s.nodes_watch.message() => {
                     let resp = m?.ok_or_else(|| End::Broken("the nodes watch ended".into()))?;
-                    for e in resp.events() {
-                        if let Some(kv) = e.kv() {
-                            let value = (e.event_type() == EventType::Put).then(|| kv.value());
-                            self.node_changed(kv.key(), value);
-                        }
+                    if self.on_nodes(resp) {
+                        self.register(s).await?;
                     }
-                    self.send(ClusterEvent::Nodes(self.nodes.values().cloned().collect()));
-                    self.settle_waits();
                 }
-                m = alive.message() => {
+                m = s.alive.message() => {
                     let resp = m?.ok_or_else(|| End::Broken("the lease keep-alive ended".into()))?;
                     if resp.ttl() <= 0 {
                         return Err(End::Broken("this node's lease expired".into()));
@@ -423,17 +561,16 @@ impl Helper {
                 cmd = self.cmds.recv() => match cmd {
                     None => return Ok(()),
                     Some(ClusterCmd::Write { id, ops, keys, based_on, strict }) => {
-                        let result = self.write(&mut client, ops, keys, based_on, strict).await;
-                        let broken = matches!(&result, WriteResult::Unavailable(_));
-                        let why = if let WriteResult::Unavailable(w) = &result { w.clone() } else { String::new() };
+                        let result = self.write(&mut s.client, ops, keys, based_on, strict).await;
+                        let broken = if let WriteResult::Unavailable(w) = &result { Some(w.clone()) } else { None };
                         self.send(ClusterEvent::Written { id, result });
-                        if broken {
+                        if let Some(why) = broken {
                             return Err(End::Broken(why));
                         }
                     }
                     Some(ClusterCmd::Applied(r)) => {
                         self.applied = self.applied.max(r);
-                        self.register(&mut client, lease).await?;
+                        self.register(s).await?;
                     }
                     Some(ClusterCmd::Wait { id, revision }) => {
                         self.waits.push((id, revision, Instant::now() + WAIT_BOUND));
@@ -441,14 +578,30 @@ impl Helper {
                     }
                 },
                 _ = tick.tick() => {
-                    if Instant::now() >= next_heartbeat {
-                        next_heartbeat = Instant::now() + HEARTBEAT;
-                        keeper.keep_alive().await?;
-                        self.register(&mut client, lease).await?;
+                    let now = Instant::now();
+                    if now >= next_keep_alive {
+                        next_keep_alive = now + KEEP_ALIVE;
+                        s.keeper.keep_alive().await?;
+                    }
+                    if now >= next_heartbeat {
+                        next_heartbeat = now + HEARTBEAT;
+                        self.register(s).await?;
                     }
                     self.settle_waits();
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::range_end;
+
+    #[test]
+    fn range_ends_follow_every_key_of_the_prefix() {
+        assert_eq!(range_end("/rw/config/"), b"/rw/config0".to_vec());
+        assert_eq!(range_end("a\u{7f}"), b"a\x80".to_vec());
+        assert_eq!(range_end(""), vec![0]);
     }
 }
