@@ -858,6 +858,7 @@ impl Controller {
     /// A REST API call against the state; `attempt` counts how often a
     /// cluster write has run (it runs again after losing a race).
     fn api_call(&mut self, call: AdminCall, attempt: u32) {
+        let Some(call) = self.cluster_catch_up(call, attempt) else { return };
         let r = &call.request;
         let defaults = RouteDefaults::of(&self.config);
         let static_config = self.static_config();

@@ -36,6 +36,8 @@ const MAX_ATTEMPTS: u32 = 5;
 const APPLY_BOUND: Duration = Duration::from_secs(10);
 /// The local cache (the state file) is rewritten at most this often.
 const CACHE_EVERY: Duration = Duration::from_secs(1);
+/// How long a write naming a revision no node reports yet waits for it.
+const CATCH_UP_BOUND: Duration = Duration::from_secs(1);
 /// Writes waiting behind the one in flight, at most.
 const MAX_QUEUED: usize = 64;
 /// Operations per write (etcd takes 128 per transaction; the marker and
@@ -52,6 +54,9 @@ enum WriteStage {
     Waiting(i64),
     /// Lost a race; run again once this node applied this revision.
     Retry(i64),
+    /// Names (If-Match) a revision this node has not applied yet: run
+    /// once it has, or at the deadline (then a stale tag gets its 412).
+    CatchUp(i64),
 }
 
 /// The API write in flight (one at a time, like local changes).
@@ -86,6 +91,13 @@ pub(super) struct ClusterSide {
 /// be based on the newest config cluster-wide.
 fn has_if_match(call: &AdminCall) -> bool {
     call.request.if_match.as_deref().is_some_and(|t| !matches!(t.trim(), "" | "*"))
+}
+
+/// `If-Match: "N"` (one tag, weak or strong): N.
+fn single_tag(if_match: Option<&str>) -> Option<i64> {
+    let t = if_match?.trim();
+    let t = t.strip_prefix("W/").unwrap_or(t);
+    t.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
 fn unavailable(why: &str) -> AdminReply {
@@ -181,6 +193,37 @@ impl Controller {
         let until = Instant::now() + APPLY_BOUND;
         let stage = WriteStage::Sent;
         side.write = Some(ClusterWrite { id, call, reply, stage, attempts: attempt, wait_cluster: wait, until });
+    }
+
+    /// A write whose If-Match names a revision this node has not applied
+    /// yet but another node has (the client read it there, through a
+    /// balancer): it waits until this node catches up, then runs — not a
+    /// 412 for a tag that is newer, not stale. `Some(call)`: nothing to
+    /// wait for, run it now.
+    pub(super) fn cluster_catch_up(&mut self, call: AdminCall, attempt: u32) -> Option<AdminCall> {
+        let generation = self.state.generation as i64;
+        let Some(side) = self.cluster.as_mut() else { return Some(call) };
+        let write = matches!(call.request.method.as_str(), "POST" | "PUT" | "DELETE") && attempt == 1;
+        let Some(tag) = single_tag(call.request.if_match.as_deref()).filter(|_| write) else { return Some(call) };
+        if tag <= generation {
+            return Some(call);
+        }
+        // A node reports having applied it: wait as for any write; else
+        // (maybe not even a revision yet) briefly.
+        let known = side.nodes.iter().map(|n| n.revision).max().unwrap_or(0);
+        let bound = if tag <= known { APPLY_BOUND } else { CATCH_UP_BOUND };
+        if side.write.is_some() {
+            if side.queued.len() < MAX_QUEUED {
+                side.queued.push_back((call, attempt));
+                return None;
+            }
+            return Some(call);
+        }
+        let until = Instant::now() + bound;
+        let reply = ApiResponse::json(200, Value::Null);
+        let stage = WriteStage::CatchUp(tag);
+        side.write = Some(ClusterWrite { id: 0, call, reply, stage, attempts: attempt, wait_cluster: false, until });
+        None
     }
 
     /// Runs queued writes until one is in flight (or none is left).
@@ -383,8 +426,8 @@ impl Controller {
                 let reply = ok_reply(&w.reply, revision, None);
                 self.finish_write(reply);
             }
-            WriteStage::Retry(revision) if applied >= revision => {
-                // Run the request again against the state that won.
+            WriteStage::Retry(revision) | WriteStage::CatchUp(revision) if applied >= revision => {
+                // Run the request (again) against the state it named or lost to.
                 if let Some(w) = side.write.take() {
                     self.api_call(w.call, w.attempts + 1);
                     self.next_write();
@@ -413,6 +456,15 @@ impl Controller {
     pub(super) fn cluster_tick(&mut self) {
         let Some(side) = self.cluster.as_mut() else { return };
         if let Some(w) = side.write.as_ref().filter(|w| w.until <= Instant::now()) {
+            if let WriteStage::CatchUp(_) = w.stage {
+                // Run it as it stands: a tag still ahead is stale here (412).
+                if let Some(w) = side.write.take() {
+                    self.api_call(w.call, w.attempts + 1);
+                    self.next_write();
+                }
+                self.flush_cache(false);
+                return;
+            }
             let reply = match w.stage {
                 // Applied here; etcd did not say who else has.
                 WriteStage::Waiting(r) => {
@@ -429,7 +481,7 @@ impl Controller {
                     &json!({"error": "notApplied", "field": null,
                         "message": "the change lost a race and this node has not caught up in time; send it again"}),
                 ),
-                WriteStage::Sent => unavailable("etcd did not answer in time"),
+                WriteStage::Sent | WriteStage::CatchUp(_) => unavailable("etcd did not answer in time"),
             };
             self.finish_write(reply);
         }
