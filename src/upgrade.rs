@@ -72,10 +72,16 @@ impl Sockets {
         Ok(())
     }
 
-    /// The inherited sockets of `kind` configured as `addr`, removed.
+    /// The inherited sockets of `kind` configured as `addr` — or bound to
+    /// it: a config that now names the port `:0` was given (as one pinned
+    /// for a restart would) keeps those very sockets rather than binding
+    /// new ones beside them while the old ones, no longer accepting, reset
+    /// whatever the kernel queued on them.
     pub fn take(&mut self, kind: Kind, addr: SocketAddr) -> Vec<std::net::TcpListener> {
-        let (mine, rest): (Vec<Listener>, Vec<Listener>) =
-            std::mem::take(&mut self.list).into_iter().partition(|l| l.kind == kind && l.configured == addr);
+        let bound_to = |l: &Listener| socket2::SockRef::from(&l.fd).local_addr().ok().and_then(|a| a.as_socket());
+        let (mine, rest): (Vec<Listener>, Vec<Listener>) = std::mem::take(&mut self.list)
+            .into_iter()
+            .partition(|l| l.kind == kind && (l.configured == addr || bound_to(l) == Some(addr)));
         self.list = rest;
         mine.into_iter().map(|l| std::net::TcpListener::from(l.fd)).collect()
     }

@@ -16,6 +16,9 @@
 //!   has reached still gets 412;
 //! - 9,000 routes (5.5 MB of JSON) are seeded in chunks by the first node
 //!   and loaded in pages by the next;
+//! - a binary upgrade of a node keeps it in the cluster: the new process
+//!   is listed with its pid, serves without a failed request and its
+//!   writes reach the others;
 //! - with etcd down every node keeps serving its last config, refuses API
 //!   writes (503 `clusterUnavailable`, naming etcd) and says so in
 //!   `GET /api/v1/cluster` and `/metrics`; once etcd is back, a change made
@@ -1573,4 +1576,65 @@ fn nine_thousand_routes_are_seeded_and_loaded_in_pieces() {
             Err(format!("{}", r.status))
         }
     });
+}
+
+// ---------------------------------------------------------------------------
+// Binary upgrade
+// ---------------------------------------------------------------------------
+
+/// Stops a process that is not our child (an upgrade's new process) when
+/// the test ends, however it ends.
+struct KillOnDrop(u64);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
+    }
+}
+
+/// A binary upgrade of a node in cluster mode (`POST /api/v1/upgrade`):
+/// the new process takes over the etcd side — the other node lists it
+/// with its new pid (the old one's registration, revoked as it leaves, is
+/// written again) — serves on the same sockets without a failed request,
+/// and its writes reach the other node.
+#[test]
+fn a_binary_upgrade_keeps_the_node_in_the_cluster() {
+    let etcd = Etcd::start();
+    let dir = TempDir::new("cluster-upgrade");
+    let prefix = "/ringway/upgrade";
+    let backend = Backend::respond(200, "u").named("u").start();
+    let routes = vec![route("seed.test", "ROUND_ROBIN", vec![backend.config()])];
+    let a = Node::start(&dir, "a", &node_config(routes.clone(), &etcd.endpoint(), prefix, "a"));
+    let b = Node::start(&dir, "b", &node_config(routes, &etcd.endpoint(), prefix, "b"));
+    wait_formed(&[&a, &b]);
+    let old = u64::from(b.rw().pid());
+    let t0 = Instant::now();
+    b.api().post("/api/v1/upgrade", &json!({})).expect(202, "POST /api/v1/upgrade on b");
+    let new = wait_for("b's new process answers", Duration::from_secs(40), &[&b], || {
+        let info = b.api().get("/api/v1/info").json;
+        match info["pid"].as_u64() {
+            Some(pid) if pid != old => Ok(pid),
+            other => Err(format!("pid {other:?}")),
+        }
+    });
+    let _stop = KillOnDrop(new);
+    eprintln!("b upgraded (pid {old} -> {new}) in {:?}", t0.elapsed());
+    let failures = traffic(&b, "seed.test", "u", 20);
+    assert!(failures.is_empty(), "node b after its upgrade: {failures:?}{}", logs(&[&b]));
+    wait_for("a lists b with its new pid", Duration::from_secs(20), &[&a, &b], || {
+        let s = cluster(&a);
+        let pid = s["nodes"].as_array().and_then(|n| n.iter().find(|m| m["nodeId"] == "b")).map(|m| m["pid"].clone());
+        if pid == Some(json!(new)) {
+            Ok(())
+        } else {
+            Err(format!("b's registration: pid {pid:?}; {s}"))
+        }
+    });
+    let s = cluster(&b);
+    assert_eq!(s["connected"], true, "b's new process: {s}");
+    b.api()
+        .post("/api/v1/routes", &route("after.test", "ROUND_ROBIN", vec![backend.config()]))
+        .expect(201, "POST on b");
+    assert_serves(&b, "after.test", "u");
+    wait_for("a serves b's route", Duration::from_secs(10), &[&a, &b], || serves(&a, "after.test", "u"));
 }
