@@ -50,6 +50,20 @@ NODE_IDS = ("a", "b", "c")
 PREFIX = "/ringway/bench"
 
 
+def stop_process(proc, graceful):
+    """Stops `proc` (SIGTERM first when `graceful`, then SIGKILL), waiting
+    at most 5 s for each."""
+    for sig in ([proc.terminate] if graceful else []) + [proc.kill]:
+        if proc.poll() is not None:
+            return
+        sig()
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def set_pdeathsig():
     """SIGKILL this process when its parent goes (Linux)."""
     try:
@@ -182,12 +196,7 @@ class Etcd:
         wait_until("etcd healthy", 20, healthy)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_process(self.proc, graceful=False)
         self.log.close()
 
 
@@ -245,16 +254,7 @@ class Node:
         return get_json(self.admin, "/api/v1/info", timeout=timeout)["generation"]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
+        stop_process(self.proc, graceful=True)
         self.log.close()
 
 

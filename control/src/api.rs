@@ -93,6 +93,21 @@ pub struct CertMeta {
     pub issuer: String,
 }
 
+impl CertMeta {
+    /// The certificate this check was of, to store.
+    pub fn into_certificate(self, cert_pem: String, key_pem: String, acme: bool) -> crate::state::Certificate {
+        crate::state::Certificate {
+            cert_pem,
+            key_pem,
+            not_after: self.not_after,
+            sans: self.sans,
+            issuer: self.issuer,
+            not_before: self.not_before,
+            acme,
+        }
+    }
+}
+
 /// Checks a certificate (parses, chain in order, key matches, valid now):
 /// what it learned, or what is wrong and with which field.
 pub type CertCheck<'a> = &'a dyn Fn(&str, &str) -> Result<CertMeta, (&'static str, String)>;
@@ -182,14 +197,19 @@ fn err(status: u16, error: &'static str, field: Option<String>, message: impl In
     Outcome::Reply(ApiResponse::error(&ApiError::new(status, error, field, message)))
 }
 
+/// Whether an `If-Match` is a condition at all: `*` and an empty list
+/// (taken as no condition) are not; a list of entity tags is.
+pub fn names_etags(if_match: Option<&str>) -> bool {
+    if_match.is_some_and(|t| !matches!(t.trim(), "" | "*"))
+}
+
 /// `If-Match`, weighed: 400 when it is not `*` or a list of entity tags,
 /// 412 when no tag names the current generation.
 fn precondition(state: &State, if_match: Option<&str>) -> Option<Outcome> {
-    // An empty If-Match (an empty list) is taken as no condition.
-    let tag = if_match?.trim();
-    if tag == "*" || tag.is_empty() {
+    if !names_etags(if_match) {
         return None;
     }
+    let tag = if_match?.trim();
     let tags: Vec<&str> = tag.split(',').map(|t| t.trim().trim_start_matches("W/")).collect();
     let well_formed =
         |t: &&str| t.len() >= 2 && t.starts_with('"') && t.ends_with('"') && !t[1..t.len() - 1].contains('"');
@@ -490,15 +510,7 @@ fn route_request(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> O
                 Ok(meta) => {
                     let body = json!({"domain": domain, "sans": meta.sans, "notAfter": meta.not_after,
                                       "issuer": meta.issuer});
-                    let certificate = crate::state::Certificate {
-                        cert_pem: raw.cert,
-                        key_pem: raw.key,
-                        not_after: meta.not_after,
-                        sans: meta.sans,
-                        issuer: meta.issuer,
-                        not_before: meta.not_before,
-                        acme: false,
-                    };
+                    let certificate = meta.into_certificate(raw.cert, raw.key, false);
                     commit(Change::PutCertificate { domain, certificate }, ApiResponse::json(201, body))
                 }
             }
@@ -543,7 +555,9 @@ fn route_request(state: &State, ctx: &ApiContext<'_>, req: &ApiRequest<'_>) -> O
                 m.insert("certificates".into(), certificates_json(state, ctx));
                 m.insert(
                     "maintenance".into(),
-                    Value::Array(state.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect()),
+                    Value::Array(
+                        state.maintenance.iter().map(|(k, id)| crate::state::maintenance_json(k, id)).collect(),
+                    ),
                 );
             }
             Outcome::Reply(ApiResponse { status: 200, body: cfg, etag: Some(state.generation), allow: None })

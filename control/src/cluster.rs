@@ -18,12 +18,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::CertCheck;
 use crate::model::{validate_route, RouteDefaults};
 use crate::raw::RawRoute;
-use crate::state::{certificate_json, route_json, Certificate, Change, State};
+use crate::state::{certificate_json, maintenance_json, route_json, Certificate, Change, State};
 
 /// Where things live under a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +195,7 @@ pub fn ops(layout: &Layout, change: &Change, old: &State, next: &State) -> Optio
         }
         for (rk, id) in now.iter().filter(|m| !was.contains(m)) {
             let mk = layout.maintenance(rk, id);
-            ops.push(KvOp::Put(mk.clone(), json!({"vHost": rk, "backend": id}).to_string()));
+            ops.push(KvOp::Put(mk.clone(), maintenance_json(rk, id).to_string()));
             keys.push(mk);
         }
     }
@@ -214,7 +214,7 @@ pub fn ops(layout: &Layout, change: &Change, old: &State, next: &State) -> Optio
 pub fn seed(layout: &Layout, state: &State) -> Vec<(String, String)> {
     let mut kvs: Vec<(String, String)> = state.routes.iter().map(|r| (layout.route(&r.key), route_value(r))).collect();
     for (k, id) in &state.maintenance {
-        kvs.push((layout.maintenance(k, id), json!({"vHost": k, "backend": id}).to_string()));
+        kvs.push((layout.maintenance(k, id), maintenance_json(k, id).to_string()));
     }
     for (d, c) in &state.certificates {
         kvs.push((layout.certificate(d), certificate_value(c)));
@@ -271,16 +271,7 @@ pub fn apply(state: &mut State, cx: &Context<'_>, key: &str, value: Option<&[u8]
             };
             let meta = (cx.check_certificate)(&cert_pem, &key_pem).map_err(|(f, m)| format!("{f}: {m}"))?;
             let acme = c.get("acme").and_then(Value::as_bool).unwrap_or(false);
-            let certificate = Certificate {
-                cert_pem,
-                key_pem,
-                not_after: meta.not_after,
-                sans: meta.sans,
-                issuer: meta.issuer,
-                not_before: meta.not_before,
-                acme,
-            };
-            state.certificates.insert(d, certificate);
+            state.certificates.insert(d, meta.into_certificate(cert_pem, key_pem, acme));
         }
     }
     Ok(())
@@ -315,6 +306,7 @@ pub fn load<'k>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use crate::state::Change;
 
     fn defaults() -> RouteDefaults {

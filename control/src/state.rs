@@ -273,7 +273,7 @@ impl State {
             "version": 1,
             "generation": self.generation,
             "routes": [],
-            "maintenance": self.maintenance.iter().map(|(k, id)| json!({"vHost": k, "backend": id})).collect::<Vec<_>>(),
+            "maintenance": self.maintenance.iter().map(|(k, id)| maintenance_json(k, id)).collect::<Vec<_>>(),
             "certificates": self.certificates.iter().map(|(d, c)| {
                 let mut v = certificate_json(c);
                 v["domain"] = json!(d);
@@ -361,6 +361,11 @@ pub fn diff_routes(old: &[Arc<Route>], new: &[Arc<Route>], max: usize) -> Option
     let gone = old.iter().filter(|o| !new.iter().any(|n| Arc::ptr_eq(o, n))).cloned().collect();
     let new = new.iter().filter(|n| !old.iter().any(|o| Arc::ptr_eq(o, n))).cloned().collect();
     Some(RouteDiff { gone, new })
+}
+
+/// A maintenance flag as the state file, the API and etcd hold it.
+pub(crate) fn maintenance_json(key: &str, id: &str) -> Value {
+    json!({"vHost": key, "backend": id})
 }
 
 pub(crate) fn certificate_json(c: &Certificate) -> Value {

@@ -462,16 +462,7 @@ impl super::Controller {
                         (s.failures, s.last_error, s.retry_at) = (0, None, None);
                         s.issued += 1;
                         tracing::info!(%domain, not_after = meta.not_after, issuer = %meta.issuer, "ACME certificate issued");
-                        let certificate = Certificate {
-                            cert_pem,
-                            key_pem,
-                            not_after: meta.not_after,
-                            sans: meta.sans,
-                            issuer: meta.issuer,
-                            not_before: meta.not_before,
-                            acme: true,
-                        };
-                        a.queue.push_back((domain, certificate));
+                        a.queue.push_back((domain, meta.into_certificate(cert_pem, key_pem, true)));
                     }
                     Err((field, why)) => {
                         let error = format!("the CA's answer is unusable ({field}): {why}");

@@ -87,12 +87,6 @@ pub(super) struct ClusterSide {
     cache: (bool, Instant),
 }
 
-/// Whether the request names an ETag (not `*`, not empty): it must then
-/// be based on the newest config cluster-wide.
-fn has_if_match(call: &AdminCall) -> bool {
-    call.request.if_match.as_deref().is_some_and(|t| !matches!(t.trim(), "" | "*"))
-}
-
 /// `If-Match: "N"` (one tag, weak or strong): N.
 fn single_tag(if_match: Option<&str>) -> Option<i64> {
     let t = if_match?.trim();
@@ -185,7 +179,7 @@ impl Controller {
                 .send(AdminReply::json(413, &json!({"error": "tooLarge", "field": null, "message": message})));
             return;
         }
-        let strict = has_if_match(&call);
+        let strict = control::api::names_etags(call.request.if_match.as_deref());
         side.next_id += 1;
         let id = side.next_id;
         let based_on = self.state.generation as i64;
@@ -312,15 +306,10 @@ impl Controller {
 
     /// The state every config key describes (a full load).
     pub(super) fn cluster_load(&self, kvs: &[(String, Vec<u8>)], revision: i64) -> State {
-        let defaults = RouteDefaults::of(&self.config);
-        let Some(side) = &self.cluster else { return self.state.clone() };
-        let cx = control::cluster::Context {
-            layout: &side.layout,
-            defaults: &defaults,
-            check_certificate: &crate::tls::check_certificate,
-        };
-        let (mut next, bad) =
-            control::cluster::load(&self.state, &cx, kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        let loaded = self.with_cluster_context(|cx| {
+            control::cluster::load(&self.state, cx, kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+        });
+        let Some((mut next, bad)) = loaded else { return self.state.clone() };
         for (key, error) in bad {
             tracing::warn!(%key, %error, "cluster: a key in etcd does not validate: left out");
         }
@@ -330,21 +319,25 @@ impl Controller {
     }
 
     fn cluster_changes(&self, events: Vec<(String, Option<Vec<u8>>)>, revision: i64) -> State {
-        let defaults = RouteDefaults::of(&self.config);
         let mut next = self.state.clone();
-        let Some(side) = &self.cluster else { return next };
-        let cx = control::cluster::Context {
-            layout: &side.layout,
-            defaults: &defaults,
-            check_certificate: &crate::tls::check_certificate,
-        };
-        for (key, value) in events {
-            if let Err(error) = control::cluster::apply(&mut next, &cx, &key, value.as_deref()) {
-                tracing::warn!(%key, %error, "cluster: a change from etcd does not validate: not applied");
+        self.with_cluster_context(|cx| {
+            for (key, value) in events {
+                if let Err(error) = control::cluster::apply(&mut next, cx, &key, value.as_deref()) {
+                    tracing::warn!(%key, %error, "cluster: a change from etcd does not validate: not applied");
+                }
             }
-        }
+        });
         next.generation = next.generation.max(revision.max(0) as u64);
         next
+    }
+
+    /// Runs `f` with what applying etcd's keys needs (`None` outside
+    /// cluster mode).
+    fn with_cluster_context<R>(&self, f: impl FnOnce(&control::cluster::Context<'_>) -> R) -> Option<R> {
+        let side = self.cluster.as_ref()?;
+        let defaults = RouteDefaults::of(&self.config);
+        let check_certificate = &crate::tls::check_certificate;
+        Some(f(&control::cluster::Context { layout: &side.layout, defaults: &defaults, check_certificate }))
     }
 
     /// Swaps in a state from etcd and publishes it (through the same path
@@ -378,7 +371,7 @@ impl Controller {
         match result {
             WriteResult::Committed(revision) => w.stage = WriteStage::Applying(revision),
             WriteResult::Conflict(revision) => {
-                if has_if_match(&w.call) {
+                if control::api::names_etags(w.call.request.if_match.as_deref()) {
                     let current = self.state.generation;
                     self.finish_write(AdminReply::json(
                         412,
