@@ -306,8 +306,8 @@ pub fn load<'k>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use crate::state::Change;
+    use serde_json::json;
 
     fn defaults() -> RouteDefaults {
         crate::model::parse_config(r#"{"listen":["127.0.0.1:0"],"routes":[]}"#)
