@@ -175,12 +175,25 @@ pub fn resolve_driver(d: Driver) -> Driver {
 /// given driver (already resolved: `Auto` means io_uring).
 pub fn block_on<F: std::future::Future>(driver: Driver, f: F) -> io::Result<F::Output> {
     match driver {
-        Driver::Uring | Driver::Auto => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(4096)
-            .enable_timer()
-            .attach_thread_pool(Box::new(blocking_pool()))
-            .build()
-            .map(|mut rt| rt.block_on(f)),
+        Driver::Uring | Driver::Auto => {
+            let build = |urb: io_uring::Builder| {
+                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(4096)
+                    .uring_builder(urb)
+                    .enable_timer()
+                    .attach_thread_pool(Box::new(blocking_pool()))
+                    .build()
+            };
+            // Completions from other cores wait for the worker's next
+            // system call instead of interrupting it with an IPI each
+            // (COOP_TASKRUN: about a fifth less CPU per small request
+            // here). Not DEFER_TASKRUN: it runs completions only on a
+            // waiting enter, and monoio's busy loop submits without one.
+            // Kernels before 5.19 refuse the flag and get the default.
+            let mut coop = io_uring::IoUring::builder();
+            coop.setup_coop_taskrun();
+            build(coop).or_else(|_| build(io_uring::IoUring::builder())).map(|mut rt| rt.block_on(f))
+        }
         Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .attach_thread_pool(Box::new(blocking_pool()))
