@@ -1,6 +1,5 @@
-//! HTTP/2 from clients: one connection's frames (the `h2` crate, over
-//! monoio-compat's `StreamWrapper` on our own plain or TLS stream; no tokio
-//! runtime), its settings and the timeouts h2 lacks (preface and SETTINGS,
+//! HTTP/2 from clients: one connection's frames (the `h2` crate, over our
+//! own readiness-driven plain or TLS I/O, `conn::h2io`; no tokio runtime), its settings and the timeouts h2 lacks (preface and SETTINGS,
 //! idle), a graceful GOAWAY on drain, and one task per stream on the worker
 //! that accepted the connection, running the ordinary request path (see
 //! `conn::h2stream`). The h2 crate carries the flood defences (rapid
@@ -13,9 +12,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use monoio_compat::StreamWrapper;
 
-use crate::conn::compat::CompatIo;
+use crate::conn::h2io::H2Io;
 use crate::conn::h2stream::{ConnInfo, H2Stream};
 use crate::conn::Stream;
 use crate::stats::bump;
@@ -24,12 +22,6 @@ use crate::worker::{idle, ConnGuard, Worker};
 /// The HTTP/2 connection preface's first bytes (a plain listener with h2c
 /// tells HTTP/2 from HTTP/1.1 by them).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Socket I/O buffers of an HTTP/2 connection: reads (frames are parsed
-/// out of h2's own buffer), and writes (h2 hands over up to a frame at a
-/// time).
-const READ_BUFFER: usize = 4 * 1024;
-const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Most response bytes h2 buffers per stream before a write waits.
 const SEND_BUFFER: usize = 64 * 1024;
@@ -41,7 +33,7 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
     let info =
         Rc::new(ConnInfo { tls: stream.tls_info(), sni: stream.sni().map(Box::from), counters: w.proto.clone() });
     let opened = Rc::new(Cell::new(false));
-    let io = StreamWrapper::new_with_buffer_size(CompatIo::server(stream, opened.clone()), READ_BUFFER, WRITE_BUFFER);
+    let Ok(io) = H2Io::server(stream, opened.clone()) else { return };
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(s.max_concurrent_streams)
         .max_header_list_size(s.max_header_list_bytes)

@@ -20,8 +20,8 @@
 //! longer shows, so `readable` answers at once when rustls holds plaintext
 //! (or a close) and only otherwise waits on the socket.
 
-pub mod compat;
 mod h2body;
+pub mod h2io;
 pub mod h2stream;
 pub mod h2up;
 

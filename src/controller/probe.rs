@@ -156,7 +156,7 @@ async fn check_grpc(t: &Target) -> bool {
     use bytes::Bytes;
     const SERVING: &[u8] = &[0, 0, 0, 0, 2, 0x08, 0x01];
     let Ok(s) = crate::upstream::open(t.addr, t.tls.as_ref()).await else { return false };
-    let io = monoio_compat::StreamWrapper::new_with_buffer_size(crate::conn::compat::CompatIo::new(s), 4096, 4096);
+    let Ok(io) = crate::conn::h2io::H2Io::new(s) else { return false };
     let Ok((mut send, conn)) = h2::client::handshake(io).await else { return false };
     monoio::spawn(async move {
         let _ = conn.await;

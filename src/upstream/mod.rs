@@ -80,9 +80,6 @@ pub struct ConnPool {
     pub connects: Cell<u64>,
 }
 
-/// Socket buffers of an HTTP/2 connection to a backend (each way).
-const H2_IO_BUFFER: usize = 16 * 1024;
-
 /// Most HTTP/2 connections one worker opens to one backend.
 const MAX_H2_CONNECTIONS: usize = 8;
 
@@ -154,11 +151,8 @@ impl ConnPool {
         }
         let handshake = async {
             let tcp = connect_to(self).await?;
-            let io = monoio_compat::StreamWrapper::new_with_buffer_size(
-                crate::conn::compat::CompatIo::new(tcp),
-                H2_IO_BUFFER,
-                H2_IO_BUFFER,
-            );
+            let io = crate::conn::h2io::H2Io::new(tcp)
+                .map_err(|e| ProxyError::new(Kind::ConnectFailed, "not a socket").caused_by(&e))?;
             h2::client::Builder::new()
                 // One stream until the backend's SETTINGS say how many: a
                 // burst past its real limit is refused (gRPC servers answer
