@@ -16,7 +16,8 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::io::{self, BufRead, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Write};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -25,7 +26,7 @@ use std::task::{ready, Context, Poll};
 use monoio::net::TcpStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{is_interrupted, Stream, TlsStream};
+use super::{is_interrupted, Stream, TlsStream, TLS_READ};
 
 /// A wait for the socket to become readable or writable.
 type Wait = Pin<Box<dyn Future<Output = io::Result<()>>>>;
@@ -85,6 +86,8 @@ impl H2Io {
     pub fn new(stream: Stream) -> io::Result<H2Io> {
         let (tcp, tls) = match stream {
             Stream::Plain(tcp) => (tcp, None),
+            // Only after the handshake: h2's frames are application data.
+            Stream::Tls(t) if t.tls.is_handshaking() => return Err(io::ErrorKind::InvalidInput.into()),
             Stream::Tls(t) => {
                 let TlsStream { tcp, tls, pending, .. } = *t;
                 (tcp, Some(Box::new(Tls { conn: tls, pending, closing: false })))
@@ -151,7 +154,7 @@ impl H2Io {
     /// Sends queued TLS records without waiting; true once none are left.
     fn try_send(&mut self) -> io::Result<bool> {
         let Some(tls) = &mut self.tls else { return Ok(true) };
-        let mut sock = Sock { fd: self.tcp.as_raw_fd(), short: false };
+        let mut sock = Sock { fd: self.tcp.as_raw_fd() };
         while tls.conn.wants_write() {
             match tls.conn.write_tls(&mut sock) {
                 Ok(_) => {}
@@ -193,37 +196,52 @@ impl Tls {
     }
 
     /// Reads ciphertext from the socket without waiting (saved ciphertext
-    /// first) and decrypts it.
+    /// first) and decrypts it. Up to a full record at once, through the
+    /// stack: rustls alone would read 4 KiB per system call.
     fn fill(&mut self, fd: RawFd) -> io::Result<Fill> {
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
-            self.feed(&pending)?;
+            self.feed(fd, &pending)?;
             return Ok(Fill::Got { short: false });
         }
-        let mut sock = Sock { fd, short: false };
-        loop {
-            match self.conn.read_tls(&mut sock) {
-                // 0: the TCP end, marked for the reader to report.
-                Ok(_) => break,
-                Err(e) if is_interrupted(&e) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
-                Err(e) => return Err(e),
+        let mut space = [MaybeUninit::<u8>::uninit(); TLS_READ];
+        let n = loop {
+            // SAFETY: recv writes at most `space.len()` bytes into `space`.
+            let n = unsafe { libc::recv(fd, space.as_mut_ptr().cast(), space.len(), libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                break n as usize;
             }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
+                _ => return Err(e),
+            }
+        };
+        if n == 0 {
+            // The TCP end, marked for the reader to report.
+            let _ = self.conn.read_tls(&mut &[][..]);
+            return Ok(Fill::Got { short: true });
         }
-        if let Err(e) = self.process() {
-            // The alert rustls queued, best effort.
-            let _ = self.conn.write_tls(&mut sock);
-            return Err(e);
-        }
-        Ok(Fill::Got { short: sock.short })
+        // SAFETY: recv initialised the first `n` bytes.
+        let got = unsafe { std::slice::from_raw_parts(space.as_ptr().cast::<u8>(), n) };
+        self.feed(fd, got)?;
+        Ok(Fill::Got { short: n < TLS_READ })
     }
 
-    /// Hands saved ciphertext to rustls (what it will not take yet stays).
-    fn feed(&mut self, mut data: &[u8]) -> io::Result<()> {
+    /// Hands ciphertext to rustls and decrypts it; what rustls will not
+    /// take yet (it holds too much plaintext) is saved for later. On a
+    /// protocol error the alert rustls queued is sent, best effort.
+    fn feed(&mut self, fd: RawFd, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             match self.conn.read_tls(&mut data) {
                 Ok(0) => break,
-                Ok(_) => self.process()?,
+                Ok(_) => {
+                    if let Err(e) = self.process() {
+                        let _ = self.conn.write_tls(&mut Sock { fd });
+                        return Err(e);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Other => {
                     self.pending.extend_from_slice(data);
                     break;
@@ -301,14 +319,17 @@ impl AsyncWrite for H2Io {
             let fd = this.tcp.as_raw_fd();
             let sent = match &mut this.tls {
                 Some(tls) => tls.conn.writer().write_vectored(bufs),
-                None => Sock { fd, short: false }.write_vectored(bufs),
+                None => Sock { fd }.write_vectored(bufs),
             };
             match sent {
                 Ok(n) if n > 0 => return Poll::Ready(Ok(n)),
-                // rustls's queue is full: send some of it.
+                // rustls's queue is full: send some of it (with nothing
+                // queued it would never take more).
                 Ok(_) => {
                     if !this.try_send()? {
                         ready!(this.poll_writable(cx))?;
+                    } else if this.tls.is_some() {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                     }
                 }
                 Err(e) if is_interrupted(&e) => {}
@@ -378,24 +399,10 @@ fn recv_into(fd: RawFd, buf: &mut ReadBuf<'_>) -> io::Result<Fill> {
     }
 }
 
-/// A socket read and written without waiting (for rustls, and plain
-/// writes): `WouldBlock` when it has nothing or no room.
+/// A socket written without waiting (by rustls, and plain writes):
+/// `WouldBlock` when it has no room.
 struct Sock {
     fd: RawFd,
-    /// The last read gave less than asked.
-    short: bool,
-}
-
-impl Read for Sock {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
-        let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.short = (n as usize) < buf.len();
-        Ok(n as usize)
-    }
 }
 
 impl Write for Sock {
