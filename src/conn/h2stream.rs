@@ -234,7 +234,7 @@ impl H2Stream {
         buf.extend_from_slice(data);
         let method = if self.head_request { Method::Head } else { Method::Get };
         let limits = HeadLimits { max_head_bytes: 1 << 20, max_headers: 256 };
-        let mut spans = Vec::new();
+        let mut spans = Vec::with_capacity(32);
         let Some(h) = parse_response(buf, &limits, method, &mut spans).map_err(|e| other(e.reason()))? else {
             return Ok(&[]);
         };
@@ -245,15 +245,22 @@ impl H2Stream {
             buf.clear();
             return Ok(&data[used..]);
         }
+        // The head's buffer becomes the values' shared storage: no copy
+        // (and no allocation) per header value.
+        let head = Bytes::from(std::mem::take(buf));
         let mut resp = Response::builder().status(h.status);
         if let Some(headers) = resp.headers_mut() {
+            headers.reserve(spans.len());
             for s in &spans {
-                let (name, value) = (slice(buf, s.name), slice(buf, s.value));
-                let Ok(name) = HeaderName::from_bytes(name) else { continue };
+                let Ok(name) = HeaderName::from_bytes(slice(&head, s.name)) else { continue };
                 if CONNECTION_SPECIFIC.contains(&name.as_str()) {
                     continue;
                 }
-                if let Ok(v) = HeaderValue::from_bytes(value) {
+                let (from, to) = (s.value.0 as usize, s.value.1 as usize);
+                if from > to || to > head.len() {
+                    continue;
+                }
+                if let Ok(v) = HeaderValue::from_maybe_shared(head.slice(from..to)) {
                     headers.append(name, v);
                 }
             }
