@@ -234,7 +234,7 @@ async fn serve_plain(guard: ConnGuard, tcp: monoio::net::TcpStream, peer: std::n
     if !matches!(idle::before(&w.timers, deadline, tcp.readable(false)).await, Some(Ok(()))) {
         return;
     }
-    if starts_with_preface(&tcp) {
+    if starts_with_preface(&tcp, deadline).await {
         Box::pin(crate::http2::serve(guard, Stream::plain(tcp), peer)).await;
     } else {
         crate::proxy::serve_client(guard, Stream::plain(tcp), peer).await;
@@ -243,15 +243,27 @@ async fn serve_plain(guard: ConnGuard, tcp: monoio::net::TcpStream, peer: std::n
 
 /// Whether the bytes waiting on `tcp` begin like the HTTP/2 preface (the
 /// h2 handshake then checks all of it). "PRI " is enough: no HTTP/1.1
-/// request ringway serves starts so.
-fn starts_with_preface(tcp: &monoio::net::TcpStream) -> bool {
+/// request ringway serves starts so. A client that sent fewer bytes, all
+/// of them the preface's so far (it writes in pieces), is peeked at again
+/// after a backoff (1 ms doubling to 64 ms) until `deadline`.
+async fn starts_with_preface(tcp: &monoio::net::TcpStream, deadline: Instant) -> bool {
     use std::os::fd::AsRawFd;
-    let mut first = [0u8; 4];
-    // SAFETY: a non-blocking peek into a local buffer on a socket we own.
-    let n = unsafe {
-        libc::recv(tcp.as_raw_fd(), first.as_mut_ptr().cast(), first.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    n == 4 && first == crate::http2::PREFACE[..4]
+    const SEEN: usize = 4;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let mut first = [0u8; SEEN];
+        // SAFETY: a non-blocking peek into a local buffer on a socket we own.
+        let n = unsafe {
+            libc::recv(tcp.as_raw_fd(), first.as_mut_ptr().cast(), first.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        };
+        let Ok(n) = usize::try_from(n) else { return false };
+        let so_far = first.get(..n).unwrap_or(&[]);
+        if n == SEEN || n == 0 || !crate::http2::PREFACE.starts_with(so_far) || Instant::now() >= deadline {
+            return n == SEEN && crate::http2::PREFACE.starts_with(so_far);
+        }
+        monoio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(Duration::from_millis(64));
+    }
 }
 
 /// Hands buffered access-log lines to the writer every 100 ms.

@@ -711,6 +711,38 @@ fn the_handshake_deadline_closes_silent_and_partial_clients() {
     assert_eq!(c.response(id, IO_TIMEOUT).status, 200);
 }
 
+/// A client that writes every byte on its own (partial frames; over TLS,
+/// partial records) and idles between requests is served: the connection's
+/// reads wait for readiness between trickles and decrypt what arrives.
+#[test]
+fn a_client_trickling_bytes_one_at_a_time_is_served_over_tls_and_h2c() {
+    const TRICKLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/trickle.py");
+    let ca = TestCa::new();
+    let leaf = ca.issue(&["trickle.test"]);
+    let b = Backend::respond(200, "trickled").start();
+    let rw = Ringway::start(with_tls(h2c_catch_all(&b), &leaf));
+    let tls = rw.tls_addr().expect("no TLS listener");
+    let ca_path = ca.ca_path().to_string_lossy().to_string();
+    for (addr, mode, ca_file) in [(tls, "tls", ca_path.as_str()), (rw.addr(), "h2c", "-")] {
+        let out = run_tool(
+            std::process::Command::new("python3").args([
+                TRICKLE,
+                &addr.to_string(),
+                mode,
+                "trickle.test",
+                ca_file,
+                "3",
+            ]),
+            b"",
+            Duration::from_secs(60),
+        );
+        let stdout = out.stdout_text();
+        assert!(out.success(), "{mode}: {stdout}\n{}", out.stderr);
+        assert_eq!(stdout.lines().filter(|l| l.contains("status 200")).count(), 3, "{mode}: {stdout}");
+    }
+    assert_eq!(b.request_count(), 6, "every trickled request reached the backend once");
+}
+
 // ---------------------------------------------------------------------------
 // Stats
 // ---------------------------------------------------------------------------
