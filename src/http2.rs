@@ -1,5 +1,6 @@
 //! HTTP/2 from clients: one connection's frames (the `h2` crate, over our
-//! own readiness-driven plain or TLS I/O, `conn::h2io`; no tokio runtime), its settings and the timeouts h2 lacks (preface and SETTINGS,
+//! own readiness-driven plain or TLS I/O, `conn::h2io`; no tokio
+//! runtime), its settings and the timeouts h2 lacks (preface and SETTINGS,
 //! idle), a graceful GOAWAY on drain, and one task per stream on the worker
 //! that accepted the connection, running the ordinary request path (see
 //! `conn::h2stream`). The h2 crate carries the flood defences (rapid

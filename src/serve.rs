@@ -257,9 +257,9 @@ async fn starts_with_preface(tcp: &monoio::net::TcpStream, deadline: Instant) ->
             libc::recv(tcp.as_raw_fd(), first.as_mut_ptr().cast(), first.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT)
         };
         let Ok(n) = usize::try_from(n) else { return false };
-        let so_far = first.get(..n).unwrap_or(&[]);
-        if n == SEEN || n == 0 || !crate::http2::PREFACE.starts_with(so_far) || Instant::now() >= deadline {
-            return n == SEEN && crate::http2::PREFACE.starts_with(so_far);
+        let could_be = crate::http2::PREFACE.starts_with(first.get(..n).unwrap_or(&[]));
+        if n == SEEN || n == 0 || !could_be || Instant::now() >= deadline {
+            return n == SEEN && could_be;
         }
         monoio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(Duration::from_millis(64));

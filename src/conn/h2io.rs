@@ -26,7 +26,7 @@ use std::task::{ready, Context, Poll};
 use monoio::net::TcpStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{is_interrupted, Stream, TlsStream, TLS_READ};
+use super::{feed_tls, is_interrupted, recv_now, Stream, TlsStream, TLS_READ};
 
 /// A wait for the socket to become readable or writable.
 type Wait = Pin<Box<dyn Future<Output = io::Result<()>>>>;
@@ -205,18 +205,9 @@ impl Tls {
             return Ok(Fill::Got { short: false });
         }
         let mut space = [MaybeUninit::<u8>::uninit(); TLS_READ];
-        let n = loop {
-            // SAFETY: recv writes at most `space.len()` bytes into `space`.
-            let n = unsafe { libc::recv(fd, space.as_mut_ptr().cast(), space.len(), libc::MSG_DONTWAIT) };
-            if n >= 0 {
-                break n as usize;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
-                _ => return Err(e),
-            }
+        // SAFETY: `space` is valid for writes of its length.
+        let Some(n) = (unsafe { recv_now(fd, space.as_mut_ptr().cast(), space.len()) })? else {
+            return Ok(Fill::Empty);
         };
         if n == 0 {
             // The TCP end, marked for the reader to report.
@@ -229,32 +220,14 @@ impl Tls {
         Ok(Fill::Got { short: n < TLS_READ })
     }
 
-    /// Hands ciphertext to rustls and decrypts it; what rustls will not
-    /// take yet (it holds too much plaintext) is saved for later. On a
+    /// Hands ciphertext to rustls and decrypts it (see `feed_tls`). On a
     /// protocol error the alert rustls queued is sent, best effort.
-    fn feed(&mut self, fd: RawFd, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            match self.conn.read_tls(&mut data) {
-                Ok(0) => break,
-                Ok(_) => {
-                    if let Err(e) = self.process() {
-                        let _ = self.conn.write_tls(&mut Sock { fd });
-                        return Err(e);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Other => {
-                    self.pending.extend_from_slice(data);
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
+    fn feed(&mut self, fd: RawFd, data: &[u8]) -> io::Result<()> {
+        let fed = feed_tls(&mut self.conn, &mut self.pending, data);
+        if fed.is_err() {
+            let _ = self.conn.write_tls(&mut Sock { fd });
         }
-        Ok(())
-    }
-
-    /// Decrypts what was read.
-    fn process(&mut self) -> io::Result<()> {
-        self.conn.process_new_packets().map(|_| ()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        fed
     }
 }
 
@@ -379,24 +352,15 @@ fn poll_wait(slot: &mut Option<Wait>, cx: &mut Context<'_>, start: impl FnOnce()
 
 /// Reads from a plain socket into `buf`'s unfilled part without waiting.
 fn recv_into(fd: RawFd, buf: &mut ReadBuf<'_>) -> io::Result<Fill> {
-    loop {
-        let room = buf.remaining();
-        // SAFETY: recv writes at most `room` bytes into the unfilled part,
-        // which is valid for writes of that many bytes.
-        let n = unsafe { libc::recv(fd, buf.unfilled_mut().as_mut_ptr().cast(), room, libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            // SAFETY: recv initialised the first `n` bytes of the unfilled part.
-            unsafe { buf.assume_init(n as usize) };
-            buf.advance(n as usize);
-            return Ok(Fill::Got { short: (n as usize) < room });
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
-            _ => return Err(e),
-        }
-    }
+    let room = buf.remaining();
+    // SAFETY: the unfilled part is valid for writes of `room` bytes.
+    let Some(n) = (unsafe { recv_now(fd, buf.unfilled_mut().as_mut_ptr().cast(), room) })? else {
+        return Ok(Fill::Empty);
+    };
+    // SAFETY: recv initialised the first `n` bytes of the unfilled part.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(Fill::Got { short: n < room })
 }
 
 /// A socket written without waiting (by rustls, and plain writes):

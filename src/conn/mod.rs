@@ -298,6 +298,44 @@ impl Stream {
     }
 }
 
+/// Hands ciphertext to rustls and decrypts it. What rustls will not take
+/// yet (it holds too much undelivered plaintext) waits in `pending`, to be
+/// fed first next time.
+fn feed_tls(tls: &mut rustls::Connection, pending: &mut Vec<u8>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match tls.read_tls(&mut data) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Other => {
+                pending.extend_from_slice(data);
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+        tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
+    Ok(())
+}
+
+/// A `recv` that does not wait: `None` when the socket has nothing yet.
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes.
+unsafe fn recv_now(fd: std::os::fd::RawFd, ptr: *mut u8, len: usize) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: the caller's promise on `ptr` and `len`.
+        let n = unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(Some(n));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
 fn version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
     match v {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -357,22 +395,9 @@ impl TlsStream {
             || !matches!(self.tls.reader().fill_buf(), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Hands ciphertext to rustls and processes it. What rustls will not
-    /// take yet (too much plaintext held) waits in `pending`.
-    fn feed(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            match self.tls.read_tls(&mut data) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Other => {
-                    self.pending.extend_from_slice(data);
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-            self.tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        }
-        Ok(())
+    /// Hands ciphertext to rustls and processes it (see `feed_tls`).
+    fn feed(&mut self, data: &[u8]) -> io::Result<()> {
+        feed_tls(&mut self.tls, &mut self.pending, data)
     }
 
     async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
