@@ -44,6 +44,10 @@ SCENARIOS = {
     "c1000": ("/", 1000, None, 1),
     "newconn": ("/", 50, "close.lua", 1),
     "routes10k": ("/", 50, "hosts.lua", 10000),
+    # The same request stream as routes10k (wrk's Lua host rotation, which
+    # slows the client) against one catch-all route: routes10k ÷ hosts1 is
+    # what 10,000 routes cost, with nothing else changed.
+    "hosts1": ("/", 50, "hosts.lua", 1),
     # TLS (ECDSA P-256 certificate, TLS 1.3, keep-alive upstreams):
     "https": ("/", 50, None, 1),        # HTTPS keep-alive with wrk
     "tlsnew": ("/", 1, None, 1),        # a full handshake per request (openssl s_time -new: no resumption)
@@ -677,7 +681,7 @@ def main():
     try:
         def subjects_of(scenario):
             return [s for s in subjects
-                    if not ((scenario in ("routes10k", "cache") or scenario in TLS_SCENARIOS) and s == "haproxy-tcp")
+                    if not ((scenario in ("routes10k", "hosts1", "cache") or scenario in TLS_SCENARIOS) and s == "haproxy-tcp")
                     and not (scenario in POLICIES and not s.startswith("ringway"))]
 
         def measure(scenario, rnd, runs):
@@ -727,12 +731,14 @@ def main():
                     r["rps_vs_nginx"] = r["cpu_vs_nginx"] = None
             results.extend(rows)
             chart(scenario, rows)
-        if args.interleave and "small" in all_runs and "routes10k" in all_runs:
+        for one, what in (("small", "1 route (small: plain wrk)"), ("hosts1", "1 route (hosts1: the same wrk script)")):
+            if not (args.interleave and one in all_runs and "routes10k" in all_runs):
+                continue
             for s in all_runs["routes10k"]:
-                pairs = list(zip(all_runs["routes10k"][s], all_runs["small"].get(s, [])))
+                pairs = list(zip(all_runs["routes10k"][s], all_runs[one].get(s, [])))
                 if pairs:
                     ratio = median(a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs)
-                    print(f"  {s}: CPU per request with 10,000 routes ÷ 1 route, median of paired rounds: {ratio:.3f}")
+                    print(f"  {s}: CPU per request with 10,000 routes ÷ {what}, median of paired rounds: {ratio:.3f}")
     finally:
         backend.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,48 +2,48 @@
 //! no locks), turned into a `StatsDelta` for the control thread once a
 //! second and on demand, then zeroed.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell};
 
 use control::stats::{bucket_of, Counters, BUCKETS};
-
-/// Counts per bucket and which buckets are non-zero.
-struct Buckets {
-    counts: [u32; BUCKETS],
-    touched: u128,
-}
-
-const _: () = assert!(BUCKETS <= 128, "one bit per bucket in `touched`");
 
 /// A lazily allocated latency histogram (one allocation per route or
 /// backend lifetime, none per request). u32 counts: it is emptied every
 /// stats flush (a second at most), far below 2^32 requests. A bitmap of
 /// touched buckets lets a flush visit only those (a route with a few
-/// requests a second touches one or two of 128).
+/// requests a second touches one or two of 128); it sits inline, beside
+/// its owner's counters, so a sample touches one line of the counts.
 #[derive(Default)]
-pub struct Latency(RefCell<Option<Box<Buckets>>>);
+pub struct Latency {
+    touched: [Cell<u64>; 2],
+    counts: OnceCell<Box<[Cell<u32>; BUCKETS]>>,
+}
+
+const _: () = assert!(BUCKETS <= 128, "one bit per bucket in `touched`");
 
 impl Latency {
     /// Counts one sample.
     pub fn record(&self, us: u64) {
-        let mut h = self.0.borrow_mut();
-        let b = h.get_or_insert_with(|| Box::new(Buckets { counts: [0; BUCKETS], touched: 0 }));
+        let counts = self.counts.get_or_init(|| Box::new(std::array::from_fn(|_| Cell::new(0))));
         let i = bucket_of(us);
-        b.counts[i] = b.counts[i].saturating_add(1);
-        b.touched |= 1u128 << i;
+        counts[i].set(counts[i].get().saturating_add(1));
+        let word = &self.touched[i / 64];
+        word.set(word.get() | 1 << (i % 64));
     }
 
     /// Appends the non-zero buckets since the last take to `out` and
     /// zeroes them; returns where in `out` they are.
     pub fn take_into(&self, out: &mut Vec<(u16, u64)>) -> std::ops::Range<u32> {
         let start = out.len() as u32;
-        if let Some(b) = self.0.borrow_mut().as_mut() {
-            let mut t = std::mem::take(&mut b.touched);
-            while t != 0 {
-                let i = t.trailing_zeros() as usize;
-                t &= t - 1;
-                let c = std::mem::take(&mut b.counts[i]);
-                if c > 0 {
-                    out.push((i as u16, u64::from(c)));
+        if let Some(counts) = self.counts.get() {
+            for (w, word) in self.touched.iter().enumerate() {
+                let mut t = word.take();
+                while t != 0 {
+                    let i = w * 64 + t.trailing_zeros() as usize;
+                    t &= t - 1;
+                    let c = counts[i].take();
+                    if c > 0 {
+                        out.push((i as u16, u64::from(c)));
+                    }
                 }
             }
         }
@@ -51,13 +51,23 @@ impl Latency {
     }
 }
 
-/// One route's counters on one worker.
+/// One route's counters on one worker, laid out for the request path:
+/// what every request adds (count, status class, bytes, duration, the
+/// histogram's bitmap) fills the first 64 bytes, the rare ones follow.
+/// u32 counts: they are emptied every stats flush, far below 2^32.
 #[derive(Default)]
+#[repr(C)]
 pub struct RouteStats {
+    requests: Cell<u32>,
     dirty: Cell<bool>,
-    c: RefCell<Counters>,
+    /// By status class: 1xx … 5xx.
+    status: [Cell<u32>; 5],
+    bytes: Cell<u64>,
+    latency_sum_us: Cell<u64>,
     /// Request duration.
     pub latency: Latency,
+    /// 502, 503, 504 answers; timeouts, retries, admission refusals.
+    rare: [Cell<u32>; 6],
 }
 
 /// What one finished exchange adds.
@@ -81,24 +91,26 @@ impl RouteStats {
     /// caller queues it for the next delta).
     pub fn record(&self, o: &Outcome) -> bool {
         let newly = !self.dirty.replace(true);
-        let mut c = self.c.borrow_mut();
-        c.requests += 1;
+        add(&self.requests, 1);
         if (100..600).contains(&o.status) {
-            c.status[(o.status / 100 - 1) as usize] += 1;
+            add(&self.status[usize::from(o.status / 100 - 1)], 1);
         }
-        match o.status {
-            502 => c.e502 += 1,
-            503 => c.e503 += 1,
-            504 => c.e504 += 1,
-            _ => {}
-        }
-        c.retries += u64::from(o.retries);
-        c.timeouts += u64::from(o.timeouts);
-        c.rejected += u64::from(o.rejected);
-        c.bytes += o.bytes;
-        c.latency_sum_us += o.duration_us;
-        drop(c);
+        self.bytes.set(self.bytes.get() + o.bytes);
+        self.latency_sum_us.set(self.latency_sum_us.get() + o.duration_us);
         self.latency.record(o.duration_us);
+        let rare = [
+            u32::from(o.status == 502),
+            u32::from(o.status == 503),
+            u32::from(o.status == 504),
+            o.timeouts,
+            o.retries,
+            u32::from(o.rejected),
+        ];
+        for (cell, n) in self.rare.iter().zip(rare) {
+            if n > 0 {
+                add(cell, n);
+            }
+        }
         newly
     }
 
@@ -113,12 +125,33 @@ impl RouteStats {
         if !self.dirty.replace(false) {
             return None;
         }
-        Some((std::mem::take(&mut *self.c.borrow_mut()), self.latency.take_into(lat)))
+        let n = |c: &Cell<u32>| u64::from(c.take());
+        let [e502, e503, e504, timeouts, retries, rejected] = &self.rare;
+        let c = Counters {
+            requests: n(&self.requests),
+            status: self.status.each_ref().map(n),
+            e502: n(e502),
+            e503: n(e503),
+            e504: n(e504),
+            timeouts: n(timeouts),
+            retries: n(retries),
+            rejected: n(rejected),
+            bytes: self.bytes.take(),
+            latency_sum_us: self.latency_sum_us.take(),
+        };
+        Some((c, self.latency.take_into(lat)))
     }
+}
+
+/// Adds to a u32 counter (saturating: a count that stops is better than
+/// one that wraps).
+fn add(c: &Cell<u32>, n: u32) {
+    c.set(c.get().saturating_add(n));
 }
 
 /// One backend's counters on one worker.
 #[derive(Default)]
+#[repr(C)]
 pub struct BackendStats {
     /// Changed since the last take.
     pub dirty: Cell<bool>,

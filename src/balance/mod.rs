@@ -74,19 +74,22 @@ pub const EWMA_TAU: Duration = Duration::from_secs(10);
 /// Per-worker live state of one backend that balancers read.
 ///
 /// Single-threaded: `Cell`s only, no atomics, no locks.
+/// Laid out with what every pick and finish touches first (its owner
+/// may start a cache line with it).
 #[derive(Debug)]
+#[repr(C)]
 pub struct Node {
-    /// Stable backend id, used as the consistent-hash key.
-    id: String,
-    /// Always >= 1.
-    weight: u32,
     /// false = skip (health down, maintenance, or passive failure).
     up: Cell<bool>,
     inflight: Cell<u32>,
+    /// Always >= 1.
+    weight: u32,
     /// Peak-EWMA latency estimate in nanoseconds (valid once `stamp` is set).
     ewma_ns: Cell<f64>,
     /// Time of the last latency sample; `None` = no sample yet.
     stamp: Cell<Option<Instant>>,
+    /// Stable backend id, used as the consistent-hash key.
+    id: String,
 }
 
 impl Node {

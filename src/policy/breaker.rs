@@ -19,7 +19,8 @@ enum State {
     HalfOpen,
 }
 
-/// One backend's breaker on one worker.
+/// One backend's breaker on one worker (`state` first: a pick reads only it).
+#[repr(C)]
 pub struct Breaker {
     state: Cell<State>,
     /// Failures in a row.

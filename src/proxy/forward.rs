@@ -27,7 +27,7 @@ pub(super) async fn run(cx: &mut Ctx<'_>, req: &mut Req) -> Next {
     let route = req.route.clone();
     let pool = route.pool(req.rule);
     let idempotent_and_held = req.head.method.is_idempotent() && req.held.complete;
-    let mut tried = panic_mode(pool, route.cfg.panic_threshold_percent);
+    let mut tried = panic_mode(pool, route.panic_threshold);
     let mut attempts = 0u32;
     let mut last: Option<ProxyError> = None;
     while let Some(i) = pool.balancer.pick(&pool.backends, cx.peer.ip(), tried) {
@@ -42,7 +42,9 @@ pub(super) async fn run(cx: &mut Ctx<'_>, req: &mut Req) -> Next {
             Ok((next, rtt)) => {
                 backend.node.finish(rtt, started + rtt);
                 cx.w.record_attempt(backend, true, rtt.as_micros() as u64);
-                cx.ex.backend = Some(backend.key.backend.clone());
+                if cx.w.log.is_some() {
+                    cx.ex.backend = Some(backend.clone());
+                }
                 if let Some(cfg) = &pool.breaker {
                     let ok = !(cfg.count_5xx && cx.ex.status >= 500);
                     if let Some(change) = backend.breaker.record(ok, cfg, Instant::now()) {
@@ -111,7 +113,9 @@ async fn attempt(
     t0: Instant,
 ) -> Result<(Next, Duration), ProxyError> {
     let connect = req.route.settings(req.rule).connect;
-    phases::set_backend_host(&mut cx.b.out, req, &backend.host);
+    if req.host_slot.is_some() {
+        phases::set_backend_host(&mut cx.b.out, req, &backend.host);
+    }
     let mut up = backend.connect(connect, t0, !req.held.complete).await?;
     let mut refused = 0;
     let resp = loop {

@@ -34,7 +34,6 @@ mod wire;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::conn::Stream;
@@ -48,7 +47,7 @@ use wire::{due, send_last};
 struct Exchange {
     status: u16,
     bytes: u64,
-    backend: Option<Arc<str>>,
+    backend: Option<Rc<crate::upstream::Backend>>,
     started: Instant,
     route: Option<Rc<RouteRt>>,
     retries: u32,
@@ -214,7 +213,14 @@ fn record(w: &Worker, client: &Stream, peer: SocketAddr, b: &mut Bufs, ex: &Exch
         }
         let tls = client.tls_info().map(|i| crate::accesslog::TlsFields { version: i.version, sni: client.sni() });
         let conn = crate::accesslog::ConnFields { protocol: client.protocol(), tls };
-        crate::accesslog::finish(&mut b.log, ex.status, ex.backend.as_deref(), ex.bytes, us, conn);
+        crate::accesslog::finish(
+            &mut b.log,
+            ex.status,
+            ex.backend.as_ref().map(|b| &*b.key.backend),
+            ex.bytes,
+            us,
+            conn,
+        );
         log.push(&b.log);
     }
 }

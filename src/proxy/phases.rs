@@ -12,7 +12,7 @@ use crate::http::{
     HeadLimits, HostOut, Method, ParseError, Persist, RequestHead, RequestView,
 };
 use crate::policy::Decision;
-use crate::route::admission::Permit;
+use crate::route::Permit;
 use crate::route::RouteRt;
 use control::model::HostHeader;
 
@@ -141,7 +141,7 @@ pub(super) async fn continue_if_expected(cx: &mut Ctx<'_>, req: &Req) -> bool {
 
 /// The route's active limit, then its bounded queue.
 pub(super) async fn admit(cx: &mut Ctx<'_>, req: &Req) -> Result<Permit, Stop> {
-    match req.route.admission.acquire(req.route.settings(req.rule).queue).await {
+    match req.route.state.admit(req.route.settings(req.rule).queue).await {
         Some(p) => Ok(p),
         None => {
             cx.ex.rejected = true;
@@ -172,7 +172,7 @@ pub(super) enum Verdict {
 /// nothing; one with policies runs them in a boxed future (inline, their
 /// state would grow every request's).
 pub(super) async fn policy(cx: &mut Ctx<'_>, req: &Req) -> Verdict {
-    if req.route.cfg.auto_https && !cx.client.is_tls() {
+    if req.route.auto_https && !cx.client.is_tls() {
         if acme_challenge(cx, req) {
             return Verdict::Answer(200);
         }

@@ -21,25 +21,23 @@ struct Slot {
 }
 
 /// Admission state of one route on one worker (carried across snapshots).
+/// `limit` first: an unlimited route reads only it.
 #[derive(Default)]
+#[repr(C)]
 pub struct Admission {
-    active: Cell<u32>,
     limit: Cell<u32>,
+    active: Cell<u32>,
     queue_limit: Cell<u32>,
     queue: RefCell<VecDeque<Rc<Slot>>>,
 }
 
-/// Held while a request is active; releasing it admits the next waiter.
-pub struct Permit {
-    adm: Option<Rc<Admission>>,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if let Some(a) = self.adm.take() {
-            a.release();
-        }
-    }
+/// How a request was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// The route has no limit: nothing to give back.
+    Unlimited,
+    /// It holds one of the active places: `release` when done.
+    Counted,
 }
 
 impl Admission {
@@ -55,7 +53,8 @@ impl Admission {
         self.active.get()
     }
 
-    fn release(&self) {
+    /// Gives back a `Counted` place (to the oldest waiter, if any).
+    pub fn release(&self) {
         loop {
             let next = self.queue.borrow_mut().pop_front();
             match next {
@@ -79,14 +78,14 @@ impl Admission {
     }
 
     /// Admits now, or after a bounded wait; `None` = refused.
-    pub async fn acquire(self: &Rc<Self>, wait: Duration) -> Option<Permit> {
+    pub async fn acquire(&self, wait: Duration) -> Option<Admitted> {
         let limit = self.limit.get();
         if limit == 0 {
-            return Some(Permit { adm: None });
+            return Some(Admitted::Unlimited);
         }
         if self.active.get() < limit && self.queue.borrow().is_empty() {
             self.active.set(self.active.get() + 1);
-            return Some(Permit { adm: Some(self.clone()) });
+            return Some(Admitted::Counted);
         }
         if self.queue.borrow().len() >= self.queue_limit.get() as usize {
             return None;
@@ -103,7 +102,7 @@ impl Admission {
         });
         let _ = monoio::time::timeout(wait, granted).await;
         if slot.granted.get() {
-            return Some(Permit { adm: Some(self.clone()) });
+            return Some(Admitted::Counted);
         }
         // Gave up: leave the queue.
         self.queue.borrow_mut().retain(|s| !Rc::ptr_eq(s, &slot));

@@ -22,10 +22,8 @@ use control::state::{diff_routes, RouteDiff};
 
 use super::{strategy, upstream_tls, upstream_tls_key, Active, Worker};
 use crate::balance::Balancer;
-use crate::route::admission::Admission;
-use crate::route::{PathRt, PoolRt, RouteRt, Settings};
+use crate::route::{PathRt, PoolRt, RouteRt, RouteState, Settings};
 use crate::router::{HostHasher, Router};
-use crate::stats::RouteStats;
 use crate::tls::TlsState;
 use crate::upstream::{Backend, ConnPool, PoolKey};
 
@@ -88,12 +86,23 @@ impl Builder<'_> {
         paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
         let headers = r.headers.iter().map(|(k, v)| (k.as_bytes().into(), v.as_bytes().into())).collect();
         let prev = self.prev.get(&key);
-        let admission: Rc<Admission> = prev.map(|p| p.admission.clone()).unwrap_or_default();
-        admission.set_limits(r.req_active, r.req_queue, self.w.workers);
-        let stats: Rc<RouteStats> = prev.map(|p| p.stats.clone()).unwrap_or_default();
+        let state: Rc<RouteState> = prev.map(|p| p.state.clone()).unwrap_or_default();
+        state.admission.set_limits(r.req_active, r.req_queue, self.w.workers);
         let settings = Settings::of(r);
         let policy = self.w.chains.get(&key, "", &r.policies, &mut self.fresh.chains);
-        Rc::new(RouteRt { cfg: r.clone(), key, pool, paths, headers, admission, stats, settings, policy })
+        Rc::new(RouteRt {
+            cfg: r.clone(),
+            host: r.host_header.clone(),
+            auto_https: r.auto_https,
+            panic_threshold: r.panic_threshold_percent,
+            key,
+            pool,
+            paths,
+            headers,
+            state,
+            settings,
+            policy,
+        })
     }
 
     fn path(&mut self, key: &Arc<str>, r: &Route, p: &control::model::PathRule) -> PathRt {

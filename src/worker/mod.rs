@@ -125,7 +125,7 @@ pub struct Worker {
     /// Routes and backends counted since their last delta, in order: the
     /// periodic flush takes a bounded batch, so 10,000 busy routes never
     /// stall the worker at once.
-    dirty_routes: RefCell<std::collections::VecDeque<(Arc<str>, Rc<stats::RouteStats>)>>,
+    dirty_routes: RefCell<std::collections::VecDeque<(Arc<str>, Rc<crate::route::RouteState>)>>,
     dirty_backends: RefCell<std::collections::VecDeque<Rc<Backend>>>,
     backends: RefCell<build::ConfigMap<BackendKey, Rc<Backend>>>,
     pools: RefCell<build::ConfigMap<PoolKey, Rc<ConnPool>>>,
@@ -447,8 +447,8 @@ impl Worker {
     pub fn record_exchange(&self, route: Option<&RouteRt>, o: &stats::Outcome) {
         match route {
             Some(r) => {
-                if r.stats.record(o) {
-                    self.dirty_routes.borrow_mut().push_back((r.key.clone(), r.stats.clone()));
+                if r.state.stats.record(o) {
+                    self.dirty_routes.borrow_mut().push_back((r.key.clone(), r.state.clone()));
                 }
             }
             None => {
@@ -488,8 +488,9 @@ impl Worker {
         let mut d = control::stats::StatsDelta::default();
         let mut routes = self.dirty_routes.borrow_mut();
         let n = if all { routes.len() } else { batch.min(routes.len()) };
+        d.routes.reserve_exact(n);
         for (key, r) in routes.drain(..n) {
-            if let Some((counters, latency)) = r.take(&mut d.route_latency) {
+            if let Some((counters, latency)) = r.stats.take(&mut d.route_latency) {
                 d.routes.push(control::stats::RouteDelta { key, counters, latency });
             }
         }
