@@ -31,8 +31,12 @@ const SEND_BUFFER: usize = 64 * 1024;
 pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
     let w = guard.worker().clone();
     let s = w.active().http2;
-    let info =
-        Rc::new(ConnInfo { tls: stream.tls_info(), sni: stream.sni().map(Box::from), counters: w.proto.clone() });
+    let info = Rc::new(ConnInfo {
+        tls: stream.tls_info(),
+        sni: stream.sni().map(Box::from),
+        counters: w.proto.clone(),
+        spans: Default::default(),
+    });
     let opened = Rc::new(Cell::new(false));
     let Ok(io) = H2Io::server(stream, opened.clone()) else { return };
     let mut b = h2::server::Builder::new();
@@ -59,16 +63,24 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
     bump(&w.proto.h2_connections);
     let streams = Rc::new(Streams { open: Cell::new(0), last: Cell::new(Instant::now()) });
     let mut closing: Option<Instant> = None;
-    loop {
-        let mut every = s.idle.min(Duration::from_secs(1));
-        if !opened.get() {
-            every = every.min(opening_deadline.saturating_duration_since(Instant::now()));
+    // When to look at the idle, SETTINGS and drain deadlines next: a slot in
+    // the worker's idle-wait table, kept across accepted streams (a fresh
+    // monoio sleep per stream cost a timer-wheel insert and remove each).
+    // Once draining has closed that table, a plain sleep.
+    let next_check = |now: Instant| {
+        let at = now + s.idle.min(Duration::from_secs(1));
+        if opened.get() {
+            at
+        } else {
+            at.min(opening_deadline)
         }
-        let tick = monoio::time::sleep(every);
+    };
+    let mut check_at = next_check(Instant::now());
+    loop {
         let next = monoio::select! {
             r = conn.accept() => Some(r),
             _ = w.drain.wait(), if closing.is_none() => None,
-            _ = tick => None,
+            _ = tick(&w, check_at) => None,
         };
         match next {
             Some(Some(Ok((req, respond)))) => {
@@ -86,6 +98,7 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
             }
             Some(None) => return,
             None => {
+                check_at = next_check(Instant::now());
                 if !opened.get() && Instant::now() >= opening_deadline {
                     tracing::debug!(worker = w.index, %peer, "HTTP/2 SETTINGS did not arrive in time");
                     return;
@@ -101,6 +114,15 @@ pub async fn serve(guard: ConnGuard, stream: Stream, peer: SocketAddr) {
                 }
             }
         }
+    }
+}
+
+/// Resolves at `at` (up to an idle tick late).
+async fn tick(w: &Worker, at: Instant) {
+    if w.idle.is_closed() {
+        monoio::time::sleep(at.saturating_duration_since(Instant::now())).await;
+    } else {
+        w.idle.wait(at).await;
     }
 }
 

@@ -46,6 +46,9 @@ pub struct ConnInfo {
     pub sni: Option<Box<str>>,
     /// The worker's counters.
     pub counters: Rc<ProtoCounters>,
+    /// Header spans of the response head being converted (one stream's at
+    /// a time: borrowed only inside `take_head`, which never waits).
+    pub spans: std::cell::RefCell<Vec<crate::http::HeaderSpan>>,
 }
 
 /// One stream as a connection (see the module docs).
@@ -234,7 +237,7 @@ impl H2Stream {
         buf.extend_from_slice(data);
         let method = if self.head_request { Method::Head } else { Method::Get };
         let limits = HeadLimits { max_head_bytes: 1 << 20, max_headers: 256 };
-        let mut spans = Vec::with_capacity(32);
+        let mut spans = self.info.spans.borrow_mut();
         let Some(h) = parse_response(buf, &limits, method, &mut spans).map_err(|e| other(e.reason()))? else {
             return Ok(&[]);
         };
@@ -251,7 +254,7 @@ impl H2Stream {
         let mut resp = Response::builder().status(h.status);
         if let Some(headers) = resp.headers_mut() {
             headers.reserve(spans.len());
-            for s in &spans {
+            for s in spans.iter() {
                 let Ok(name) = HeaderName::from_bytes(slice(&head, s.name)) else { continue };
                 if CONNECTION_SPECIFIC.contains(&name.as_str()) {
                     continue;
