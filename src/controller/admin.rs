@@ -76,7 +76,7 @@ impl AdminReply {
         AdminReply { allow: Some(allow), ..AdminReply::json(405, &body) }
     }
 
-    fn error(status: u16, error: &str, message: &str) -> AdminReply {
+    pub(crate) fn error(status: u16, error: &str, message: &str) -> AdminReply {
         AdminReply::json(status, &serde_json::json!({"error": error, "field": null, "message": message}))
     }
 }

@@ -1081,7 +1081,7 @@ impl Controller {
             .spawn(move || io::run(target_rx, probe_tx, admin, driver));
         if let Err(e) = spawned {
             let _ = ready.send(Err(format!("control I/O thread: {e}")));
-            self.shutdown();
+            self.shutdown(&admin_rx);
             return;
         }
         let mut acme_rx = crossbeam_channel::never();
@@ -1090,7 +1090,7 @@ impl Controller {
                 Ok((side, events)) => (self.acme, acme_rx) = (Some(side), events),
                 Err(e) => {
                     let _ = ready.send(Err(format!("ACME helper thread: {e}")));
-                    self.shutdown();
+                    self.shutdown(&admin_rx);
                     return;
                 }
             }
@@ -1187,19 +1187,34 @@ impl Controller {
         self.acme = None;
         self.names_tx = None;
         self.persist_tx = None;
-        self.shutdown();
+        self.shutdown(&admin_rx);
     }
 
-    fn shutdown(&mut self) {
+    /// Drains the workers. API calls that arrive meanwhile (accepted before
+    /// the listener closed, or, after an upgrade, by this process's copy of
+    /// it) are answered 503 at once rather than left waiting for the
+    /// drain: after an upgrade, the new process serves the API.
+    fn shutdown(&mut self, admin: &crossbeam_channel::Receiver<AdminCall>) {
         let drain = self.config.timeouts.drain;
         self.broadcast(ControlMsg::Shutdown { drain });
         let deadline = Instant::now() + drain + Duration::from_secs(2);
         let mut left = self.workers.len();
+        let mut admin = admin.clone();
         while left > 0 {
-            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(WorkerEvent::Exited { .. }) => left -= 1,
-                Ok(_) => {}
-                Err(_) => break,
+            select! {
+                recv(self.events) -> ev => match ev {
+                    Ok(WorkerEvent::Exited { .. }) => left -= 1,
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+                recv(admin) -> call => match call {
+                    Ok(call) => {
+                        let reply = AdminReply::error(503, "shuttingDown", "this process is shutting down");
+                        let _ = call.reply.send(reply);
+                    }
+                    Err(_) => admin = crossbeam_channel::never(),
+                },
+                default(deadline.saturating_duration_since(Instant::now())) => break,
             }
         }
     }

@@ -309,6 +309,18 @@ impl Api {
     /// (`Host: ADDR`, the bearer token); `body` is sent as
     /// `Content-Type: application/json` unless `headers` name another.
     pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> ApiReply {
+        self.try_raw(method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Like `raw`, but a connection that fails or goes unanswered is an
+    /// `Err` (for polling a process that may be going away).
+    pub fn try_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<ApiReply, String> {
         let named = |n: &str| headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(n));
         let mut req = format!("{method} {path} HTTP/1.1\r\n");
         if !named("host") {
@@ -331,23 +343,21 @@ impl Api {
             req.push_str("Content-Length: 0\r\n");
         }
         req.push_str("Connection: close\r\n\r\n");
-        let mut c = Client::connect(self.addr);
+        let mut c = Client::try_connect(self.addr, IO_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
         let mut bytes = req.into_bytes();
         if let Some(b) = body {
             bytes.extend_from_slice(b);
         }
-        c.send(&bytes);
-        let response =
-            c.read_response(method == "HEAD").unwrap_or_else(|e| panic!("{method} {path}: reading the answer: {e}"));
+        c.try_send(&bytes).map_err(|e| format!("sending: {e}"))?;
+        let response = c.read_response(method == "HEAD").map_err(|e| format!("reading the answer: {e}"))?;
         let json = if response.body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&response.body).unwrap_or_else(|e| {
-                panic!("{method} {path}: answer is not JSON ({e}):\n{}{}", response.head, response.text())
-            })
+            serde_json::from_slice(&response.body)
+                .map_err(|e| format!("answer is not JSON ({e}):\n{}{}", response.head, response.text()))?
         };
         let etag = response.header("etag").map(str::to_string);
-        ApiReply { status: response.status, json, etag, response }
+        Ok(ApiReply { status: response.status, json, etag, response })
     }
 
     /// A JSON request (`body` serialised) with extra headers.
