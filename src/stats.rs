@@ -151,7 +151,6 @@ fn add(c: &Cell<u32>, n: u32) {
 
 /// One backend's counters on one worker.
 #[derive(Default)]
-#[repr(C)]
 pub struct BackendStats {
     /// Changed since the last take.
     pub dirty: Cell<bool>,

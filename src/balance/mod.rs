@@ -74,10 +74,7 @@ pub const EWMA_TAU: Duration = Duration::from_secs(10);
 /// Per-worker live state of one backend that balancers read.
 ///
 /// Single-threaded: `Cell`s only, no atomics, no locks.
-/// Laid out with what every pick and finish touches first (its owner
-/// may start a cache line with it).
 #[derive(Debug)]
-#[repr(C)]
 pub struct Node {
     /// false = skip (health down, maintenance, or passive failure).
     up: Cell<bool>,

@@ -19,8 +19,7 @@ enum State {
     HalfOpen,
 }
 
-/// One backend's breaker on one worker (`state` first: a pick reads only it).
-#[repr(C)]
+/// One backend's breaker on one worker.
 pub struct Breaker {
     state: Cell<State>,
     /// Failures in a row.

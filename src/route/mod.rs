@@ -119,9 +119,7 @@ pub struct PathRt {
 /// A route as a worker runs it. What a request reads of its config is
 /// copied here (`host`, `auto_https`, `panic_threshold`, `settings`), so
 /// a request does not touch `cfg`: with 10,000 routes each line a
-/// request touches is a likely cache miss. Laid out in the order a
-/// request reads it, `cfg` and `key` last.
-#[repr(C)]
+/// request touches is a likely cache miss.
 pub struct RouteRt {
     /// Counters and admission (carried across snapshots by route key).
     pub state: Rc<RouteState>,

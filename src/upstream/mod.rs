@@ -242,12 +242,6 @@ impl ConnPool {
 }
 
 /// One backend, as one worker sees it.
-///
-/// Laid out for the request path: the balancer's node, the pool and the
-/// breaker's state (what a pick and a connect read) first, then the
-/// counters (written when the attempt ends). With 10,000 routes each
-/// cache line a request touches is a likely miss.
-#[repr(C)]
 pub struct Backend {
     /// Balancer state.
     pub node: Node,
